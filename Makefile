@@ -1,0 +1,55 @@
+# CryptoLake — `make help` lists the targets. Every target sets up what it needs first.
+SHELL := bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+# Local stack overrides: `make run SOURCE=simulator`.
+SOURCE ?= auto
+# Files for `make replay FILES="BTCUSDT-trades-2024-01-01.zip …"`.
+FILES ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-unit lint format bench-producer replay kafka clean distclean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+setup: ## install everything (Debian, PyPI, Maven Central); idempotent, fast when warm
+	@./tools/setup.sh
+
+run: setup ## the local stack: Kafka + producer (live exchanges, else the simulator); Ctrl-C stops
+	@CRYPTOLAKE_SOURCE=$(SOURCE) $(BIN)/cryptolake-stack run
+
+test: setup ## every test: unit, and integration against a real Kafka broker
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup ## only the tests that need no service
+	@$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: setup ## ruff (lint + format check) and mypy (strict on the shared contract)
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy common/src producer/src tools/stack/src
+
+format: setup ## apply ruff's formatting and safe fixes
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+bench-producer: setup ## producer throughput: simulator flood → parse → real Kafka (last line: producer_trades_per_s=N)
+	@$(BIN)/python benchmarks/bench_producer.py
+
+replay: setup ## publish Binance trade dumps into the local broker: make replay FILES="…"
+	@test -n "$(FILES)" || { echo 'usage: make replay FILES="BTCUSDT-trades-2024-01-01.zip …"'; exit 2; }
+	@$(BIN)/cryptolake-producer replay $(FILES)
+
+kafka: setup ## only the Kafka broker, in the foreground (127.0.0.1:9092)
+	@$(BIN)/cryptolake-stack kafka
+
+clean: ## remove local state (.local: broker data) and test caches
+	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .hypothesis artifacts
+
+distclean: clean ## also remove the virtualenv (the download cache in ~/.cache/cryptolake stays)
+	rm -rf $(VENV)

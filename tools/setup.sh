@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# make setup: everything CryptoLake needs, from Debian, PyPI and Maven Central. Idempotent;
+# each step says what it does and skips itself when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+PYTHON=${PYTHON:-python3.11}
+export UV_PYTHON_DOWNLOADS=never UV_PYTHON="$PYTHON"
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+started=$(date +%s)
+
+# System packages: a JDK 17 for Kafka and Spark, Maven to resolve jars.
+missing=()
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v "$PYTHON" >/dev/null || missing+=(python3.11 python3.11-venv)
+if ((${#missing[@]})); then
+  step "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then echo "run as root or install: ${missing[*]}" >&2; exit 1; fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! "$PYTHON" -m uv --version 2>/dev/null | grep -q "uv $UV_VERSION"; then
+  step "installing uv $UV_VERSION from PyPI"
+  "$PYTHON" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+fi
+
+step "python environment (.venv, uv.lock)"
+"$PYTHON" -m uv sync --frozen --all-packages --quiet
+
+step "jars from Maven Central (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake})"
+.venv/bin/cryptolake-stack fetch
+
+echo "setup done in $(( $(date +%s) - started )) s"

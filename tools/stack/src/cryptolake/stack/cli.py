@@ -1,0 +1,85 @@
+"""``cryptolake-stack``: fetch pinned tooling, run the Kafka broker, run the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cryptolake.stack.jars import ToolingMissing, resolve_jars
+from cryptolake.stack.kafka import BrokerFailed, KafkaBroker, KafkaBrokerConfig
+from cryptolake.stack.supervisor import StackSettings, run_stack
+from pydantic import ValidationError
+
+log = logging.getLogger("cryptolake.stack")
+
+JAR_SETS = ("kafka-broker",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptolake-stack",
+        description="CryptoLake's local stack: pinned tooling and the services of `make run`.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser(
+        "fetch", help="resolve jar sets from Maven Central into the cache (idempotent)"
+    )
+    fetch.add_argument(
+        "names",
+        nargs="*",
+        default=list(JAR_SETS),
+        metavar="NAME",
+        help=f"jar sets (default: all of {', '.join(JAR_SETS)})",
+    )
+    kafka = commands.add_parser("kafka", help="run only the Kafka broker in the foreground")
+    kafka.add_argument("--data-dir", type=Path, default=Path(".local/kafka"))
+    kafka.add_argument("--port", type=int, default=9092)
+    kafka.add_argument("--controller-port", type=int, default=9093)
+    commands.add_parser(
+        "run",
+        help="the local stack: Kafka broker and the producer "
+        "(env: CRYPTOLAKE_SOURCE, CRYPTOLAKE_STATE_DIR, CRYPTOLAKE_KAFKA_PORT)",
+    )
+    return parser
+
+
+def _run_kafka(args: argparse.Namespace) -> int:
+    broker = KafkaBroker(
+        KafkaBrokerConfig(
+            data_dir=args.data_dir.resolve(), port=args.port, controller_port=args.controller_port
+        )
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with broker:
+        print(f"kafka ready on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+        stop.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s stack: %(message)s")
+    try:
+        if args.command == "fetch":
+            for name in args.names:
+                resolve_jars(name)
+            return 0
+        if args.command == "kafka":
+            return _run_kafka(args)
+        return run_stack(StackSettings())
+    except (ToolingMissing, BrokerFailed) as exc:
+        log.error("%s", exc)
+        return 2
+    except ValidationError as exc:
+        log.error("bad CRYPTOLAKE_* setting: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

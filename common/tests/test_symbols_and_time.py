@@ -1,4 +1,5 @@
 import pytest
+
 from cryptolake.common.symbols import canonical_symbol, split_concatenated
 from cryptolake.common.timeutil import rfc3339_to_us, us_to_rfc3339
 

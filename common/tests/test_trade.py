@@ -1,4 +1,5 @@
 import pytest
+
 from cryptolake.common.trade import (
     MIN_EVENT_TIME_US,
     DeadLetter,

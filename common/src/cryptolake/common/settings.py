@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
 
 ENV_PREFIX = "CRYPTOLAKE_"
 

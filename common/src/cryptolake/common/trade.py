@@ -28,7 +28,7 @@ MIN_EVENT_TIME_US: Final = 1_262_304_000_000_000
 # How far an exchange clock may run ahead of ours before a trade counts as absurd.
 MAX_FUTURE_SKEW_US: Final = 300_000_000
 
-_PLAIN_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _CANONICAL_SYMBOL = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
 
 

@@ -1,0 +1,92 @@
+"""What every exchange adapter provides: where to connect, what to send, how to parse frames.
+
+Adapters are pure: ``parse`` turns one WebSocket frame into normalized trades and dead letters,
+with no I/O, so tests replay recorded frames through them. The feed loop does the I/O.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import orjson
+
+from cryptolake.common.trade import DeadLetter, RejectReason, Trade, TradeRejected
+
+
+class FrameKind(StrEnum):
+    TRADES = "trades"  # carried trades (possibly none valid)
+    HEARTBEAT = "heartbeat"
+    CONTROL = "control"  # subscription acks, status, snapshots we ignore
+    SHUTDOWN = "shutdown"  # the server announced it is going away: reconnect now
+    REJECTED = "rejected"  # the whole frame went to the DLQ
+
+
+@dataclass(slots=True)
+class ParsedFrame:
+    kind: FrameKind
+    trades: list[Trade] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # The exchange's per-connection message sequence, where the frame carries one (Coinbase).
+    sequence: int | None = None
+
+
+class ExchangeAdapter(ABC):
+    """One exchange's wire protocol. ``label`` is the ``exchange`` field written to the data:
+    the adapter's name for live data, ``simulator`` when it talks to the market simulator."""
+
+    name: ClassVar[str]
+    default_url: ClassVar[str]
+    # Seconds without any frame after which the connection is presumed dead.
+    idle_timeout_s: ClassVar[float] = 30.0
+
+    def __init__(
+        self, symbols: Sequence[str], *, label: str | None = None, url: str | None = None
+    ) -> None:
+        if not symbols:
+            raise ValueError(f"{self.name}: give at least one symbol")
+        self.symbols = list(symbols)  # canonical BASE-QUOTE
+        self.label = label or self.name
+        self.base_url = url or self.default_url
+
+    @abstractmethod
+    def connect_url(self) -> str:
+        """The URL to open (Binance puts its stream names in it)."""
+
+    @abstractmethod
+    def subscribe_messages(self) -> list[str]:
+        """JSON texts to send right after connecting (empty when the URL subscribes)."""
+
+    @abstractmethod
+    def parse(self, frame: str | bytes, recv_time_us: int) -> ParsedFrame:
+        """Normalize one frame. Never raises: what cannot be normalized becomes dead letters."""
+
+    def reject_element(
+        self,
+        problem: TradeRejected,
+        element: object,
+        frame: str | bytes,
+        recv_time_us: int,
+        *,
+        default: Callable[[Any], Any] | None = None,
+    ) -> DeadLetter:
+        """One bad element of a multi-trade frame, re-serialized as its own raw JSON."""
+        try:
+            raw = orjson.dumps(element, default=default).decode()
+        # Deeper than orjson writes, an integer over 64 bits, or a lone surrogate: keep the frame.
+        except orjson.JSONEncodeError:
+            raw = frame if isinstance(frame, str) else frame.decode("utf-8", errors="replace")
+        return DeadLetter(self.label, problem.reason, problem.detail, raw, recv_time_us)
+
+    def reject(
+        self, reason: RejectReason, detail: str, raw: str | bytes, recv_time_us: int
+    ) -> ParsedFrame:
+        """A frame that as a whole goes to the DLQ."""
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+        return ParsedFrame(
+            kind=FrameKind.REJECTED,
+            dead_letters=[DeadLetter(self.label, reason, detail, text, recv_time_us)],
+        )

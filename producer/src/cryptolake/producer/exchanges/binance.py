@@ -1,0 +1,139 @@
+"""Binance spot: one combined-stream connection carrying ``<symbol>@trade`` for every symbol.
+
+The URL subscribes (``/stream?streams=btcusdt@trade/ethusdt@trade``), so nothing is sent after
+connecting. Docs: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, ClassVar, Final
+
+import orjson
+
+from cryptolake.common.symbols import split_concatenated
+from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
+from cryptolake.producer.exchanges.base import ExchangeAdapter, FrameKind, ParsedFrame
+
+# The trade payload's fields and their exact JSON types (bool is not an int here).
+_TRADE_FIELDS: Final = (("s", str), ("t", int), ("p", str), ("q", str), ("T", int), ("m", bool))
+
+
+def native_stream_symbol(symbol: str) -> str:
+    """``BTC-USDT`` → ``btcusdt``, the spelling Binance stream names use."""
+    return symbol.replace("-", "").lower()
+
+
+@lru_cache(maxsize=4096)
+def canonical_pair(pair: str) -> str | None:
+    """``BTCUSDT`` → ``BTC-USDT``; None when no known quote asset ends it (cached: hot path)."""
+    if not (pair.isascii() and pair.isalnum()):
+        return None
+    return split_concatenated(pair)
+
+
+def _wrong_type(payload: dict[str, Any]) -> str:
+    """Which field of a trade payload has the wrong JSON type (only called once one has)."""
+    for key, kind in _TRADE_FIELDS:
+        value = payload[key]
+        if type(value) is not kind:
+            return f"{key} is {type(value).__name__}, expected {kind.__name__}"
+    return "no field has the wrong type"
+
+
+def parse_binance_trade(payload: dict[str, Any], *, exchange: str, recv_time_us: int) -> Trade:
+    """Normalize one trade payload; raises :class:`TradeRejected`.
+
+    A raw frame from the Trade Streams docs, as a combined stream delivers it::
+
+        {"stream": "bnbbtc@trade",
+         "data": {"e": "trade", "E": 1672515782136, "s": "BNBBTC", "t": 12345, "p": "0.001",
+                  "q": "100", "T": 1672515782136, "m": true, "M": true}}
+
+    ``T`` is the trade time in ms. ``m`` says the buyer was the maker (the resting order), so
+    the taker, whose side we record, sold.
+    """
+    try:
+        pair, trade_id, price, qty = payload["s"], payload["t"], payload["p"], payload["q"]
+        trade_ms, buyer_is_maker = payload["T"], payload["m"]
+    except KeyError as exc:
+        raise TradeRejected(RejectReason.MISSING_FIELD, f"{exc.args[0]} is missing") from exc
+    if not (
+        type(pair) is str
+        and type(trade_id) is int
+        and type(price) is str
+        and type(qty) is str
+        and type(trade_ms) is int
+        and type(buyer_is_maker) is bool
+    ):
+        raise TradeRejected(RejectReason.BAD_TYPE, _wrong_type(payload))
+    symbol = canonical_pair(pair)
+    if symbol is None:
+        raise TradeRejected(RejectReason.BAD_SYMBOL, f"symbol {pair!r} has no known quote asset")
+    return make_trade(
+        exchange=exchange,
+        symbol=symbol,
+        trade_id=trade_id,
+        price=price,
+        qty=qty,
+        side="sell" if buyer_is_maker else "buy",
+        event_time=trade_ms * 1000,
+        ingest_time=recv_time_us,
+    )
+
+
+def _is_shutdown(event: object) -> bool:
+    return isinstance(event, dict) and event.get("e") == "serverShutdown"
+
+
+class BinanceAdapter(ExchangeAdapter):
+    name: ClassVar[str] = "binance"
+    default_url: ClassVar[str] = "wss://stream.binance.com:9443"
+    # Binance sends no heartbeat frames and a quiet symbol can go a minute without a trade;
+    # websockets' own pings still catch a dead link sooner.
+    idle_timeout_s: ClassVar[float] = 120.0
+
+    def connect_url(self) -> str:
+        streams = "/".join(f"{native_stream_symbol(symbol)}@trade" for symbol in self.symbols)
+        return f"{self.base_url.rstrip('/')}/stream?streams={streams}"
+
+    def subscribe_messages(self) -> list[str]:
+        return []
+
+    def parse(self, frame: str | bytes, recv_time_us: int) -> ParsedFrame:
+        """A trade (see :func:`parse_binance_trade`), a ``serverShutdown`` notice (bare, in the
+        combined envelope, or WebSocket-API style ``{"event": {...}}``), or a reply to a
+        subscription request such as ``{"result": null, "id": 1}``."""
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            return self.reject(RejectReason.MALFORMED_JSON, str(exc), frame, recv_time_us)
+        if not isinstance(message, dict):
+            return self.reject(
+                RejectReason.UNKNOWN_MESSAGE,
+                "a Binance frame is a JSON object",
+                frame,
+                recv_time_us,
+            )
+        payload = message.get("data", message) if "stream" in message else message
+        if not isinstance(payload, dict):
+            return self.reject(
+                RejectReason.BAD_TYPE, "the stream's data is not an object", frame, recv_time_us
+            )
+        event = payload.get("e")
+        if event == "trade":
+            try:
+                trade = parse_binance_trade(payload, exchange=self.label, recv_time_us=recv_time_us)
+            except TradeRejected as exc:
+                return self.reject(exc.reason, exc.detail, frame, recv_time_us)
+            return ParsedFrame(FrameKind.TRADES, trades=[trade])
+        if event == "serverShutdown" or _is_shutdown(message.get("event")):
+            return ParsedFrame(FrameKind.SHUTDOWN)
+        if "result" in message and "id" in message:
+            return ParsedFrame(FrameKind.CONTROL)
+        return self.reject(
+            RejectReason.UNKNOWN_MESSAGE,
+            f"event {event!r:.80} is not a trade, a shutdown notice or a subscription reply",
+            frame,
+            recv_time_us,
+        )

@@ -1,0 +1,164 @@
+"""Coinbase Advanced Trade: the public ``market_trades`` channel, plus ``heartbeats``.
+
+Every frame carries ``sequence_num``, one counter per connection across all channels, which the
+feed checks for gaps. Docs:
+https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-channels
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+import orjson
+
+from cryptolake.common.timeutil import rfc3339_to_us
+from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
+from cryptolake.producer.exchanges.base import ExchangeAdapter, FrameKind, ParsedFrame
+
+# Public trades carry the resting maker's side, so the taker's is the opposite; as found by
+# https://nautilustrader.io/docs/rust-api-latest/nautilus_coinbase/http/parse/fn.coinbase_side_to_aggressor.html
+_TAKER_SIDE: Final = {"BUY": "sell", "SELL": "buy"}
+_TRADE_FIELDS: Final = ("product_id", "price", "size", "side", "time")
+
+
+def _wrong_type(trade: dict[str, Any]) -> str:
+    """Which string field of a trade has another JSON type (only called once one has)."""
+    for key in _TRADE_FIELDS:
+        if type(trade[key]) is not str:
+            return f"{key} is {type(trade[key]).__name__}, expected str"
+    return "no field has the wrong type"
+
+
+def parse_coinbase_trade(trade: dict[str, Any], *, exchange: str, recv_time_us: int) -> Trade:
+    """Normalize one element of a ``market_trades`` event; raises :class:`TradeRejected`.
+
+    A raw frame from the Advanced Trade WebSocket channel docs (one such element inside)::
+
+        {"channel": "market_trades", "client_id": "", "timestamp": "2023-02-09T20:19:35.39625135Z",
+         "sequence_num": 0,
+         "events": [{"type": "snapshot",
+                     "trades": [{"trade_id": "000000000", "product_id": "ETH-USD",
+                                 "price": "1260.01", "size": "0.3", "side": "BUY",
+                                 "time": "2019-08-14T20:42:27.265Z"}]}]}
+    """
+    try:
+        product_id, trade_id, price = trade["product_id"], trade["trade_id"], trade["price"]
+        size, side, time_text = trade["size"], trade["side"], trade["time"]
+    except KeyError as exc:
+        raise TradeRejected(RejectReason.MISSING_FIELD, f"{exc.args[0]} is missing") from exc
+    if not (
+        type(product_id) is str
+        and type(price) is str
+        and type(size) is str
+        and type(side) is str
+        and type(time_text) is str
+    ):
+        raise TradeRejected(RejectReason.BAD_TYPE, _wrong_type(trade))
+    taker_side = _TAKER_SIDE.get(side)
+    if taker_side is None:
+        raise TradeRejected(RejectReason.BAD_SIDE, f"side {side!r} is not BUY or SELL")
+    try:
+        event_time = rfc3339_to_us(time_text)
+    except ValueError as exc:
+        raise TradeRejected(RejectReason.BAD_TIMESTAMP, str(exc)) from exc
+    return make_trade(
+        exchange=exchange,
+        symbol=product_id,
+        trade_id=trade_id,
+        price=price,
+        qty=size,
+        side=taker_side,
+        event_time=event_time,
+        ingest_time=recv_time_us,
+    )
+
+
+class CoinbaseAdapter(ExchangeAdapter):
+    name: ClassVar[str] = "coinbase"
+    default_url: ClassVar[str] = "wss://advanced-trade-ws.coinbase.com"
+
+    def connect_url(self) -> str:
+        return self.base_url
+
+    def subscribe_messages(self) -> list[str]:
+        # Without heartbeats Coinbase closes a channel that has had no update for 60-90 s.
+        return [
+            orjson.dumps(
+                {"type": "subscribe", "product_ids": self.symbols, "channel": channel}
+            ).decode()
+            for channel in ("market_trades", "heartbeats")
+        ]
+
+    def parse(self, frame: str | bytes, recv_time_us: int) -> ParsedFrame:
+        """``market_trades`` (see :func:`parse_coinbase_trade`), ``heartbeats``,
+        ``subscriptions`` acks, or ``{"type": "error", "message": ...}``, after which the feed
+        reconnects. Every frame's ``sequence_num`` is passed on in ``ParsedFrame.sequence``."""
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            return self.reject(RejectReason.MALFORMED_JSON, str(exc), frame, recv_time_us)
+        if not isinstance(message, dict):
+            return self.reject(
+                RejectReason.UNKNOWN_MESSAGE,
+                "a Coinbase frame is a JSON object",
+                frame,
+                recv_time_us,
+            )
+        channel = message.get("channel")
+        if message.get("type") == "error":
+            parsed = ParsedFrame(FrameKind.SHUTDOWN)
+        elif channel == "market_trades":
+            parsed = self._market_trades(message, frame, recv_time_us)
+        elif channel == "heartbeats":
+            parsed = ParsedFrame(FrameKind.HEARTBEAT)
+        elif channel == "subscriptions":
+            parsed = ParsedFrame(FrameKind.CONTROL)
+        else:
+            parsed = self.reject(
+                RejectReason.UNKNOWN_MESSAGE,
+                f"channel {channel!r:.80} is not market_trades, heartbeats or subscriptions",
+                frame,
+                recv_time_us,
+            )
+        sequence = message.get("sequence_num")
+        if type(sequence) is int:
+            parsed.sequence = sequence
+        return parsed
+
+    def _market_trades(
+        self, message: dict[str, Any], frame: str | bytes, recv_time_us: int
+    ) -> ParsedFrame:
+        if "events" not in message:
+            return self.reject(RejectReason.MISSING_FIELD, "events is missing", frame, recv_time_us)
+        events = message["events"]
+        if not isinstance(events, list):
+            return self.reject(RejectReason.BAD_TYPE, "events is not a list", frame, recv_time_us)
+        parsed = ParsedFrame(FrameKind.TRADES)
+        for event in events:
+            trades = event.get("trades") if isinstance(event, dict) else None
+            if not isinstance(trades, list):
+                missing = isinstance(event, dict) and "trades" not in event
+                problem = TradeRejected(
+                    RejectReason.MISSING_FIELD if missing else RejectReason.BAD_TYPE,
+                    "an event is an object with a trades list",
+                )
+                parsed.dead_letters.append(self.reject_element(problem, event, frame, recv_time_us))
+                continue
+            for element in trades:
+                if not isinstance(element, dict):
+                    problem = TradeRejected(RejectReason.BAD_TYPE, "a trade is a JSON object")
+                    parsed.dead_letters.append(
+                        self.reject_element(problem, element, frame, recv_time_us)
+                    )
+                    continue
+                try:
+                    parsed.trades.append(
+                        parse_coinbase_trade(
+                            element, exchange=self.label, recv_time_us=recv_time_us
+                        )
+                    )
+                except TradeRejected as exc:
+                    parsed.dead_letters.append(
+                        self.reject_element(exc, element, frame, recv_time_us)
+                    )
+        return parsed

@@ -1,0 +1,222 @@
+"""KrakenAdapter against frames from the Kraken spot WebSocket v2 documentation."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from cryptolake.common.trade import RejectReason, Trade
+from cryptolake.producer.exchanges import adapter_class
+from cryptolake.producer.exchanges.base import FrameKind
+from cryptolake.producer.exchanges.kraken import KrakenAdapter
+
+FRAMES = Path(__file__).parent / "frames" / "kraken"
+# A minute after the documented trades (2023-09-25T07:49:36.925603Z).
+RECV_US = 1_695_628_236_925_603
+
+
+def frame(name: str) -> str:
+    return (FRAMES / name).read_text()
+
+
+def element(**changes: object) -> dict[str, Any]:
+    """A trade like the docs' (a taker selling XBT/USD), fields changed or (None) removed."""
+    trade: dict[str, Any] = {
+        "symbol": "XBT/USD",
+        "side": "sell",
+        "price": Decimal("26571.8"),
+        "qty": Decimal("0.1"),
+        "ord_type": "market",
+        "trade_id": 4665906,
+        "timestamp": "2023-09-25T07:49:37.708706Z",
+    }
+    trade.update(changes)
+    return {key: value for key, value in trade.items() if value is not None}
+
+
+def as_number(value: Decimal) -> orjson.Fragment:
+    return orjson.Fragment(str(value))
+
+
+def trade_frame(*elements: object) -> str:
+    """A trade update frame; Decimals become JSON numbers with exactly their digits."""
+    body = {"channel": "trade", "type": "update", "data": list(elements)}
+    return orjson.dumps(body, default=as_number).decode()
+
+
+def parsed_raw(raw: str) -> object:
+    return json.loads(raw, parse_float=Decimal)
+
+
+@pytest.fixture
+def adapter() -> KrakenAdapter:
+    return KrakenAdapter(["BTC-USD", "MATIC-USD"])
+
+
+def test_registry_maps_kraken_to_its_adapter() -> None:
+    assert adapter_class("kraken") is KrakenAdapter
+
+
+def test_subscribes_to_trades_of_every_symbol_without_a_snapshot(adapter: KrakenAdapter) -> None:
+    assert adapter.connect_url() == "wss://ws.kraken.com/v2"
+    [message] = adapter.subscribe_messages()
+    assert json.loads(message) == {
+        "method": "subscribe",
+        "params": {"channel": "trade", "symbol": ["BTC/USD", "MATIC/USD"], "snapshot": False},
+    }
+
+
+def test_documented_trade_snapshot_normalizes_exactly(adapter: KrakenAdapter) -> None:
+    parsed = adapter.parse(frame("trade_snapshot.json"), RECV_US)
+    assert parsed.kind is FrameKind.TRADES
+    assert parsed.dead_letters == []
+    assert parsed.trades == [
+        Trade("kraken", "MATIC-USD", "4665846", "0.5147", "6423.46326", "buy",
+              1_695_628_116_925_533, RECV_US),
+        Trade("kraken", "MATIC-USD", "4665847", "0.5147", "1136.19677815", "buy",
+              1_695_628_176_925_603, RECV_US),
+    ]
+
+
+def test_xbt_becomes_btc_and_the_taker_side_is_kept(adapter: KrakenAdapter) -> None:
+    [trade] = adapter.parse(trade_frame(element()), RECV_US).trades
+    assert trade == Trade(
+        "kraken", "BTC-USD", "4665906", "26571.8", "0.1", "sell", 1_695_628_177_708_706, RECV_US
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [
+        ("0.30000000000000004", "0.30000000000000004"),
+        ("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827"),
+        ("1.10", "1.10"),
+        ("1e-8", "0.00000001"),
+        ("5.1E+2", "510"),
+        ("27000", "27000"),
+        ("123456789.123456789", "123456789.123456789"),
+    ],
+)
+def test_json_numbers_keep_their_exact_digits(
+    adapter: KrakenAdapter, number: str, text: str
+) -> None:
+    raw = trade_frame(element(price=Decimal("1"))).replace('"price":1', f'"price":{number}')
+    [trade] = adapter.parse(raw, RECV_US).trades
+    assert trade.price == text
+
+
+def test_bytes_frames_parse_like_text(adapter: KrakenAdapter) -> None:
+    raw = frame("trade_snapshot.json")
+    assert adapter.parse(raw.encode(), RECV_US) == adapter.parse(raw, RECV_US)
+
+
+def test_simulator_label_is_written_into_trades_and_dead_letters() -> None:
+    adapter = KrakenAdapter(["BTC-USD"], label="simulator")
+    parsed = adapter.parse(trade_frame(element(), element(side="hold")), RECV_US)
+    assert [trade.exchange for trade in parsed.trades] == ["simulator"]
+    assert [letter.source for letter in parsed.dead_letters] == ["simulator"]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("heartbeat.json", FrameKind.HEARTBEAT),
+        ("status_online.json", FrameKind.CONTROL),
+        ("subscribe_ack.json", FrameKind.CONTROL),
+        ("pong.json", FrameKind.CONTROL),
+    ],
+)
+def test_documented_service_frames(adapter: KrakenAdapter, name: str, kind: FrameKind) -> None:
+    parsed = adapter.parse(frame(name), RECV_US)
+    assert (parsed.kind, parsed.trades, parsed.dead_letters) == (kind, [], [])
+
+
+@pytest.mark.parametrize("system", ["maintenance", "cancel_only", "post_only"])
+def test_engine_status_other_than_online_asks_for_a_reconnect(
+    adapter: KrakenAdapter, system: str
+) -> None:
+    status = frame("status_online.json").replace('"online"', json.dumps(system))
+    assert adapter.parse(status, RECV_US).kind is FrameKind.SHUTDOWN
+
+
+def test_failed_subscription_goes_to_the_dlq_with_kraken_error(adapter: KrakenAdapter) -> None:
+    parsed = adapter.parse(frame("subscribe_error.json"), RECV_US)
+    assert parsed.kind is FrameKind.REJECTED
+    [letter] = parsed.dead_letters
+    assert letter.reason is RejectReason.UNKNOWN_MESSAGE
+    assert "Currency pair not supported XBT/USD" in letter.detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "detail"),
+    [
+        ('{"channel": "trade", "data": [', RejectReason.MALFORMED_JSON, ""),
+        (b'{"channel": "heartbeat"}\xff', RejectReason.MALFORMED_JSON, "utf-8"),
+        ('{"channel": "trade", "data": [{"price": NaN}]}', RejectReason.MALFORMED_JSON, "NaN"),
+        ("[" * 100_000, RejectReason.MALFORMED_JSON, ""),
+        ('"heartbeat"', RejectReason.UNKNOWN_MESSAGE, "JSON object"),
+        ('{"channel": "book", "type": "update", "data": []}', RejectReason.UNKNOWN_MESSAGE, "book"),
+        ('{"method": "add_order", "success": true}', RejectReason.UNKNOWN_MESSAGE, "add_order"),
+        ('{"channel": "trade", "type": "update"}', RejectReason.MISSING_FIELD, "data"),
+        ('{"channel": "trade", "data": {"symbol": "BTC/USD"}}', RejectReason.BAD_TYPE, "list"),
+        ('{"channel": "status", "data": "online"}', RejectReason.BAD_TYPE, "status"),
+        ('{"channel": "status", "data": [{"version": "2"}]}', RejectReason.MISSING_FIELD, "system"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
+)
+def test_a_bad_frame_goes_whole_to_the_dlq(
+    adapter: KrakenAdapter, raw: str | bytes, reason: RejectReason, detail: str
+) -> None:
+    parsed = adapter.parse(raw, RECV_US)
+    assert (parsed.kind, parsed.trades) == (FrameKind.REJECTED, [])
+    [letter] = parsed.dead_letters
+    assert (letter.source, letter.reason, letter.ingest_time) == ("kraken", reason, RECV_US)
+    assert detail in letter.detail
+    assert letter.raw == (raw if isinstance(raw, str) else raw.decode(errors="replace"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "detail"),
+    [
+        (element(qty=None), RejectReason.MISSING_FIELD, "qty is missing"),
+        (element(price="26571.8"), RejectReason.BAD_TYPE, "price is str"),
+        (element(trade_id="4665906"), RejectReason.BAD_TYPE, "trade_id is str"),
+        (element(side=True), RejectReason.BAD_TYPE, "side is bool"),
+        (element(price=Decimal("-26571.8")), RejectReason.BAD_PRICE, "price"),
+        (element(price=Decimal("1E+40")), RejectReason.BAD_PRICE, "out of range"),
+        (element(qty=Decimal("0.0")), RejectReason.BAD_QTY, "qty"),
+        (element(qty=Decimal("1E-999999999")), RejectReason.BAD_QTY, "out of range"),
+        (element(side="hold"), RejectReason.BAD_SIDE, "hold"),
+        (element(symbol="XBTUSD"), RejectReason.BAD_SYMBOL, "XBTUSD"),
+        (element(symbol="XBT/US D"), RejectReason.BAD_SYMBOL, "XBT/US D"),
+        (element(timestamp="2023-09-25 07:49:37"), RejectReason.BAD_TIMESTAMP, "RFC 3339"),
+        (element(timestamp="2023-09-25T09:49:37+02:00"), RejectReason.BAD_TIMESTAMP, "UTC"),
+        (element(timestamp="2009-12-31T23:59:59Z"), RejectReason.BAD_TIMESTAMP, "2010"),
+        ("not a trade", RejectReason.BAD_TYPE, "JSON object"),
+    ],
+)
+def test_one_bad_trade_is_dead_lettered_and_its_neighbours_kept(
+    adapter: KrakenAdapter, bad: object, reason: RejectReason, detail: str
+) -> None:
+    good_before, good_after = element(trade_id=1), element(trade_id=3)
+    parsed = adapter.parse(trade_frame(good_before, bad, good_after), RECV_US)
+    assert parsed.kind is FrameKind.TRADES
+    assert [trade.trade_id for trade in parsed.trades] == ["1", "3"]
+    [letter] = parsed.dead_letters
+    assert (letter.source, letter.reason, letter.ingest_time) == ("kraken", reason, RECV_US)
+    assert detail in letter.detail
+    assert parsed_raw(letter.raw) == parsed_raw(orjson.dumps(bad, default=as_number).decode())
+
+
+def test_a_bad_trade_that_cannot_be_rewritten_keeps_the_whole_frame(
+    adapter: KrakenAdapter,
+) -> None:
+    # orjson writes no integer over 64 bits, so the element's own JSON cannot be rebuilt.
+    raw = '{"channel": "trade", "data": [{"symbol": "XBT/USD", "trade_id": 18446744073709551616}]}'
+    [letter] = adapter.parse(raw, RECV_US).dead_letters
+    assert (letter.reason, letter.raw) == (RejectReason.MISSING_FIELD, raw)

@@ -76,8 +76,16 @@ def test_documented_trade_snapshot_normalizes_exactly(adapter: CoinbaseAdapter) 
     parsed = adapter.parse(frame("market_trades_snapshot.json"), RECV_US)
     assert (parsed.kind, parsed.sequence, parsed.dead_letters) == (FrameKind.TRADES, 0, [])
     assert parsed.trades == [
-        Trade("coinbase", "ETH-USD", "000000000", "1260.01", "0.3", "sell",
-              1_565_815_347_265_000, RECV_US),
+        Trade(
+            "coinbase",
+            "ETH-USD",
+            "000000000",
+            "1260.01",
+            "0.3",
+            "sell",
+            1_565_815_347_265_000,
+            RECV_US,
+        ),
     ]
 
 

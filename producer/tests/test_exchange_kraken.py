@@ -76,10 +76,26 @@ def test_documented_trade_snapshot_normalizes_exactly(adapter: KrakenAdapter) ->
     assert parsed.kind is FrameKind.TRADES
     assert parsed.dead_letters == []
     assert parsed.trades == [
-        Trade("kraken", "MATIC-USD", "4665846", "0.5147", "6423.46326", "buy",
-              1_695_628_116_925_533, RECV_US),
-        Trade("kraken", "MATIC-USD", "4665847", "0.5147", "1136.19677815", "buy",
-              1_695_628_176_925_603, RECV_US),
+        Trade(
+            "kraken",
+            "MATIC-USD",
+            "4665846",
+            "0.5147",
+            "6423.46326",
+            "buy",
+            1_695_628_116_925_533,
+            RECV_US,
+        ),
+        Trade(
+            "kraken",
+            "MATIC-USD",
+            "4665847",
+            "0.5147",
+            "1136.19677815",
+            "buy",
+            1_695_628_176_925_603,
+            RECV_US,
+        ),
     ]
 
 

@@ -2,6 +2,7 @@ import uuid
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from cryptolake.stack.kafka import (
     KafkaBroker,
     KafkaBrokerConfig,

@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from cryptolake.stack.jars import ToolingMissing, resolved_jars_dir
 
 log = logging.getLogger(__name__)
 
 READY_TOPIC = "_cryptolake.ready"
+_PROBE_LOG = logging.getLogger(__name__ + ".probe")
+_PROBE_LOG.setLevel(logging.CRITICAL)
 
 _LOG4J2 = """\
 status = warn
@@ -134,10 +137,9 @@ class KafkaBroker:
                 self._classpath(),
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(properties),
+                # "=" form: a base64 id may start with "-", which would read as a flag.
+                f"--cluster-id={cluster_id}",
+                f"--config={properties}",
             ],
             capture_output=True,
             text=True,
@@ -185,8 +187,11 @@ class KafkaBroker:
                     f"kafka exited with code {self.process.returncode}:\n{self.log_tail()}"
                 )
             try:
+                # A plain TCP check first: Kafka clients log every refused connection.
+                with socket.create_connection((self.config.host, self.config.port), timeout=1):
+                    pass
                 self._probe_produce()
-            except KafkaException as exc:
+            except (OSError, KafkaException) as exc:
                 last_error = str(exc)
                 time.sleep(0.5)
                 continue
@@ -207,7 +212,8 @@ class KafkaBroker:
             "bootstrap.servers": self.bootstrap_servers,
             "socket.timeout.ms": 2000,
         }
-        admin = AdminClient(conf)
+        # Until the broker is up these clients complain; the last error is reported instead.
+        admin = AdminClient(conf, logger=_PROBE_LOG)
         futures = admin.create_topics([NewTopic(READY_TOPIC, 1, 1)], operation_timeout=5)
         for future in futures.values():
             try:
@@ -215,7 +221,7 @@ class KafkaBroker:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-        producer = Producer({**conf, "acks": "all", "message.timeout.ms": 3000})
+        producer = Producer({**conf, "acks": "all", "message.timeout.ms": 3000}, logger=_PROBE_LOG)
         errors: list[KafkaError] = []
         producer.produce(
             READY_TOPIC, b"ready", on_delivery=lambda err, _msg: errors.append(err) if err else None
@@ -257,3 +263,48 @@ class KafkaBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    key: bytes | None
+    value: bytes
+    partition: int
+    offset: int
+
+
+def read_topic(
+    bootstrap_servers: str, topic: str, *, expected: int, timeout_s: float = 30.0
+) -> list[TopicRecord]:
+    """Every record of ``topic`` from the start, waiting until ``expected`` arrived (or the
+    timeout: the caller asserts on what came). For tests and checks, not for pipelines."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    records: list[TopicRecord] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        consumer.subscribe([topic])
+        while len(records) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                records.append(
+                    TopicRecord(
+                        message.key(),
+                        message.value() or b"",
+                        message.partition() or 0,
+                        message.offset() or 0,
+                    )
+                )
+    finally:
+        consumer.close()
+    return records

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from pydantic import Field
+
 from cryptolake.common.settings import ServiceSettings
 from cryptolake.stack.kafka import KafkaBroker, KafkaBrokerConfig
-from pydantic import Field
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,11 @@ class Stack:
         return 0
 
     def request_stop(self, signum: int, _frame: object) -> None:
-        log.info("%s received: stopping the stack (again to hurry)", signal.Signals(signum).name)
         if self._stopping.is_set():
+            log.info("%s again: giving each service 5 s", signal.Signals(signum).name)
             self.settings = self.settings.model_copy(update={"stop_timeout_s": 5.0})
+        else:
+            log.info("%s: stopping the stack (Ctrl-C again to hurry)", signal.Signals(signum).name)
         self._stopping.set()
 
     def stop(self) -> None:

@@ -1,0 +1,157 @@
+"""The Kafka writer: idempotent, acks=all, keyed ``"{exchange}:{symbol}"``, every delivery
+report counted. Trades go to ``crypto.trades.v1``, dead letters to ``crypto.trades.dlq``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from cryptolake.common.trade import DeadLetter, Trade
+from cryptolake.producer.metrics import ProducerMetrics
+from cryptolake.producer.settings import ProducerSettings
+
+log = logging.getLogger(__name__)
+_LIBRDKAFKA_LOG = logging.getLogger("cryptolake.producer.librdkafka")
+
+
+class SinkError(RuntimeError):
+    """The broker cannot be used (topics cannot be created, fatal producer error)."""
+
+
+def build_producer_config(settings: ProducerSettings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": "cryptolake-producer",
+        # Idempotence gives exactly-once per partition across retries and keeps key order.
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": settings.compression,
+        "linger.ms": settings.linger_ms,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        # Give a broker restart time to come back before a message counts as failed.
+        "message.timeout.ms": 120_000,
+    }
+
+
+def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
+    """Create the trades and DLQ topics if missing (partitions and retention from settings)."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    config = {"retention.ms": str(settings.topic_retention_ms)}
+    wanted = [
+        NewTopic(topic, settings.topic_partitions, settings.topic_replication, config=config)
+        for topic in (settings.trades_topic, settings.dlq_topic)
+    ]
+    for topic, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            log.info(
+                "created topic %s (%d partitions, retention %d ms)",
+                topic,
+                settings.topic_partitions,
+                settings.topic_retention_ms,
+            )
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise SinkError(
+                    f"cannot create topic {topic} on {settings.bootstrap_servers}: {error.str()}"
+                ) from exc
+            log.info("topic %s exists", topic)
+            _warn_on_other_retention(admin, topic, settings, timeout_s)
+
+
+def _warn_on_other_retention(
+    admin: AdminClient, topic: str, settings: ProducerSettings, timeout_s: float
+) -> None:
+    """An existing topic keeps its settings; say so when they differ from ours."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    for future in admin.describe_configs([resource], request_timeout=timeout_s).values():
+        actual = future.result(timeout=timeout_s)["retention.ms"].value
+        if actual != str(settings.topic_retention_ms):
+            log.warning(
+                "topic %s keeps retention.ms=%s, not the configured %d (left as is)",
+                topic,
+                actual,
+                settings.topic_retention_ms,
+            )
+
+
+class KafkaSink:
+    """Produces trades and dead letters; call ``serve()`` often so delivery reports run."""
+
+    def __init__(self, settings: ProducerSettings, metrics: ProducerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        # librdkafka's own log lines go through logging, formatted like ours.
+        self.producer = Producer(build_producer_config(settings), logger=_LIBRDKAFKA_LOG)
+        self.trades_topic = settings.trades_topic
+        self.dlq_topic = settings.dlq_topic
+        self.delivered = 0
+        self.dlq_delivered = 0
+        self.failed = 0
+        self._produced_by_exchange: dict[str, Any] = {}
+        self._latency = metrics.delivery_latency
+        self.fatal: KafkaError | None = None
+
+    def _on_trade_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._on_failure(err, msg)
+            return
+        self.delivered += 1
+        key = msg.key() or b":"
+        exchange = key[: key.find(b":")].decode()
+        counter = self._produced_by_exchange.get(exchange)
+        if counter is None:
+            counter = self._produced_by_exchange[exchange] = self.metrics.produced.labels(exchange)
+        counter.inc()
+        latency = msg.latency()
+        if latency is not None:
+            self._latency.observe(latency)
+
+    def _on_dlq_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._on_failure(err, msg)
+            return
+        self.dlq_delivered += 1
+
+    def _on_failure(self, err: KafkaError, msg: Message) -> None:
+        self.failed += 1
+        self.metrics.delivery_errors.labels(msg.topic()).inc()
+        log.error("delivery failed to %s (key %r): %s", msg.topic(), msg.key(), err.str())
+        if err.fatal():
+            self.fatal = err
+
+    def _produce(self, topic: str, value: bytes, key: str, callback: Any) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, on_delivery=callback)
+                return
+            except BufferError:
+                # Local queue full: let librdkafka drain it, then retry (backpressure).
+                self.producer.poll(0.05)
+
+    def publish_trades(self, trades: Iterable[Trade]) -> None:
+        topic, callback = self.trades_topic, self._on_trade_delivery
+        for trade in trades:
+            self._produce(topic, trade.to_json(), trade.key, callback)
+
+    def publish_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
+        for letter in letters:
+            self._produce(self.dlq_topic, letter.to_json(), letter.key, self._on_dlq_delivery)
+
+    def serve(self) -> None:
+        """Run pending delivery reports without blocking."""
+        self.producer.poll(0)
+        if self.fatal is not None:
+            raise SinkError(f"fatal producer error: {self.fatal.str()}")
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for every queued message to be acknowledged; returns how many are left."""
+        remaining: int = self.producer.flush(timeout_s)
+        return remaining

@@ -1,0 +1,120 @@
+"""The producer's settings: ``CRYPTOLAKE_*`` environment variables, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from cryptolake.common.settings import KafkaTopicsSettings
+from cryptolake.common.symbols import canonical_symbol
+from cryptolake.common.trade import LIVE_EXCHANGES
+
+Source = Literal["auto", "live", "simulator"]
+
+# Each exchange's most liquid pairs, in canonical form, used when no symbols are given.
+DEFAULT_SYMBOLS: dict[str, list[str]] = {
+    "binance": ["BTC-USDT", "ETH-USDT"],
+    "kraken": ["BTC-USD", "ETH-USD"],
+    "coinbase": ["BTC-USD", "ETH-USD"],
+}
+
+
+class ProducerSettings(KafkaTopicsSettings):
+    """Env: CRYPTOLAKE_SOURCE, CRYPTOLAKE_EXCHANGES, CRYPTOLAKE_SYMBOLS, CRYPTOLAKE_METRICS_PORT…"""
+
+    source: Source = "auto"
+    # A comma list in the environment (NoDecode: not JSON).
+    exchanges: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(LIVE_EXCHANGES))
+    # "BTC-USDT,ETH-USDT" for every exchange, or "binance:BTC-USDT,coinbase:BTC-USD" per exchange.
+    symbols: str = ""
+    # Override live endpoints, e.g. "binance=wss://stream.binance.us:9443" (proxies, mirrors).
+    exchange_urls: str = ""
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    topic_partitions: int = Field(default=3, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(default=5, ge=0)
+    # How long `auto` waits for a live exchange before falling back to the simulator.
+    live_timeout_s: float = Field(default=5.0, gt=0)
+    # The simulator the producer starts itself in simulator mode (or `auto` fallback).
+    simulator_protocol: Literal["binance", "kraken", "coinbase"] = "coinbase"
+    simulator_rate: float = Field(default=50.0, gt=0)
+    simulator_seed: int = 42
+    # Connect to an already running simulator at this base URL instead of starting one.
+    simulator_url: str | None = None
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    flush_timeout_s: float = Field(default=30.0, gt=0)
+    status_interval_s: float = Field(default=10.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("exchanges", mode="before")
+    @classmethod
+    def _split_exchanges(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("exchanges")
+    @classmethod
+    def _known_exchanges(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in LIVE_EXCHANGES]
+        if unknown:
+            raise ValueError(
+                f"unknown exchange {', '.join(unknown)}: choose from {', '.join(LIVE_EXCHANGES)}"
+            )
+        if not value:
+            raise ValueError(f"name at least one exchange of {', '.join(LIVE_EXCHANGES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _symbols_parse(self) -> ProducerSettings:
+        # Both raise with a clear message before anything starts.
+        self.symbols_by_exchange()
+        self.urls_by_exchange()
+        return self
+
+    def urls_by_exchange(self) -> dict[str, str]:
+        urls: dict[str, str] = {}
+        for item in (part.strip() for part in self.exchange_urls.split(",")):
+            if not item:
+                continue
+            name, sep, url = item.partition("=")
+            if not sep or name not in LIVE_EXCHANGES or "://" not in url:
+                raise ValueError(
+                    f"exchange URL {item!r}: write exchange=ws(s)://host[:port][/path] with "
+                    f"exchange one of {', '.join(LIVE_EXCHANGES)}"
+                )
+            urls[name] = url
+        return urls
+
+    def symbols_by_exchange(self) -> dict[str, list[str]]:
+        """Canonical symbols for each chosen exchange."""
+        chosen: dict[str, list[str]] = {}
+        shared: list[str] = []
+        for item in (part.strip() for part in self.symbols.split(",")):
+            if not item:
+                continue
+            exchange, sep, symbol = item.rpartition(":")
+            if sep:
+                if exchange not in self.exchanges:
+                    raise ValueError(
+                        f"symbol {item!r} names exchange {exchange!r}, which is not among "
+                        f"the chosen exchanges ({', '.join(self.exchanges)})"
+                    )
+                chosen.setdefault(exchange, []).append(canonical_symbol(symbol))
+            else:
+                shared.append(canonical_symbol(symbol))
+        return {
+            name: chosen.get(name) or shared or DEFAULT_SYMBOLS[name] for name in self.exchanges
+        }
+
+    def simulator_symbols(self) -> list[str]:
+        """The simulator's market: every chosen symbol, once."""
+        seen: dict[str, None] = {}
+        for symbols in self.symbols_by_exchange().values():
+            seen.update(dict.fromkeys(symbols))
+        return list(seen)

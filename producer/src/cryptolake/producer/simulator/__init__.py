@@ -1,0 +1,1 @@
+"""CryptoLake simulator."""

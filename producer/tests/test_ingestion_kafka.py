@@ -1,0 +1,215 @@
+"""Simulator → producer → real Kafka → consumer: every trade the simulator sent is accounted
+for. The simulator writes its ground truth (every item it put on a socket) to a file."""
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cryptolake.common.trade import Trade
+from cryptolake.producer.app import Producer, StreamSummary
+from cryptolake.producer.kafka_sink import ensure_topics
+from cryptolake.producer.settings import ProducerSettings
+from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
+from cryptolake.stack.kafka import read_topic
+
+SYMBOLS = ["BTC-USDT", "ETH-USDT"]
+
+
+def load_ground_truth(path: Path) -> tuple[list[dict], list[dict]]:
+    items = [json.loads(line) for line in path.read_text().splitlines()]
+    return (
+        [item for item in items if item["kind"] == "trade"],
+        [item for item in items if item["kind"] == "malformed"],
+    )
+
+
+def settings_for(topics, **overrides) -> ProducerSettings:
+    values = dict(
+        source="simulator",
+        symbols=",".join(SYMBOLS),
+        bootstrap_servers=topics.bootstrap_servers,
+        trades_topic=topics.trades,
+        dlq_topic=topics.dlq,
+        metrics_port=0,
+        status_interval_s=1.0,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.5,
+    )
+    values.update(overrides)
+    return ProducerSettings(**values)
+
+
+async def stream_until(settings, condition, timeout_s=60.0) -> tuple[Producer, StreamSummary]:
+    """Run a producer until ``condition(producer)`` holds, then stop it as SIGTERM would."""
+    producer = Producer(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(producer.run(stop))
+    deadline = time.monotonic() + timeout_s
+    while not condition(producer) and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.05)
+    stop.set()
+    return producer, await task
+
+
+def trades_by_key(records) -> dict[str, list[tuple]]:
+    by_key: dict[str, list[tuple]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        trade = Trade.from_json(record.value)
+        assert record.key.decode() == trade.key
+        by_key[trade.key].append(
+            (trade.trade_id, trade.price, trade.qty, trade.side, trade.event_time)
+        )
+    return by_key
+
+
+def truth_by_key(truth: list[dict]) -> dict[str, list[tuple]]:
+    by_key: dict[str, list[tuple]] = defaultdict(list)
+    for item in truth:
+        by_key[f"simulator:{item['symbol']}"].append(
+            (item["trade_id"], item["price"], item["qty"], item["side"], item["event_time"])
+        )
+    return by_key
+
+
+def metric(producer: Producer, name: str, **labels) -> float:
+    return producer.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("protocol", ["binance", "kraken", "coinbase"])
+def test_every_simulated_trade_arrives_exactly_once_in_order_per_key(
+    protocol, kafka_topics, tmp_path
+):
+    truth_path = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(
+        seed=7, rate_per_s=4000, max_trades=3000, symbols=SYMBOLS, ground_truth_path=truth_path
+    )
+
+    async def scenario():
+        async with SimulatorServer(config) as sim:
+            settings = settings_for(
+                kafka_topics, simulator_url=sim.url(protocol), simulator_protocol=protocol
+            )
+            ensure_topics(settings)
+            return await stream_until(
+                settings, lambda p: p.sink.delivered >= 3000 and sim.trades_sent >= 3000
+            )
+
+    producer, summary = asyncio.run(scenario())
+    truth, malformed = load_ground_truth(truth_path)
+    assert len(truth) == 3000 and not malformed
+    assert summary.source == "simulator"
+    assert (summary.delivered, summary.failed, summary.undelivered) == (3000, 0, 0)
+
+    records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.trades, expected=3000)
+    assert len(records) == 3000
+    assert trades_by_key(records) == truth_by_key(truth)
+    assert metric(producer, "cryptolake_producer_trades_produced_total", exchange="simulator") == (
+        3000
+    )
+
+
+def test_disconnects_are_reconnected_and_reported_as_gaps(kafka_topics, tmp_path):
+    truth_path = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(
+        seed=11,
+        rate_per_s=800,
+        symbols=SYMBOLS,
+        disconnect_every_s=0.8,
+        ground_truth_path=truth_path,
+    )
+
+    async def scenario():
+        async with SimulatorServer(config) as sim:
+            settings = settings_for(
+                kafka_topics, simulator_url=sim.url("binance"), simulator_protocol="binance"
+            )
+            ensure_topics(settings)
+            producer, summary = await stream_until(
+                settings, lambda p: sim.disconnects >= 3 and p.feeds[0].state.connected
+            )
+            return producer, summary, sim.disconnects
+
+    producer, summary, disconnects = asyncio.run(scenario())
+    truth, _ = load_ground_truth(truth_path)
+    labels = {"exchange": "simulator", "protocol": "binance"}
+    assert disconnects >= 3
+    assert metric(producer, "cryptolake_producer_reconnects_total", **labels) >= 3
+    assert metric(producer, "cryptolake_producer_gaps_total", **labels) >= 3
+    # Trades made while the producer was away were never sent; the ids show how many.
+    assert metric(producer, "cryptolake_producer_gap_trades_total", **labels) > 0
+
+    records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.trades, expected=len(truth))
+    assert summary.delivered == len(truth) == len(records)
+    assert trades_by_key(records) == truth_by_key(truth)
+
+
+def test_malformed_frames_land_in_the_dlq_and_the_counts_add_up(kafka_topics, tmp_path):
+    truth_path = tmp_path / "truth.jsonl"
+    config = SimulatorConfig(
+        seed=3,
+        rate_per_s=500,
+        max_trades=600,
+        symbols=SYMBOLS,
+        malformed_every=2,
+        ground_truth_path=truth_path,
+    )
+
+    async def scenario():
+        async with SimulatorServer(config) as sim:
+            settings = settings_for(
+                kafka_topics, simulator_url=sim.url("coinbase"), simulator_protocol="coinbase"
+            )
+            ensure_topics(settings)
+            producer, summary = await stream_until(
+                settings,
+                lambda p: (
+                    sim.trades_sent >= 600
+                    and p.sink.delivered + p.sink.dlq_delivered
+                    >= sim.trades_sent + sim.malformed_sent
+                ),
+            )
+            return producer, summary, sim.trades_sent, sim.malformed_sent
+
+    producer, summary, sent, malformed_sent = asyncio.run(scenario())
+    truth, malformed = load_ground_truth(truth_path)
+    assert malformed_sent == len(malformed) > 10
+    assert (sent, summary.delivered, summary.dlq) == (len(truth), len(truth), len(malformed))
+
+    letters = read_topic(kafka_topics.bootstrap_servers, kafka_topics.dlq, expected=len(malformed))
+    reasons = [orjson.loads(record.value)["reason"] for record in letters]
+    assert reasons == [item["expected_reason"] for item in malformed]
+    # The raw of a dead letter is the whole frame, or the bad trade element cut from it.
+    raws = [orjson.loads(record.value)["raw"] for record in letters]
+    assert all(raw in item["frame"] for raw, item in zip(raws, malformed, strict=True))
+    dlq_metric = sum(
+        metric(
+            producer,
+            "cryptolake_producer_dlq_total",
+            exchange="simulator",
+            protocol="coinbase",
+            reason=reason,
+        )
+        for reason in set(reasons)
+    )
+    assert dlq_metric == len(malformed)
+
+
+def test_auto_falls_back_to_the_labelled_simulator_when_no_exchange_answers(kafka_topics):
+    closed = "ws://127.0.0.1:9"  # discard port: nothing listens, the probe is refused at once
+    settings = settings_for(
+        kafka_topics,
+        source="auto",
+        live_timeout_s=2,
+        simulator_rate=500,
+        exchange_urls=f"binance={closed},kraken={closed},coinbase={closed}",
+    )
+    ensure_topics(settings)
+    _, summary = asyncio.run(stream_until(settings, lambda p: p.sink.delivered >= 100))
+    assert summary.source == "simulator"
+    records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.trades, expected=100)
+    assert {Trade.from_json(r.value).exchange for r in records} == {"simulator"}

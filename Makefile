@@ -12,18 +12,18 @@ SOURCE ?= auto
 FILES ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format bench-producer replay kafka clean distclean
+.PHONY: help setup run test test-unit lint format bench-producer replay kafka minio clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-setup: ## install everything (Debian, PyPI, Maven Central); idempotent, fast when warm
+setup: ## install everything (Debian, PyPI, Maven Central, Go module proxy); idempotent, fast when warm
 	@./tools/setup.sh
 
 run: setup ## the local stack: Kafka + producer (live exchanges, else the simulator); Ctrl-C stops
 	@CRYPTOLAKE_SOURCE=$(SOURCE) $(BIN)/cryptolake-stack run
 
-test: setup ## every test: unit, and integration against a real Kafka broker
+test: setup ## every test: unit, and integration against a real Kafka broker and MinIO
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup ## only the tests that need no service
@@ -48,7 +48,10 @@ replay: setup ## publish Binance trade dumps into the local broker: make replay 
 kafka: setup ## only the Kafka broker, in the foreground (127.0.0.1:9092)
 	@$(BIN)/cryptolake-stack kafka
 
-clean: ## remove local state (.local: broker data) and test caches
+minio: setup ## only MinIO (S3), in the foreground (127.0.0.1:9000, data in .local/minio)
+	@$(BIN)/cryptolake-stack minio
+
+clean: ## remove local state (.local: broker and MinIO data) and test caches
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .hypothesis artifacts
 
 distclean: clean ## also remove the virtualenv (the download cache in ~/.cache/cryptolake stays)

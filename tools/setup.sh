@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make setup: everything CryptoLake needs, from Debian, PyPI and Maven Central. Idempotent;
-# each step says what it does and skips itself when already done.
+# make setup: everything CryptoLake needs, from Debian, PyPI, Maven Central and the Go module
+# proxy. Idempotent; each step says what it does and skips itself when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +31,12 @@ step "python environment (.venv, uv.lock)"
 
 step "jars from Maven Central (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake})"
 .venv/bin/cryptolake-stack fetch
+
+# Go 1.24+ builds MinIO; Debian's golang-go is older, these machines have it in /usr/local/go.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+  export PATH="$PATH:/usr/local/go/bin"
+fi
+step "MinIO from its Go module (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin)"
+.venv/bin/cryptolake-stack build
 
 echo "setup done in $(( $(date +%s) - started )) s"

@@ -109,7 +109,8 @@ def decode(fmt: str, text: str) -> tuple[str, list[dict[str, Any]]]:
                 i["trade_id"],
                 i.get("price"),
                 i["size"],
-                i["side"].lower(),
+                # The wire carries the maker's side; the truth records the taker's.
+                {"BUY": "sell", "SELL": "buy"}.get(i["side"], i["side"]),
                 rfc3339_to_us(i["time"]),
             )
             for e in obj["events"]

@@ -73,7 +73,8 @@ def reference_parse(fmt: str, frame: bytes) -> list[Trade]:
                     item["trade_id"],
                     item["price"],
                     item["size"],
-                    item["side"].lower(),
+                    # The wire carries the maker's side; the taker's is the opposite.
+                    {"BUY": "sell", "SELL": "buy"}[item["side"]],
                     rfc3339_to_us(item["time"]),
                 )
                 for event in obj["events"]

@@ -1,4 +1,5 @@
-"""``cryptolake-stack``: fetch pinned tooling, run the Kafka broker, run the local stack."""
+"""``cryptolake-stack``: fetch and build pinned tooling, run the Kafka broker or MinIO, run the
+local stack."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import sys
 import threading
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from cryptolake.stack.binaries import GO_PROGRAMS, BuildFailed, build_program
 from cryptolake.stack.jars import ToolingMissing, resolve_jars
 from cryptolake.stack.kafka import BrokerFailed, KafkaBroker, KafkaBrokerConfig
+from cryptolake.stack.minio import MinioFailed, MinioServer, MinioServerConfig
 from cryptolake.stack.supervisor import StackSettings, run_stack
-from pydantic import ValidationError
 
 log = logging.getLogger("cryptolake.stack")
 
-JAR_SETS = ("kafka-broker",)
+JAR_SETS = ("kafka-broker", "spark-jars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"jar sets (default: all of {', '.join(JAR_SETS)})",
     )
+    build = commands.add_parser(
+        "build", help="build programs from their Go modules into the cache (idempotent)"
+    )
+    build.add_argument(
+        "names",
+        nargs="*",
+        default=list(GO_PROGRAMS),
+        metavar="NAME",
+        help=f"programs (default: all of {', '.join(GO_PROGRAMS)})",
+    )
     kafka = commands.add_parser("kafka", help="run only the Kafka broker in the foreground")
     kafka.add_argument("--data-dir", type=Path, default=Path(".local/kafka"))
     kafka.add_argument("--port", type=int, default=9092)
     kafka.add_argument("--controller-port", type=int, default=9093)
+    minio = commands.add_parser("minio", help="run only MinIO (S3) in the foreground")
+    minio.add_argument("--data-dir", type=Path, default=Path(".local/minio"))
+    minio.add_argument("--port", type=int, default=9000)
+    minio.add_argument(
+        "--console-port", type=int, default=None, help="also serve the web console on this port"
+    )
     commands.add_parser(
         "run",
         help="the local stack: Kafka broker and the producer "
@@ -62,6 +82,25 @@ def _run_kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_minio(args: argparse.Namespace) -> int:
+    server = MinioServer(
+        MinioServerConfig(
+            data_dir=args.data_dir.resolve(), port=args.port, console_port=args.console_port
+        )
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        print(
+            f"minio ready on {server.endpoint} (access key {server.access_key}, secret key "
+            f"{server.secret_key}); Ctrl-C stops it",
+            flush=True,
+        )
+        stop.wait()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s stack: %(message)s")
@@ -70,10 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.names:
                 resolve_jars(name)
             return 0
+        if args.command == "build":
+            for name in args.names:
+                build_program(name)
+            return 0
         if args.command == "kafka":
             return _run_kafka(args)
+        if args.command == "minio":
+            return _run_minio(args)
         return run_stack(StackSettings())
-    except (ToolingMissing, BrokerFailed) as exc:
+    except (ToolingMissing, BrokerFailed, BuildFailed, MinioFailed) as exc:
         log.error("%s", exc)
         return 2
     except ValidationError as exc:

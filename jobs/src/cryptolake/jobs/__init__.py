@@ -1,0 +1,1 @@
+"""CryptoLake lakehouse jobs."""

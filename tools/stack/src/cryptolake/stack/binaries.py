@@ -1,0 +1,238 @@
+"""Third-party programs built from their Go modules (``tools/go/<name>/``) into
+``$CRYPTOLAKE_CACHE/bin/<name>-<version>``: a version bump builds anew, a warm machine skips the
+build. Go's own build and module caches (GOCACHE, GOMODCACHE) stay where Go keeps them, so even
+a new version rebuilds only what changed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptolake.common.settings import cache_root
+from cryptolake.stack.jars import TOOLS_DIR, ToolingMissing
+
+log = logging.getLogger(__name__)
+
+GO_DIR = TOOLS_DIR / "go"
+PROGRESS_EVERY_S = 15.0
+
+_PSEUDO_VERSION = re.compile(r"^v\d+\.\d+\.\d+-(?:\d+\.)?(\d{14})-([0-9a-f]{12})$")
+
+
+class BuildFailed(RuntimeError):
+    """``go build`` failed; the message quotes the compiler's last lines."""
+
+
+@dataclass(frozen=True)
+class GoProgram:
+    name: str  # folder under tools/go/ and the binary's name
+    module: str  # the module whose version (in tools/go/<name>/go.mod) keys the cache
+    package: str  # the main package to build
+    ldflags: Callable[[str], list[str]]  # version → linker flags
+
+    @property
+    def module_dir(self) -> Path:
+        return GO_DIR / self.name
+
+
+def module_version(go_mod: str, module: str) -> str:
+    """The version of ``module`` that a go.mod text requires."""
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod, re.MULTILINE)
+    if match is None:
+        raise ToolingMissing(f"go.mod does not require {module}")
+    return match.group(1)
+
+
+def pseudo_version_time_and_commit(version: str) -> tuple[datetime, str]:
+    """Commit time and short hash of a pseudo-version such as
+    ``v0.0.0-20260212201848-7aac2a2c5b7c``."""
+    match = _PSEUDO_VERSION.match(version)
+    if match is None:
+        raise ValueError(f"{version!r} is not a Go pseudo-version (vX.Y.Z-yyyymmddhhmmss-commit)")
+    stamp, commit = match.groups()
+    return datetime.strptime(stamp + "+0000", "%Y%m%d%H%M%S%z"), commit
+
+
+def minio_ldflags(version: str) -> list[str]:
+    """The version stamps MinIO's own release build sets (buildscripts/gen-ldflags.go).
+
+    MinIO's release tags (RELEASE.2025-…) are not semver, so the Go module proxy serves its
+    commits as pseudo-versions; the commit time stands in for the release time.
+    """
+    released, commit = pseudo_version_time_and_commit(version)
+    stamps = {
+        "Version": released.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ReleaseTag": "DEVELOPMENT." + released.strftime("%Y-%m-%dT%H-%M-%SZ"),
+        "CommitID": commit,
+        "ShortCommitID": commit,
+        "CopyrightYear": str(released.year),
+    }
+    # -s -w: no symbol table or DWARF, as upstream ships it (half the size, faster link).
+    return [
+        "-s",
+        "-w",
+        *(f"-X github.com/minio/minio/cmd.{key}={value}" for key, value in stamps.items()),
+    ]
+
+
+GO_PROGRAMS: dict[str, GoProgram] = {
+    "minio": GoProgram(
+        name="minio",
+        module="github.com/minio/minio",
+        package="github.com/minio/minio",
+        ldflags=minio_ldflags,
+    ),
+}
+
+
+def go_program(name: str) -> GoProgram:
+    try:
+        return GO_PROGRAMS[name]
+    except KeyError:
+        raise ToolingMissing(
+            f"no Go program {name!r}; known: {', '.join(sorted(GO_PROGRAMS))}"
+        ) from None
+
+
+def program_version(program: GoProgram) -> str:
+    go_mod = program.module_dir / "go.mod"
+    if not go_mod.is_file():
+        raise ToolingMissing(f"{go_mod} is missing: the checkout is incomplete")
+    return module_version(go_mod.read_text(), program.module)
+
+
+def binary_path(name: str) -> Path:
+    """Where program ``name`` of the pinned version lives in the cache (it may not be built)."""
+    program = go_program(name)
+    return cache_root() / "bin" / f"{program.name}-{program_version(program)}"
+
+
+def installed_binary(name: str) -> Path:
+    """The built program ``name``; raises ToolingMissing when setup has not built it."""
+    path = binary_path(name)
+    if not os.access(path, os.X_OK):
+        raise ToolingMissing(f"{name} binary missing ({path}): run `make setup`")
+    return path
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise ToolingMissing(
+            "Go is not on PATH: install Go 1.24 or newer (these machines have it in "
+            "/usr/local/go/bin; Debian's golang-go is too old)"
+        )
+    return go
+
+
+def build_program(name: str) -> Path:
+    """Build program ``name`` at its pinned version into the cache (idempotent)."""
+    program = go_program(name)
+    target = binary_path(name)
+    if os.access(target, os.X_OK):
+        log.info("%s: cached in %s", name, target)
+        return target
+    go = _go()
+    version = program_version(program)
+    # CGO off: a static binary, as upstream ships it, and no C compiler in the build.
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    started = time.monotonic()
+    log.info("%s %s: listing packages (downloads modules on first use)…", name, version)
+    listed = subprocess.run(
+        [go, "list", "-mod=readonly", "-deps", program.package],
+        cwd=program.module_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        raise BuildFailed(f"go list {program.package} failed:\n{listed.stderr.strip()}")
+    packages = set(listed.stdout.split())
+    log.info(
+        "%s %s: building %d packages into %s (first run: minutes; Go caches the rest)…",
+        name,
+        version,
+        len(packages),
+        target,
+    )
+    staging = target.with_name(target.name + ".partial")
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    _go_build(go, program, version=version, output=staging, env=env, packages=packages)
+    staging.replace(target)
+    log.info("%s %s: built in %.0f s", name, version, time.monotonic() - started)
+    return target
+
+
+def _go_build(
+    go: str,
+    program: GoProgram,
+    *,
+    version: str,
+    output: Path,
+    env: dict[str, str],
+    packages: set[str],
+) -> None:
+    """``go build -v`` with a progress line every PROGRESS_EVERY_S (it names each package it
+    compiles on stderr); anything else it prints is kept for the error message."""
+    cmd = [
+        go,
+        "build",
+        "-v",
+        "-mod=readonly",
+        # No local paths in the binary, so the same inputs give the same bytes anywhere.
+        "-trimpath",
+        "-ldflags",
+        " ".join(program.ldflags(version)),
+        "-o",
+        str(output),
+        program.package,
+    ]
+    started = time.monotonic()
+    compiled = 0
+    other: deque[str] = deque(maxlen=40)
+    done = threading.Event()
+
+    def report() -> None:
+        # A thread, since the last packages and the link run for a minute without a line.
+        while not done.wait(PROGRESS_EVERY_S):
+            log.info(
+                "%s: compiled %d of up to %d packages (%.0f s)",
+                program.name,
+                compiled,
+                len(packages),
+                time.monotonic() - started,
+            )
+
+    reporter = threading.Thread(target=report, name=f"build-{program.name}", daemon=True)
+    reporter.start()
+    try:
+        with subprocess.Popen(
+            cmd, cwd=program.module_dir, env=env, stderr=subprocess.PIPE, text=True
+        ) as process:
+            for line in process.stderr or ():
+                text = line.rstrip()
+                if text in packages:
+                    compiled += 1
+                elif text:
+                    other.append(text)
+    finally:
+        done.set()
+        reporter.join()
+    if process.returncode != 0:
+        output.unlink(missing_ok=True)
+        details = "\n".join(other) or "(no output)"
+        raise BuildFailed(
+            f"go build {program.package} failed (exit {process.returncode}); if it needs a newer "
+            f"Go, set GOTOOLCHAIN=go1.N.M (toolchains come from the module proxy):\n{details}"
+        )

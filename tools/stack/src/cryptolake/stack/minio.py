@@ -1,0 +1,226 @@
+"""A single-node MinIO S3 server on loopback, for the local stack and tests, and the S3 settings
+clients use to reach it.
+
+The server runs the binary that ``make setup`` builds from MinIO's Go module
+(``tools/go/minio``, see ``binaries.py``); its data folder survives restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from cryptolake.stack.binaries import installed_binary
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+# MinIO's default region; S3 clients sign requests for it.
+REGION = "us-east-1"
+
+
+class MinioFailed(RuntimeError):
+    """The server did not start or stop as asked; the message quotes its log."""
+
+
+@dataclass(frozen=True)
+class MinioServerConfig:
+    data_dir: Path
+    port: int = 9000
+    host: str = "127.0.0.1"
+    # Loopback-only development credentials (MinIO wants a password of 8+ characters).
+    root_user: str = "cryptolake"
+    root_password: str = "cryptolake"
+    # The web console on this port; None turns it off (tests, and one port less to find).
+    console_port: int | None = None
+
+
+def build_server_env(config: MinioServerConfig, base: dict[str, str]) -> dict[str, str]:
+    """The environment for ``minio server``: ``base`` without its MINIO_* variables (a
+    developer's own settings must not leak in), plus the credentials and switches below."""
+    env = {key: value for key, value in base.items() if not key.startswith("MINIO_")}
+    env.update(
+        {
+            "MINIO_ROOT_USER": config.root_user,
+            "MINIO_ROOT_PASSWORD": config.root_password,
+            # Else the server asks dl.min.io for a newer release at every start.
+            "MINIO_UPDATE": "off",
+            "MINIO_BROWSER": "off" if config.console_port is None else "on",
+        }
+    )
+    return env
+
+
+def build_server_args(config: MinioServerConfig) -> list[str]:
+    """The ``minio`` arguments after the binary."""
+    args = ["server", "--address", f"{config.host}:{config.port}"]
+    if config.console_port is not None:
+        args += ["--console-address", f"{config.host}:{config.console_port}"]
+    return [*args, str(config.data_dir / "data")]
+
+
+class MinioServer:
+    """Start with ``start()`` (waits until /minio/health/ready answers), stop with ``stop()``;
+    also a context manager."""
+
+    def __init__(self, config: MinioServerConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_file = config.data_dir / "minio.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.config.host}:{self.config.port}"
+
+    @property
+    def access_key(self) -> str:
+        return self.config.root_user
+
+    @property
+    def secret_key(self) -> str:
+        return self.config.root_password
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        binary = installed_binary("minio")
+        (self.config.data_dir / "data").mkdir(parents=True, exist_ok=True)
+        log.info("minio: starting on %s (data %s)", self.endpoint, self.config.data_dir)
+        output = self.log_file.open("ab")
+        # Its own process group, so Ctrl-C in a terminal reaches the supervisor, not MinIO.
+        self.process = subprocess.Popen(
+            [str(binary), *build_server_args(self.config)],
+            env=build_server_env(self.config, dict(os.environ)),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        output.close()
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        started = time.monotonic()
+        deadline = started + timeout_s
+        url = f"{self.endpoint}/minio/health/ready"
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise MinioFailed(
+                    f"minio exited with code {self.process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        log.info(
+                            "minio: ready on %s after %.1f s",
+                            self.endpoint,
+                            time.monotonic() - started,
+                        )
+                        return
+                    last_error = f"HTTP {response.status}"
+            # A refused connection and HTTP 503 (still starting) both land here.
+            except OSError as exc:
+                last_error = str(exc)
+            time.sleep(0.2)
+        self.stop()
+        raise MinioFailed(
+            f"minio not ready after {timeout_s:.0f} s ({last_error}):\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_file.exists():
+            return "(no log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM for a clean shutdown, SIGKILL if it does not end in time."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        log.info("minio: stopping on %s", self.endpoint)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("minio: no clean stop within %.0f s, killing it", timeout_s)
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> MinioServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def s3_client(endpoint: str, access_key: str, secret_key: str) -> S3Client:
+    """A boto3 S3 client for ``endpoint`` with path-style addressing (``endpoint/bucket/key``:
+    a loopback endpoint has no per-bucket host names)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=REGION,
+        config=Config(
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+        ),
+    )
+
+
+def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> None:
+    """Create ``bucket`` unless this account already owns it (idempotent)."""
+    try:
+        s3_client(endpoint, access_key, secret_key).create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
+        return
+    log.info("s3: created bucket %s on %s", bucket, endpoint)
+
+
+def s3a_spark_conf(endpoint: str, access_key: str, secret_key: str) -> dict[str, str]:
+    """Spark settings for Hadoop's S3A (``s3a://bucket/path``) against ``endpoint``, for
+    ``SparkSession.builder.config(map=...)``. Needs the spark-jars set (hadoop-aws) on the
+    classpath."""
+    s3a = "spark.hadoop.fs.s3a."
+    return {
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        # Streaming checkpoints go through the FileContext API, which looks this one up.
+        "spark.hadoop.fs.AbstractFileSystem.s3a.impl": "org.apache.hadoop.fs.s3a.S3A",
+        s3a + "endpoint": endpoint,
+        # An explicit region, so the AWS SDK never probes EC2 instance metadata for one.
+        s3a + "endpoint.region": REGION,
+        s3a + "path.style.access": "true",
+        s3a + "connection.ssl.enabled": str(urlsplit(endpoint).scheme == "https").lower(),
+        # Only these keys: the default chain would also ask the EC2 instance metadata service.
+        s3a + "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        s3a + "access.key": access_key,
+        s3a + "secret.key": secret_key,
+    }

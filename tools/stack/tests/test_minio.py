@@ -1,5 +1,6 @@
 import pytest
 
+from cryptolake.common.s3 import s3a_spark_conf
 from cryptolake.stack.binaries import installed_binary
 from cryptolake.stack.jars import ToolingMissing
 from cryptolake.stack.kafka import free_port
@@ -10,7 +11,6 @@ from cryptolake.stack.minio import (
     build_server_env,
     ensure_bucket,
     s3_client,
-    s3a_spark_conf,
 )
 
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cryptolake.common.s3 import REGION
 from cryptolake.stack.binaries import installed_binary
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # MinIO's default region; S3 clients sign requests for it.
-REGION = "us-east-1"
 
 
 class MinioFailed(RuntimeError):
@@ -203,24 +202,3 @@ def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) 
             raise
         return
     log.info("s3: created bucket %s on %s", bucket, endpoint)
-
-
-def s3a_spark_conf(endpoint: str, access_key: str, secret_key: str) -> dict[str, str]:
-    """Spark settings for Hadoop's S3A (``s3a://bucket/path``) against ``endpoint``, for
-    ``SparkSession.builder.config(map=...)``. Needs the spark-jars set (hadoop-aws) on the
-    classpath."""
-    s3a = "spark.hadoop.fs.s3a."
-    return {
-        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-        # Streaming checkpoints go through the FileContext API, which looks this one up.
-        "spark.hadoop.fs.AbstractFileSystem.s3a.impl": "org.apache.hadoop.fs.s3a.S3A",
-        s3a + "endpoint": endpoint,
-        # An explicit region, so the AWS SDK never probes EC2 instance metadata for one.
-        s3a + "endpoint.region": REGION,
-        s3a + "path.style.access": "true",
-        s3a + "connection.ssl.enabled": str(urlsplit(endpoint).scheme == "https").lower(),
-        # Only these keys: the default chain would also ask the EC2 instance metadata service.
-        s3a + "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        s3a + "access.key": access_key,
-        s3a + "secret.key": secret_key,
-    }

@@ -3,7 +3,6 @@ for. The simulator writes its ground truth (every item it put on a socket) to a 
 
 import asyncio
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import orjson
 import pytest
 
 from cryptolake.common.trade import Trade
-from cryptolake.producer.app import Producer, StreamSummary
+from cryptolake.producer.app import Producer, run_until
 from cryptolake.producer.kafka_sink import ensure_topics
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
@@ -42,18 +41,6 @@ def settings_for(topics, **overrides) -> ProducerSettings:
     )
     values.update(overrides)
     return ProducerSettings(**values)
-
-
-async def stream_until(settings, condition, timeout_s=60.0) -> tuple[Producer, StreamSummary]:
-    """Run a producer until ``condition(producer)`` holds, then stop it as SIGTERM would."""
-    producer = Producer(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(producer.run(stop))
-    deadline = time.monotonic() + timeout_s
-    while not condition(producer) and time.monotonic() < deadline and not task.done():
-        await asyncio.sleep(0.05)
-    stop.set()
-    return producer, await task
 
 
 def trades_by_key(records) -> dict[str, list[tuple]]:
@@ -95,7 +82,7 @@ def test_every_simulated_trade_arrives_exactly_once_in_order_per_key(
                 kafka_topics, simulator_url=sim.url(protocol), simulator_protocol=protocol
             )
             ensure_topics(settings)
-            return await stream_until(
+            return await run_until(
                 settings, lambda p: p.sink.delivered >= 3000 and sim.trades_sent >= 3000
             )
 
@@ -129,7 +116,7 @@ def test_disconnects_are_reconnected_and_reported_as_gaps(kafka_topics, tmp_path
                 kafka_topics, simulator_url=sim.url("binance"), simulator_protocol="binance"
             )
             ensure_topics(settings)
-            producer, summary = await stream_until(
+            producer, summary = await run_until(
                 settings, lambda p: sim.disconnects >= 3 and p.feeds[0].state.connected
             )
             return producer, summary, sim.disconnects
@@ -165,7 +152,7 @@ def test_malformed_frames_land_in_the_dlq_and_the_counts_add_up(kafka_topics, tm
                 kafka_topics, simulator_url=sim.url("coinbase"), simulator_protocol="coinbase"
             )
             ensure_topics(settings)
-            producer, summary = await stream_until(
+            producer, summary = await run_until(
                 settings,
                 lambda p: (
                     sim.trades_sent >= 600
@@ -209,7 +196,7 @@ def test_auto_falls_back_to_the_labelled_simulator_when_no_exchange_answers(kafk
         exchange_urls=f"binance={closed},kraken={closed},coinbase={closed}",
     )
     ensure_topics(settings)
-    _, summary = asyncio.run(stream_until(settings, lambda p: p.sink.delivered >= 100))
+    _, summary = asyncio.run(run_until(settings, lambda p: p.sink.delivered >= 100))
     assert summary.source == "simulator"
     records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.trades, expected=100)
     assert {Trade.from_json(r.value).exchange for r in records} == {"simulator"}

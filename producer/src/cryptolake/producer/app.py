@@ -9,7 +9,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from cryptolake.common.trade import SIMULATOR
@@ -185,6 +185,21 @@ class Producer:
             summary.undelivered,
         )
         return summary
+
+
+async def run_until(
+    settings: ProducerSettings, condition: Callable[[Producer], bool], timeout_s: float = 60.0
+) -> tuple[Producer, StreamSummary]:
+    """Run a producer until ``condition(producer)`` holds (or the timeout), then stop it as
+    SIGTERM would: feeds closed, everything flushed. For tests and scripted loads."""
+    producer = Producer(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(producer.run(stop))
+    deadline = time.monotonic() + timeout_s
+    while not condition(producer) and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.05)
+    stop.set()
+    return producer, await task
 
 
 def start_metrics(settings: ProducerSettings, metrics: ProducerMetrics) -> MetricsServer | None:

@@ -1,0 +1,7 @@
+"""``python -m cryptolake.jobs``."""
+
+import sys
+
+from cryptolake.jobs.cli import main
+
+sys.exit(main())

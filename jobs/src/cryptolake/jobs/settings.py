@@ -1,0 +1,91 @@
+"""The jobs' settings: ``CRYPTOLAKE_*`` environment variables (same names in local mode and in a
+Spark-on-Kubernetes driver pod). Built in ``main()``, never at import time."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from cryptolake.common.settings import KafkaTopicsSettings
+
+Layer = Literal["bronze", "silver", "gold"]
+
+_DURATION = re.compile(r"\s*(\d+)\s*(second|minute|hour|day)s?\s*")
+_UNIT_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000,
+            "day": 86_400_000_000}  # fmt: skip
+
+
+def duration_us(text: str) -> int:
+    """``"2 minutes"`` → microseconds (Spark's interval words: second, minute, hour, day)."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"duration {text!r}: write e.g. '30 seconds', '2 minutes', '1 hour'")
+    return int(match[1]) * _UNIT_US[match[2]]
+
+
+class JobSettings(KafkaTopicsSettings):
+    """Env: CRYPTOLAKE_TABLE_ROOT, CRYPTOLAKE_CHECKPOINT_ROOT, CRYPTOLAKE_S3_ENDPOINT…"""
+
+    # Where the Delta tables live: a local folder or s3a://bucket/prefix.
+    table_root: str = ".local/lakehouse"
+    # Streaming checkpoints; default: <table_root>/_checkpoints.
+    checkpoint_root: str | None = None
+    # S3/MinIO for s3a:// roots (path-style addressing).
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+
+    spark_master: str = "local[2]"
+    # Jars added to pyspark's (Delta, Kafka source, S3A); default: the cache `make setup` fills.
+    spark_jars_dir: Path | None = None
+    shuffle_partitions: int = Field(default=4, ge=1)
+    driver_memory: str = "2g"
+
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int | None = Field(default=None, ge=1)
+    bronze_trigger: str = "1 second"
+    silver_trigger: str = "1 second"
+    gold_trigger: str = "2 seconds"
+    # Duplicates are dropped within this event-time horizon.
+    silver_watermark: str = "10 minutes"
+    # Trades older than the newest trade seen minus this go to quarantine as `late`.
+    gold_watermark: str = "2 minutes"
+    # Validation: how far ahead of its ingest time a trade's event time may be.
+    max_future_skew_s: int = Field(default=300, ge=0)
+
+    # Maintenance: VACUUM keeps files younger than this; OPTIMIZE compacts small files.
+    vacuum_retention_hours: int = Field(default=168, ge=0)
+    metrics_port: int = Field(default=9401, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator(
+        "bronze_trigger", "silver_trigger", "gold_trigger", "silver_watermark", "gold_watermark"
+    )
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        duration_us(value)  # raises with the expected form
+        return value
+
+    @field_validator("table_root", "checkpoint_root")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def checkpoints(self) -> str:
+        return self.checkpoint_root or f"{self.table_root}/_checkpoints"
+
+    def table_path(self, table: str) -> str:
+        root = self.table_root
+        if "://" not in root:
+            root = str(Path(root).resolve())
+        return f"{root}/{table}"
+
+    def checkpoint_path(self, query: str) -> str:
+        root = self.checkpoints
+        if "://" not in root:
+            root = str(Path(root).resolve())
+        return f"{root}/{query}"

@@ -1,0 +1,353 @@
+"""The I/O shell of the lakehouse: Kafka and Delta sources, Delta sinks, Gold's MERGEs.
+
+Exactly once: every query has its own checkpoint; Bronze and Silver use Delta's streaming sink
+(idempotent per batch); Gold folds each micro-batch into its tables with MERGEs tagged
+``txnAppId``/``txnVersion`` = (this query's id, batch id), so a replayed batch is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+)
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming.query import StreamingQuery
+
+from cryptolake.jobs import tables
+from cryptolake.jobs.settings import JobSettings, duration_us
+from cryptolake.jobs.tables import PARTITION_COLUMNS
+from cryptolake.jobs.transforms import (
+    CANDLE_KEY,
+    bronze_from_kafka,
+    candle_merge_set,
+    candles_1m,
+    deduplicate,
+    late_rows,
+    parse_trades,
+    period_stats,
+    reason_counts,
+    rejected_rows,
+    sma_5m,
+    split_late,
+    valid_trades,
+)
+
+log = logging.getLogger(__name__)
+
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+SILVER_RULES_METRIC = "silver_rules"
+_Result = TypeVar("_Result")
+# What a Delta commit raises when another writer (OPTIMIZE, a second job) committed first.
+CONCURRENT_COMMIT = (
+    ConcurrentAppendException, ConcurrentDeleteDeleteException, ConcurrentDeleteReadException,
+    ConcurrentTransactionException, ConcurrentWriteException,
+    DeltaConcurrentModificationException, MetadataChangedException,
+)  # fmt: skip
+
+
+def empty_frame(spark: SparkSession, schema: T.StructType) -> DataFrame:
+    return spark.createDataFrame([], schema)
+
+
+def table_schemas(spark: SparkSession) -> dict[str, T.StructType]:
+    """Every table's schema; Gold's are derived from the transforms that fill them."""
+    silver = empty_frame(spark, tables.SILVER_SCHEMA)
+    candles = candles_1m(silver)
+    return {
+        tables.BRONZE_TRADES: tables.BRONZE_SCHEMA,
+        tables.SILVER_TRADES: tables.SILVER_SCHEMA,
+        tables.SILVER_QUARANTINE: tables.QUARANTINE_SCHEMA,
+        tables.GOLD_CANDLES_1M: candles.schema,
+        tables.GOLD_SMA_5M: sma_5m(candles).schema,
+        tables.GOLD_STATS_HOURLY: period_stats(candles, "hour").schema,
+        tables.GOLD_STATS_DAILY: period_stats(candles, "day").schema,
+    }
+
+
+def ensure_tables(spark: SparkSession, settings: JobSettings, names: list[str]) -> None:
+    """Create the named Delta tables if missing (idempotent), so readers and MERGEs find them."""
+    schemas = table_schemas(spark)
+    for name in names:
+        builder = DeltaTable.createIfNotExists(spark).location(settings.table_path(name))
+        builder = builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name])
+        builder.execute()
+
+
+def kafka_stream(spark: SparkSession, settings: JobSettings) -> DataFrame:
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+        .option("subscribe", settings.trades_topic)
+        .option("startingOffsets", settings.starting_offsets)
+        # Retention may delete offsets not yet read; say so in the log but keep going.
+        .option("failOnDataLoss", "false")
+    )
+    if settings.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+    return reader.load()
+
+
+def _trigger(settings_value: str, available_now: bool) -> dict[str, Any]:
+    return {"availableNow": True} if available_now else {"processingTime": settings_value}
+
+
+def start_bronze(
+    spark: SparkSession, settings: JobSettings, *, available_now: bool = False
+) -> StreamingQuery:
+    """Kafka → bronze/trades: the record as it came, partitioned by ingest date."""
+    ensure_tables(spark, settings, [tables.BRONZE_TRADES])
+    return (
+        bronze_from_kafka(kafka_stream(spark, settings))
+        .writeStream.format("delta")
+        .queryName("bronze")
+        .outputMode("append")
+        .option("checkpointLocation", settings.checkpoint_path("bronze"))
+        .trigger(**_trigger(settings.bronze_trigger, available_now))
+        .start(settings.table_path(tables.BRONZE_TRADES))
+    )
+
+
+def start_silver(
+    spark: SparkSession, settings: JobSettings, *, available_now: bool = False
+) -> list[StreamingQuery]:
+    """bronze → silver/trades (valid, deduplicated) and silver/quarantine (with a reason)."""
+    ensure_tables(spark, settings, [tables.BRONZE_TRADES, tables.SILVER_TRADES,
+                                    tables.SILVER_QUARANTINE])  # fmt: skip
+    bronze = spark.readStream.format("delta").load(settings.table_path(tables.BRONZE_TRADES))
+    parsed = parse_trades(bronze, max_future_skew_s=settings.max_future_skew_s)
+    trigger = _trigger(settings.silver_trigger, available_now)
+    trades = (
+        deduplicate(valid_trades(parsed), settings.silver_watermark)
+        .writeStream.format("delta")
+        .queryName("silver_trades")
+        .outputMode("append")
+        .option("checkpointLocation", settings.checkpoint_path("silver_trades"))
+        .trigger(**trigger)
+        .start(settings.table_path(tables.SILVER_TRADES))
+    )
+    # The quarantine query sees every row, so it also counts each rule (DLT-style expectations).
+    observed = parsed.observe(SILVER_RULES_METRIC, *reason_counts(parsed))
+    quarantine = (
+        rejected_rows(observed)
+        .writeStream.format("delta")
+        .queryName("silver_quarantine")
+        .outputMode("append")
+        .option("checkpointLocation", settings.checkpoint_path("silver_quarantine"))
+        .trigger(**trigger)
+        .start(settings.table_path(tables.SILVER_QUARANTINE))
+    )
+    return [trades, quarantine]
+
+
+def _retry_on_conflict(action: Callable[[], _Result], what: str, attempts: int = 4) -> _Result:
+    """Delta's optimistic concurrency: a MERGE that raced OPTIMIZE is retried, not fatal."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except CONCURRENT_COMMIT as exc:
+            if attempt == attempts:
+                raise
+            log.warning("%s: concurrent commit (%s), retry %d", what, type(exc).__name__, attempt)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _ranges_condition(
+    ranges: list[tuple[str, str, Any, Any]], column: str, before: timedelta, after: timedelta
+) -> Column:
+    """Rows of the listed (exchange, symbol) whose ``column`` lies in [lo - before, hi + after)."""
+    condition = F.lit(False)
+    for exchange, symbol, lo, hi in ranges:
+        condition = condition | (
+            (F.col("exchange") == exchange)
+            & (F.col("symbol") == symbol)
+            & (F.col(column) >= F.lit(lo - before))
+            & (F.col(column) < F.lit(hi + after))
+        )
+    return condition
+
+
+@dataclass
+class GoldWriter:
+    """``foreachBatch`` function of the gold query: late split, candle MERGE, derived tables."""
+
+    settings: JobSettings
+    on_batch: Callable[[dict[str, int]], None] | None = None
+    max_event_us: int | None = None
+    _app_id: str | None = field(default=None, repr=False)
+
+    def _query_app_id(self, spark: SparkSession) -> str:
+        """The query's id from its checkpoint: stable across restarts, new with a new
+        checkpoint (so a reset stream's batch 0 is never mistaken for an old batch 0)."""
+        if self._app_id is None:
+            text = spark.read.text(self.settings.checkpoint_path("gold") + "/metadata").first()
+            query_id = json.loads(text[0])["id"] if text else "unknown"
+            self._app_id = f"cryptolake-gold-{query_id}"
+        return self._app_id
+
+    def _initial_max_event_us(self, spark: SparkSession) -> int | None:
+        path = self.settings.table_path(tables.GOLD_CANDLES_1M)
+        row = (
+            spark.read.format("delta")
+            .load(path)
+            .agg(F.unix_micros(F.max("last_trade_time")).alias("max_us"))
+            .first()
+        )
+        return None if row is None else row["max_us"]
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        app_id = self._query_app_id(spark)
+        if self.max_event_us is None:
+            self.max_event_us = self._initial_max_event_us(spark)
+        spark.conf.set(TXN_APP_ID, app_id)
+        spark.conf.set(TXN_VERSION, str(batch_id))
+        batch = batch.persist()
+        try:
+            self._process(spark, batch, batch_id)
+        finally:
+            spark.conf.unset(TXN_APP_ID)
+            spark.conf.unset(TXN_VERSION)
+            batch.unpersist()
+
+    def _process(self, spark: SparkSession, batch: DataFrame, batch_id: int) -> None:
+        settings = self.settings
+        delay = duration_us(settings.gold_watermark)
+        watermark = None if self.max_event_us is None else self.max_event_us - delay
+        on_time, late = split_late(batch, watermark)
+        late_count = 0
+        if watermark is not None:
+            late_count = late.count()
+            if late_count:
+                # Same txnAppId/txnVersion as the MERGEs: a replayed batch appends nothing.
+                late_rows(late, watermark).write.format("delta").mode("append").save(
+                    settings.table_path(tables.SILVER_QUARANTINE)
+                )
+        increment = candles_1m(on_time).persist()
+        try:
+            ranges = [
+                (row["exchange"], row["symbol"], row["lo"], row["hi"])
+                for row in increment.groupBy("exchange", "symbol")
+                .agg(F.min("minute").alias("lo"), F.max("minute").alias("hi"))
+                .collect()
+            ]
+            if ranges:
+                _retry_on_conflict(lambda: self._merge_candles(spark, increment), "candles")
+                self._refresh_derived(spark, ranges)
+        finally:
+            increment.unpersist()
+        newest = batch.agg(F.unix_micros(F.max("event_time")).alias("us")).first()
+        if newest is not None and newest["us"] is not None:
+            self.max_event_us = max(self.max_event_us or 0, newest["us"])
+        if self.on_batch is not None:
+            self.on_batch({"batch_id": batch_id, "late": late_count, "bars": len(ranges)})
+
+    def _merge_candles(self, spark: SparkSession, increment: DataFrame) -> None:
+        path = self.settings.table_path(tables.GOLD_CANDLES_1M)
+        condition = " AND ".join(f"t.{key} = s.{key}" for key in [*CANDLE_KEY, "trade_date"])
+        (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(increment.alias("s"), condition)
+            .whenMatchedUpdate(set=candle_merge_set("t", "s"))
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    def _refresh_derived(
+        self, spark: SparkSession, ranges: list[tuple[str, str, Any, Any]]
+    ) -> None:
+        """Recompute the SMA windows and hour/day statistics the new bars touch, from the
+        candles table (so a late bar corrects them), and upsert them."""
+        settings = self.settings
+        candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
+        minute, hour, day = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+        sma_source = candles.where(_ranges_condition(ranges, "minute", 4 * minute, 5 * minute))
+        sma = sma_5m(sma_source).where(
+            _ranges_condition(ranges, "window_start", 4 * minute, minute)
+        )
+        hourly_source = candles.where(
+            _ranges_condition(_truncated(ranges, "hour"), "minute", timedelta(0), hour)
+        )
+        daily_source = candles.where(
+            _ranges_condition(_truncated(ranges, "day"), "minute", timedelta(0), day)
+        )
+        targets = [
+            (tables.GOLD_SMA_5M, sma, "window_start"),
+            (tables.GOLD_STATS_HOURLY, period_stats(hourly_source, "hour"), "period_start"),
+            (tables.GOLD_STATS_DAILY, period_stats(daily_source, "day"), "period_start"),
+        ]
+        for name, frame, start in targets:
+            condition = " AND ".join(
+                f"t.{key} = s.{key}" for key in ("exchange", "symbol", start, "trade_date")
+            )
+            path = settings.table_path(name)
+
+            def upsert(
+                frame: DataFrame = frame, condition: str = condition, path: str = path
+            ) -> None:
+                (
+                    DeltaTable.forPath(spark, path)
+                    .alias("t")
+                    .merge(frame.alias("s"), condition)
+                    .whenMatchedUpdateAll()
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+
+            _retry_on_conflict(upsert, name)
+
+
+def _truncated(
+    ranges: list[tuple[str, str, Any, Any]], unit: str
+) -> list[tuple[str, str, Any, Any]]:
+    """Ranges widened to whole hours or days (stats cover whole periods)."""
+
+    def floor(moment: Any) -> Any:
+        if unit == "hour":
+            return moment.replace(minute=0, second=0, microsecond=0)
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    return [(exchange, symbol, floor(lo), floor(hi)) for exchange, symbol, lo, hi in ranges]
+
+
+def start_gold(
+    spark: SparkSession,
+    settings: JobSettings,
+    *,
+    available_now: bool = False,
+    on_batch: Callable[[dict[str, int]], None] | None = None,
+) -> StreamingQuery:
+    """silver → gold tables through ``GoldWriter``."""
+    ensure_tables(
+        spark,
+        settings,
+        [tables.SILVER_TRADES, tables.SILVER_QUARANTINE, tables.GOLD_CANDLES_1M,
+         tables.GOLD_SMA_5M, tables.GOLD_STATS_HOURLY, tables.GOLD_STATS_DAILY],
+    )  # fmt: skip
+    silver = spark.readStream.format("delta").load(settings.table_path(tables.SILVER_TRADES))
+    return (
+        silver.writeStream.queryName("gold")
+        .foreachBatch(GoldWriter(settings, on_batch=on_batch))
+        .option("checkpointLocation", settings.checkpoint_path("gold"))
+        .trigger(**_trigger(settings.gold_trigger, available_now))
+        .start()
+    )

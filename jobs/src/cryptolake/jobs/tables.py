@@ -1,0 +1,80 @@
+"""The Delta tables of the lakehouse (shared DESIGN.md): names, schemas, partition columns."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pyspark.sql import types as T
+
+BRONZE_TRADES: Final = "bronze/trades"
+SILVER_TRADES: Final = "silver/trades"
+SILVER_QUARANTINE: Final = "silver/quarantine"
+GOLD_CANDLES_1M: Final = "gold/candles_1m"
+GOLD_SMA_5M: Final = "gold/sma_5m"
+GOLD_STATS_HOURLY: Final = "gold/stats_hourly"
+GOLD_STATS_DAILY: Final = "gold/stats_daily"
+ALL_TABLES: Final = (
+    BRONZE_TRADES, SILVER_TRADES, SILVER_QUARANTINE, GOLD_CANDLES_1M, GOLD_SMA_5M,
+    GOLD_STATS_HOURLY, GOLD_STATS_DAILY,
+)  # fmt: skip
+
+# Exact decimals: 20 integer digits, 18 fractional (satoshi-level prices and quantities fit).
+DECIMAL: Final = T.DecimalType(38, 18)
+
+BRONZE_SCHEMA: Final = T.StructType(
+    [
+        T.StructField("key", T.StringType()),
+        T.StructField("value", T.BinaryType()),
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("ingest_time", T.TimestampType()),
+        T.StructField("ingest_date", T.DateType()),
+    ]
+)
+
+SILVER_SCHEMA: Final = T.StructType(
+    [
+        T.StructField("exchange", T.StringType(), False),
+        T.StructField("symbol", T.StringType(), False),
+        T.StructField("trade_id", T.StringType(), False),
+        T.StructField("price", DECIMAL, False),
+        T.StructField("qty", DECIMAL, False),
+        T.StructField("side", T.StringType(), False),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("ingest_time", T.TimestampType(), False),
+        T.StructField("trade_date", T.DateType(), False),
+        T.StructField("year", T.IntegerType(), False),
+        T.StructField("month", T.IntegerType(), False),
+        T.StructField("day", T.IntegerType(), False),
+        T.StructField("hour", T.IntegerType(), False),
+        T.StructField("kafka_topic", T.StringType()),
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+    ]
+)
+
+QUARANTINE_SCHEMA: Final = T.StructType(
+    [
+        T.StructField("raw_value", T.StringType()),
+        T.StructField("kafka_topic", T.StringType()),
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("detail", T.StringType()),
+        T.StructField("layer", T.StringType(), False),
+        T.StructField("quarantined_at", T.TimestampType(), False),
+        T.StructField("ingest_date", T.DateType(), False),
+    ]
+)
+
+PARTITION_COLUMNS: Final = {
+    BRONZE_TRADES: ["ingest_date"],
+    SILVER_TRADES: ["trade_date"],
+    SILVER_QUARANTINE: ["ingest_date"],
+    GOLD_CANDLES_1M: ["trade_date"],
+    GOLD_SMA_5M: ["trade_date"],
+    GOLD_STATS_HOURLY: ["trade_date"],
+    GOLD_STATS_DAILY: ["trade_date"],
+}

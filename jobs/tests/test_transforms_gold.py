@@ -1,0 +1,143 @@
+"""Candle math, the MERGE fold, late trades and the derived tables on hand-built trades."""
+
+import datetime as dt
+from decimal import Decimal as D  # noqa: N817 (short: used in every expected row)
+
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from cryptolake.jobs.tables import SILVER_SCHEMA
+from cryptolake.jobs.transforms import (
+    candle_merge_set,
+    candles_1m,
+    fold_candles,
+    late_rows,
+    period_stats,
+    sma_5m,
+    split_late,
+)
+
+BASE = dt.datetime(2025, 3, 1, 12, 0)
+
+
+def silver(spark, trades):
+    """trades: (exchange, symbol, trade_id, price, qty, side, seconds after BASE)."""
+    rows = []
+    for exchange, symbol, trade_id, price, qty, side, seconds in trades:
+        at = BASE + dt.timedelta(seconds=seconds)
+        rows.append((exchange, symbol, trade_id, D(price), D(qty), side, at, at, at.date(),
+                     at.year, at.month, at.day, at.hour, "t", 0, 0))  # fmt: skip
+    return spark.createDataFrame(rows, SILVER_SCHEMA)
+
+
+def bar_values(frame, *columns):
+    return [tuple(row) for row in frame.orderBy("exchange", "symbol", "minute").select(*columns)
+            .collect()]  # fmt: skip
+
+
+def test_candle_follows_kline_semantics(spark):
+    trades = silver(spark, [
+        ("binance", "BTC-USDT", "10", "100", "1", "buy", 0.0),       # 12:00:00 first
+        ("binance", "BTC-USDT", "12", "105", "2", "sell", 20.5),
+        ("binance", "BTC-USDT", "11", "95", "1", "buy", 20.5),       # tie on time: id 11 < 12
+        ("binance", "BTC-USDT", "13", "101", "0.5", "buy", 59.999),  # last of the minute
+        ("binance", "BTC-USDT", "14", "102", "1", "sell", 60.0),     # next minute [12:01, 12:02)
+    ])  # fmt: skip
+    bars = candles_1m(trades)
+    assert bar_values(bars, "minute", "open", "high", "low", "close", "volume", "trades") == [
+        (BASE, D(100), D(105), D(95), D(101), D("4.5"), 4),
+        (BASE + dt.timedelta(minutes=1), D(102), D(102), D(102), D(102), D(1), 1),
+    ]
+    first = bars.orderBy("minute").first()
+    assert (first.buy_volume, first.sell_volume) == (D("2.5"), D(2))
+    assert first.quote_volume == D("100") + D("210") + D("95") + D("50.5")
+    # vwap is computed in doubles: exact to ~15 significant digits.
+    assert abs(first.vwap - D("455.5") / D("4.5")) < D("1e-12")
+    assert (first.first_trade_id, first.last_trade_id) == ("10", "13")
+
+
+def test_ties_on_time_order_numeric_ids_numerically(spark):
+    trades = silver(spark, [
+        ("kraken", "BTC-USD", "9", "1", "1", "buy", 1.0),
+        ("kraken", "BTC-USD", "10", "2", "1", "buy", 1.0),  # "10" > "9" as a number
+    ])  # fmt: skip
+    assert bar_values(candles_1m(trades), "open", "close") == [(D(1), D(2))]
+
+
+def test_folding_an_increment_equals_computing_the_whole_minute_at_once(spark):
+    early = [("coinbase", "ETH-USD", str(i), str(3000 + i), "1", "buy", i) for i in range(5)]
+    late = [("coinbase", "ETH-USD", str(i), str(2990 + i), "2", "sell", i - 10) for i in
+            range(10, 13)]  # fmt: skip  # earlier in the minute, arriving later
+    whole = candles_1m(silver(spark, early + late)).drop("updated_at")
+    folded = fold_candles(candles_1m(silver(spark, early)), candles_1m(silver(spark, late)))
+    assertDataFrameEqual(folded.drop("updated_at"), whole)
+
+
+def test_candle_merge_set_is_what_the_delta_merge_applies(spark, tmp_path):
+    early = [("binance", "BTC-USDT", "1", "50", "1", "buy", 30.0)]
+    later = [("binance", "BTC-USDT", "2", "40", "3", "sell", 10.0),
+             ("binance", "BTC-USDT", "3", "60", "1", "buy", 45.0)]  # fmt: skip
+    path = str(tmp_path / "candles")
+    candles_1m(silver(spark, early)).write.format("delta").save(path)
+    increment = candles_1m(silver(spark, later))
+    DeltaTable.forPath(spark, path).alias("t").merge(
+        increment.alias("s"),
+        "t.exchange = s.exchange AND t.symbol = s.symbol AND t.minute = s.minute",
+    ).whenMatchedUpdate(set=candle_merge_set()).whenNotMatchedInsertAll().execute()
+    merged = spark.read.format("delta").load(path)
+    whole = candles_1m(silver(spark, early + later))
+    assertDataFrameEqual(merged.drop("updated_at"), whole.drop("updated_at"))
+    assert merged.first().open == D(40) and merged.first().close == D(60)
+
+
+def test_late_trades_split_off_at_the_watermark_and_carry_reason_late(spark):
+    trades = silver(spark, [
+        ("binance", "BTC-USDT", "1", "10", "1", "buy", 0.0),
+        ("binance", "BTC-USDT", "2", "11", "1", "buy", 200.0),
+    ])  # fmt: skip
+    watermark = int((BASE + dt.timedelta(seconds=100)).replace(tzinfo=dt.UTC).timestamp() * 1e6)
+    on_time, late = split_late(trades, watermark)
+    assert [r.trade_id for r in on_time.collect()] == ["2"]
+    rows = late_rows(late, watermark).collect()
+    assert [(r.reason, r.layer, r.kafka_topic) for r in rows] == [("late", "gold", "t")]
+    assert '"trade_id":"1"' in rows[0].raw_value
+    everything, nothing = split_late(trades, None)
+    assert (everything.count(), nothing.count()) == (2, 0)
+
+
+def test_sma_5m_slides_by_one_minute_over_closes(spark):
+    trades = silver(spark, [
+        ("binance", "BTC-USDT", str(m), str(100 + 10 * m), "1", "buy", 60.0 * m) for m in range(6)
+    ])  # closes 100, 110, …, 150 at 12:00 … 12:05  # fmt: skip
+    sma = sma_5m(candles_1m(trades))
+    full = sma.where(F.col("bars") == 5).orderBy("window_start")
+    assert [(r.window_start, r.window_end, r.sma) for r in full.collect()] == [
+        (BASE, BASE + dt.timedelta(minutes=5), D(120)),
+        (BASE + dt.timedelta(minutes=1), BASE + dt.timedelta(minutes=6), D(130)),
+    ]
+
+
+def test_hourly_and_daily_stats_take_open_first_and_close_last(spark):
+    trades = silver(spark, [
+        ("binance", "BTC-USDT", "1", "100", "1", "buy", 0.0),
+        ("binance", "BTC-USDT", "2", "120", "1", "buy", 1800.0),
+        ("binance", "BTC-USDT", "3", "90", "2", "sell", 3599.0),
+        ("binance", "BTC-USDT", "4", "95", "1", "buy", 3600.0),  # the next hour
+    ])  # fmt: skip
+    candles = candles_1m(trades)
+    hourly = period_stats(candles, "hour").orderBy("period_start").collect()
+    assert [(r.open, r.close, r.high, r.low, r.volume, r.trades) for r in hourly] == [
+        (D(100), D(90), D(120), D(90), D(4), 3),
+        (D(95), D(95), D(95), D(95), D(1), 1),
+    ]
+    assert hourly[0].change_pct == D(-10)
+    assert hourly[0].period_end == BASE + dt.timedelta(hours=1)
+    (daily,) = period_stats(candles, "day").collect()
+    assert (daily.open, daily.close, daily.trades, daily.period_start) == (
+        D(100),
+        D(95),
+        4,
+        dt.datetime(2025, 3, 1),
+    )
+    assert daily.change_pct == D(-5)

@@ -1,0 +1,116 @@
+"""Bronze parsing, validation rules and dedup on hand-built Kafka records."""
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from cryptolake.jobs.tables import BRONZE_SCHEMA
+from cryptolake.jobs.transforms import (
+    deduplicate,
+    parse_trades,
+    reason_counts,
+    rejected_rows,
+    valid_trades,
+)
+
+T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z in µs
+GOOD = {
+    "schema_version": 1, "exchange": "binance", "symbol": "BTC-USDT", "trade_id": "1001",
+    "price": "94000.12000000", "qty": "0.00150000", "side": "buy", "event_time": T0 + 1_500,
+    "ingest_time": T0 + 90_000,
+}  # fmt: skip
+
+
+def bronze_rows(spark, values):
+    rows = [
+        (
+            None,
+            value if isinstance(value, bytes) else value.encode(),
+            "crypto.trades.v1",
+            0,
+            offset,
+            dt.datetime(2025, 1, 1),
+            dt.datetime(2025, 1, 1),
+            dt.date(2025, 1, 1),
+        )
+        for offset, value in enumerate(values)
+    ]
+    return spark.createDataFrame(rows, BRONZE_SCHEMA)
+
+
+def trade(**changes):
+    return json.dumps({**GOOD, **changes})
+
+
+def test_a_valid_trade_becomes_a_typed_silver_row(spark):
+    silver = valid_trades(parse_trades(bronze_rows(spark, [trade()])))
+    expected = Row(
+        exchange="binance", symbol="BTC-USDT", trade_id="1001",
+        price=Decimal("94000.120000000000000000"), qty=Decimal("0.001500000000000000"),
+        side="buy", event_time=dt.datetime(2025, 1, 1, 0, 0, 0, 1500),
+        ingest_time=dt.datetime(2025, 1, 1, 0, 0, 0, 90000), trade_date=dt.date(2025, 1, 1),
+        year=2025, month=1, day=1, hour=0, kafka_topic="crypto.trades.v1", kafka_partition=0,
+        kafka_offset=0,
+    )  # fmt: skip
+    assertDataFrameEqual(silver, [expected])
+
+
+def without(field):
+    return json.dumps({k: v for k, v in GOOD.items() if k != field})
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("{not json", "malformed_json"),
+        ("[1, 2]", "malformed_json"),
+        ("", "malformed_json"),
+        (trade(schema_version=2), "unknown_schema_version"),
+        (without("schema_version"), "missing_field"),
+        (without("price"), "missing_field"),
+        (trade(exchange="bitstamp"), "bad_type"),
+        (trade(event_time="yesterday"), "bad_type"),
+        (trade(price=94000.12), "bad_type"),  # a JSON number would not be exact
+        (trade(symbol="btcusdt"), "bad_symbol"),
+        (trade(price="-1"), "bad_price"),
+        (trade(price="0.000"), "bad_price"),
+        (trade(price="1.0000000000000000001"), "bad_price"),  # 19 decimals do not fit
+        (trade(qty="0"), "bad_qty"),
+        (trade(side="BUY"), "bad_side"),
+        (trade(event_time=1_000_000), "bad_timestamp"),  # 1970
+        (trade(event_time=T0 + 3_600_000_000), "bad_timestamp"),  # 1 h ahead of ingest
+    ],
+)
+def test_each_rule_sends_a_row_to_quarantine_with_its_reason(spark, value, reason):
+    parsed = parse_trades(bronze_rows(spark, [value]))
+    assert valid_trades(parsed).count() == 0
+    rows = rejected_rows(parsed).collect()
+    assert [(r.reason, r.raw_value, r.kafka_offset, r.layer) for r in rows] == [
+        (reason, value, 0, "silver")
+    ]
+    assert rows[0].detail
+
+
+def test_rule_counters_add_up_to_the_input(spark):
+    values = [trade(), trade(trade_id="2"), "{bad", trade(qty="0"), trade(side="x")]
+    parsed = parse_trades(bronze_rows(spark, values))
+    counts = parsed.select(*reason_counts(parsed)).first().asDict()
+    assert counts["valid"] == 2
+    assert (counts["malformed_json"], counts["bad_qty"], counts["bad_side"]) == (1, 1, 1)
+    assert sum(counts.values()) == len(values)
+
+
+def test_duplicates_are_dropped_on_exchange_symbol_and_trade_id(spark):
+    values = [
+        trade(),
+        trade(),  # the same trade delivered twice
+        trade(exchange="kraken"),  # same id on another exchange is another trade
+        trade(trade_id="1002"),
+    ]
+    silver = deduplicate(valid_trades(parse_trades(bronze_rows(spark, values))), "10 minutes")
+    keys = sorted((r.exchange, r.trade_id) for r in silver.collect())
+    assert keys == [("binance", "1001"), ("binance", "1002"), ("kraken", "1001")]

@@ -12,7 +12,8 @@ SOURCE ?= auto
 FILES ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format bench-producer replay kafka minio clean distclean
+.PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-freshness \
+	replay backfill monitor maintenance kafka minio clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -20,10 +21,10 @@ help: ## list the targets
 setup: ## install everything (Debian, PyPI, Maven Central, Go module proxy); idempotent, fast when warm
 	@./tools/setup.sh
 
-run: setup ## the local stack: Kafka + producer (live exchanges, else the simulator); Ctrl-C stops
+run: setup ## the local stack: Kafka + producer (live, else simulator) + Spark jobs; Ctrl-C stops
 	@CRYPTOLAKE_SOURCE=$(SOURCE) $(BIN)/cryptolake-stack run
 
-test: setup ## every test: unit, and integration against a real Kafka broker and MinIO
+test: setup ## every test: unit, and integration against real Kafka, MinIO and Spark
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup ## only the tests that need no service
@@ -32,7 +33,7 @@ test-unit: setup ## only the tests that need no service
 lint: setup ## ruff (lint + format check) and mypy (strict on the shared contract)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy common/src producer/src tools/stack/src
+	@$(BIN)/mypy common/src producer/src jobs/src tools/stack/src
 
 format: setup ## apply ruff's formatting and safe fixes
 	@$(BIN)/ruff format .
@@ -41,9 +42,25 @@ format: setup ## apply ruff's formatting and safe fixes
 bench-producer: setup ## producer throughput: simulator flood → parse → real Kafka (last line: producer_trades_per_s=N)
 	@$(BIN)/python benchmarks/bench_producer.py
 
+bench-replay: setup ## backlog replay: 2M trades in Kafka → Bronze, Silver, Gold caught up (last line: replay_trades_per_s=N)
+	@$(BIN)/python benchmarks/bench_replay.py
+
+bench-freshness: setup ## freshness at 2,000 trades/s: p95 of visible − event time (last line: silver_p95_s=S gold_p95_s=S)
+	@$(BIN)/python benchmarks/bench_freshness.py
+
 replay: setup ## publish Binance trade dumps into the local broker: make replay FILES="…"
 	@test -n "$(FILES)" || { echo 'usage: make replay FILES="BTCUSDT-trades-2024-01-01.zip …"'; exit 2; }
 	@$(BIN)/cryptolake-producer replay $(FILES)
+
+backfill: setup ## load Binance dumps through all layers into .local/lakehouse: make backfill FILES="…"
+	@test -n "$(FILES)" || { echo 'usage: make backfill FILES="BTCUSDT-trades-2024-01-01.zip …"'; exit 2; }
+	@$(BIN)/cryptolake-stack backfill $(FILES)
+
+monitor: setup ## rows, Delta version, latest event and freshness per table of .local/lakehouse (JSON=1 for JSON)
+	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs monitor $(if $(JSON),--json)
+
+maintenance: setup ## OPTIMIZE closed partitions and VACUUM every table of .local/lakehouse
+	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs maintenance
 
 kafka: setup ## only the Kafka broker, in the foreground (127.0.0.1:9092)
 	@$(BIN)/cryptolake-stack kafka

@@ -27,7 +27,7 @@ from cryptolake.producer.app import run_until
 from cryptolake.producer.kafka_sink import ensure_topics
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
-from cryptolake.stack.minio import ensure_bucket
+from cryptolake.stack.minio import ensure_bucket, s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -216,15 +216,28 @@ def test_sigkill_at_random_points_then_restart_changes_nothing(
     rng = random.Random(5)
     command = [sys.executable, "-m", "cryptolake.jobs", "all"]
     logs = tmp_path / "jobs.log"
+    s3 = s3_client(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
+
+    def silver_commits() -> int:
+        listing = s3.list_objects_v2(Bucket=lake_bucket, Prefix="killed/silver/trades/_delta_log/")
+        return sum(item["Key"].endswith(".json") for item in listing.get("Contents", []))
+
     for _ in range(3):
+        before = silver_commits()
         with logs.open("ab") as log:
-            job = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # Its own process group, so SIGKILL takes the Python driver and its JVM at once.
+            job = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
             try:
-                # Past the JVM start and the first commits, somewhere in the middle of the work.
-                time.sleep(rng.uniform(18, 30))
-                assert job.poll() is None, logs.read_text()[-3000:]
+                # Once this run has committed something, kill it at a random point after.
+                deadline = time.monotonic() + 180
+                while silver_commits() <= before:
+                    assert job.poll() is None, logs.read_text()[-3000:]
+                    assert time.monotonic() < deadline, "no silver commit in 180 s"
+                    time.sleep(0.5)
+                time.sleep(rng.uniform(0, 4))
             finally:
-                job.send_signal(signal.SIGKILL)
+                os.killpg(job.pid, signal.SIGKILL)
                 job.wait(30)
     with logs.open("ab") as log:
         finish = subprocess.run([*command, "--available-now"], env=env, stdout=log,

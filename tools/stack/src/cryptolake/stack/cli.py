@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from cryptolake.stack.backfill import BackfillFailed, run_backfill
 from cryptolake.stack.binaries import GO_PROGRAMS, BuildFailed, build_program
 from cryptolake.stack.jars import ToolingMissing, resolve_jars
 from cryptolake.stack.kafka import BrokerFailed, KafkaBroker, KafkaBrokerConfig
@@ -61,9 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "run",
-        help="the local stack: Kafka broker and the producer "
-        "(env: CRYPTOLAKE_SOURCE, CRYPTOLAKE_STATE_DIR, CRYPTOLAKE_KAFKA_PORT)",
+        help="the local stack: Kafka broker, the producer and the Spark jobs "
+        "(env: CRYPTOLAKE_SOURCE, CRYPTOLAKE_STATE_DIR, CRYPTOLAKE_KAFKA_PORT, "
+        "CRYPTOLAKE_RUN_JOBS)",
     )
+    backfill = commands.add_parser(
+        "backfill",
+        help="replay Binance trade dumps through a temporary broker and the three layers "
+        "into the local lakehouse, then stop",
+    )
+    backfill.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    backfill.add_argument("--symbol", help="pair of every file (default: from the file name)")
     return parser
 
 
@@ -117,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             return _run_kafka(args)
         if args.command == "minio":
             return _run_minio(args)
+        if args.command == "backfill":
+            run_backfill(args.files, StackSettings().state_dir, args.symbol)
+            return 0
         return run_stack(StackSettings())
-    except (ToolingMissing, BrokerFailed, BuildFailed, MinioFailed) as exc:
+    except (ToolingMissing, BrokerFailed, BuildFailed, MinioFailed, BackfillFailed) as exc:
         log.error("%s", exc)
         return 2
     except ValidationError as exc:

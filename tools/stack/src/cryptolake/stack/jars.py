@@ -56,7 +56,7 @@ def resolve_jars(name: str) -> Path:
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     log.info("%s jars: resolving from Maven Central into %s (first run only)…", name, target)
-    subprocess.run(
+    result = subprocess.run(
         [
             mvn,
             "-B",
@@ -68,8 +68,14 @@ def resolve_jars(name: str) -> Path:
             f"-DoutputDirectory={staging}",
             "-DincludeScope=runtime",
         ],
-        check=True,
+        check=False,
     )
+    if result.returncode != 0:
+        raise ToolingMissing(
+            f"Maven could not resolve the {name} jars (exit {result.returncode}; its errors are "
+            f"above): check that Maven Central is reachable and the versions in "
+            f"{pom_path(name)} exist"
+        )
     (staging / ".complete").touch()
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import logging
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cryptolake.stack.jars import ToolingMissing, resolved_jars_dir
+from cryptolake.stack.processes import terminate
 
 log = logging.getLogger(__name__)
 
@@ -244,13 +244,7 @@ class KafkaBroker:
         if process is None or process.poll() is not None:
             return
         log.info("kafka: stopping broker on %s", self.bootstrap_servers)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("kafka: no clean stop within %.0f s, killing it", timeout_s)
-            process.kill()
-            process.wait()
+        terminate(process, "kafka", timeout_s)
 
     def __enter__(self) -> KafkaBroker:
         self.start()

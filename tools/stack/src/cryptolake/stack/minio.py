@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from cryptolake.common.s3 import REGION
 from cryptolake.stack.binaries import installed_binary
+from cryptolake.stack.processes import terminate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -153,13 +153,7 @@ class MinioServer:
         if process is None or process.poll() is not None:
             return
         log.info("minio: stopping on %s", self.endpoint)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("minio: no clean stop within %.0f s, killing it", timeout_s)
-            process.kill()
-            process.wait()
+        terminate(process, "minio", timeout_s)
 
     def __enter__(self) -> MinioServer:
         self.start()

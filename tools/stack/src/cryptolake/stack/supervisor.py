@@ -22,6 +22,7 @@ from pydantic import Field
 
 from cryptolake.common.settings import ServiceSettings
 from cryptolake.stack.kafka import KafkaBroker, KafkaBrokerConfig
+from cryptolake.stack.processes import terminate
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class StackSettings(ServiceSettings):
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_heap: str = "512m"
     source: Literal["auto", "live", "simulator"] = "auto"
+    # The Spark jobs (Bronze/Silver/Gold in one local application); false: broker + producer.
+    run_jobs: bool = True
     stop_timeout_s: float = Field(default=45.0, gt=0)
 
 
@@ -54,9 +57,9 @@ class RunningService:
 
 
 def build_services(settings: StackSettings, bootstrap_servers: str) -> list[ServiceSpec]:
-    """What runs on top of the broker, in start order (later issues add jobs and the API)."""
+    """What runs on top of the broker, in start order (stopped in reverse)."""
     python = sys.executable
-    return [
+    services = [
         ServiceSpec(
             name="producer",
             argv=[python, "-m", "cryptolake.producer.cli"],
@@ -66,6 +69,18 @@ def build_services(settings: StackSettings, bootstrap_servers: str) -> list[Serv
             },
         ),
     ]
+    if settings.run_jobs:
+        services.append(
+            ServiceSpec(
+                name="jobs",
+                argv=[python, "-m", "cryptolake.jobs", "all"],
+                env={
+                    "CRYPTOLAKE_BOOTSTRAP_SERVERS": bootstrap_servers,
+                    "CRYPTOLAKE_TABLE_ROOT": str(settings.state_dir.resolve() / "lakehouse"),
+                },
+            )
+        )
+    return services
 
 
 def _pump(name: str, stream: IO[bytes]) -> None:
@@ -137,17 +152,7 @@ class Stack:
             process = service.process
             if process.poll() is None:
                 log.info("stopping %s", service.spec.name)
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(self.settings.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    log.warning(
-                        "%s did not stop in %.0f s; killing it",
-                        service.spec.name,
-                        self.settings.stop_timeout_s,
-                    )
-                    process.kill()
-                    process.wait()
+                terminate(process, service.spec.name, self.settings.stop_timeout_s)
             service.pump.join(timeout=2)
             log.info("%s stopped (exit code %s)", service.spec.name, process.returncode)
         self.broker.stop()

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from pydantic import ValidationError
@@ -75,6 +76,15 @@ def start_streams(
     return queries
 
 
+def stop_between_batches(query: StreamingQuery, timeout_s: float = 30.0) -> None:
+    """Stop a query between two batches where possible: stopping interrupts a running batch,
+    which is safe (it reruns on restart) but fills the log with the interruption's errors."""
+    deadline = time.monotonic() + timeout_s
+    while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    query.stop()
+
+
 def run_streams(settings: JobSettings, command: str, *, available_now: bool) -> int:
     """Run until SIGTERM/SIGINT (streams stop cleanly, checkpoints kept) or a query fails."""
     stop = threading.Event()
@@ -108,7 +118,7 @@ def run_streams(settings: JobSettings, command: str, *, available_now: bool) -> 
             stop.wait(1.0)
         log.info("stopping %d queries (checkpoints keep their progress)", len(queries))
         for query in queries:
-            query.stop()
+            stop_between_batches(query)
         return 0
     finally:
         spark.stop()

@@ -232,15 +232,24 @@ class GoldWriter:
         settings = self.settings
         delay = duration_us(settings.gold_watermark)
         watermark = None if self.max_event_us is None else self.max_event_us - delay
+        # One pass over the batch for its size, newest trade and late count.
+        late_flag = (
+            F.lit(False) if watermark is None
+            else F.col("event_time") < F.timestamp_micros(F.lit(watermark))
+        )  # fmt: skip
+        summary = batch.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.unix_micros(F.max("event_time")).alias("newest"),
+            F.count(F.when(late_flag, 1)).alias("late"),
+        ).first()
+        if summary is None or summary["rows"] == 0:
+            return  # nothing new: no commits (silver's no-data batches land here)
         on_time, late = split_late(batch, watermark)
-        late_count = 0
-        if watermark is not None:
-            late_count = late.count()
-            if late_count:
-                # Same txnAppId/txnVersion as the MERGEs: a replayed batch appends nothing.
-                late_rows(late, watermark).write.format("delta").mode("append").save(
-                    settings.table_path(tables.SILVER_QUARANTINE)
-                )
+        if watermark is not None and summary["late"]:
+            # Same txnAppId/txnVersion as the MERGEs: a replayed batch appends nothing.
+            late_rows(late, watermark).write.format("delta").mode("append").save(
+                settings.table_path(tables.SILVER_QUARANTINE)
+            )
         increment = candles_1m(on_time).persist()
         try:
             ranges = [
@@ -254,11 +263,9 @@ class GoldWriter:
                 self._refresh_derived(spark, ranges)
         finally:
             increment.unpersist()
-        newest = batch.agg(F.unix_micros(F.max("event_time")).alias("us")).first()
-        if newest is not None and newest["us"] is not None:
-            self.max_event_us = max(self.max_event_us or 0, newest["us"])
+        self.max_event_us = max(self.max_event_us or 0, summary["newest"])
         if self.on_batch is not None:
-            self.on_batch({"batch_id": batch_id, "late": late_count, "bars": len(ranges)})
+            self.on_batch({"batch_id": batch_id, "late": summary["late"], "bars": len(ranges)})
 
     def _merge_candles(self, spark: SparkSession, increment: DataFrame) -> None:
         path = self.settings.table_path(tables.GOLD_CANDLES_1M)

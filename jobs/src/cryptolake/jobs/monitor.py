@@ -14,15 +14,16 @@ from pyspark.sql import functions as F
 from cryptolake.jobs import tables
 from cryptolake.jobs.settings import JobSettings
 
-# The column that says how recent each table's data is.
+# The column that says how recent each table's data is: the newest trade where rows are trades
+# or bars of trades, the last update for windows and periods (whose bounds lie ahead).
 LATEST_COLUMN: Final = {
     tables.BRONZE_TRADES: "ingest_time",
     tables.SILVER_TRADES: "event_time",
     tables.SILVER_QUARANTINE: "quarantined_at",
     tables.GOLD_CANDLES_1M: "last_trade_time",
-    tables.GOLD_SMA_5M: "window_end",
-    tables.GOLD_STATS_HOURLY: "period_start",
-    tables.GOLD_STATS_DAILY: "period_start",
+    tables.GOLD_SMA_5M: "updated_at",
+    tables.GOLD_STATS_HOURLY: "updated_at",
+    tables.GOLD_STATS_DAILY: "updated_at",
 }
 
 
@@ -67,7 +68,7 @@ def all_status(spark: SparkSession, settings: JobSettings) -> list[TableStatus]:
 
 
 def render_text(statuses: list[TableStatus]) -> str:
-    lines = [f"{'table':<20} {'rows':>12} {'version':>8} {'latest (UTC)':<25} {'freshness':>10}"]
+    lines = [f"{'table':<20} {'rows':>12} {'version':>8} {'newest (UTC)':<25} {'freshness':>10}"]
     for s in statuses:
         if not s.exists:
             lines.append(f"{s.table:<20} {'(missing)':>12}")

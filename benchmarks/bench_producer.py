@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from benchlib import topic_message_count
 
 from cryptolake.stack.kafka import KafkaBroker, KafkaBrokerConfig, free_port
 
@@ -40,19 +40,6 @@ def scrape_produced(port: int) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(PRODUCED)
     )
-
-
-def topic_message_count(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        total = 0
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
 
 
 def one_run(args: argparse.Namespace, bootstrap: str, index: int, profile: Path | None) -> float:

@@ -29,8 +29,9 @@ from benchlib import (
     kafka_broker,
     peak_rss_mib,
     scratch_dir,
+    topic_message_count,
 )
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -42,19 +43,6 @@ from cryptolake.producer.simulator.market import Market
 
 LAYERS = ("bronze", "silver", "gold")
 FILL_BATCH = 10_000
-
-
-def topic_message_count(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        total = 0
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
 
 
 def fill_topic(args: argparse.Namespace, bootstrap: str, topic: str) -> float:

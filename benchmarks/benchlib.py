@@ -7,11 +7,13 @@ import argparse
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cryptolake.stack.kafka import KafkaBroker, KafkaBrokerConfig, free_port
@@ -114,3 +116,17 @@ def cpu_seconds(pid: int) -> float | None:
     fields = text.rpartition(")")[2].split()
     # Fields 14 and 15 of stat (utime, stime), counted from "state" as field 3.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def topic_message_count(bootstrap: str, topic: str) -> int:
+    """Messages in ``topic`` from its offsets (exact for an idempotent producer)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        total = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()

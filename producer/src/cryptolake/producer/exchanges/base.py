@@ -64,6 +64,21 @@ class ExchangeAdapter(ABC):
     def parse(self, frame: str | bytes, recv_time_us: int) -> ParsedFrame:
         """Normalize one frame. Never raises: what cannot be normalized becomes dead letters."""
 
+    def load_object(self, frame: str | bytes, recv_time_us: int) -> dict[str, Any] | ParsedFrame:
+        """The frame as a JSON object, or the rejection to return when it is not one."""
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            return self.reject(RejectReason.MALFORMED_JSON, str(exc), frame, recv_time_us)
+        if not isinstance(message, dict):
+            return self.reject(
+                RejectReason.UNKNOWN_MESSAGE,
+                f"a {self.name} frame is a JSON object",
+                frame,
+                recv_time_us,
+            )
+        return message
+
     def reject_element(
         self,
         problem: TradeRejected,

@@ -9,8 +9,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, ClassVar, Final
 
-import orjson
-
 from cryptolake.common.symbols import split_concatenated
 from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
 from cryptolake.producer.exchanges.base import ExchangeAdapter, FrameKind, ParsedFrame
@@ -104,17 +102,9 @@ class BinanceAdapter(ExchangeAdapter):
         """A trade (see :func:`parse_binance_trade`), a ``serverShutdown`` notice (bare, in the
         combined envelope, or WebSocket-API style ``{"event": {...}}``), or a reply to a
         subscription request such as ``{"result": null, "id": 1}``."""
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            return self.reject(RejectReason.MALFORMED_JSON, str(exc), frame, recv_time_us)
-        if not isinstance(message, dict):
-            return self.reject(
-                RejectReason.UNKNOWN_MESSAGE,
-                "a Binance frame is a JSON object",
-                frame,
-                recv_time_us,
-            )
+        message = self.load_object(frame, recv_time_us)
+        if isinstance(message, ParsedFrame):
+            return message
         payload = message.get("data", message) if "stream" in message else message
         if not isinstance(payload, dict):
             return self.reject(

@@ -93,17 +93,9 @@ class CoinbaseAdapter(ExchangeAdapter):
         """``market_trades`` (see :func:`parse_coinbase_trade`), ``heartbeats``,
         ``subscriptions`` acks, or ``{"type": "error", "message": ...}``, after which the feed
         reconnects. Every frame's ``sequence_num`` is passed on in ``ParsedFrame.sequence``."""
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            return self.reject(RejectReason.MALFORMED_JSON, str(exc), frame, recv_time_us)
-        if not isinstance(message, dict):
-            return self.reject(
-                RejectReason.UNKNOWN_MESSAGE,
-                "a Coinbase frame is a JSON object",
-                frame,
-                recv_time_us,
-            )
+        message = self.load_object(frame, recv_time_us)
+        if isinstance(message, ParsedFrame):
+            return message
         channel = message.get("channel")
         if message.get("type") == "error":
             parsed = ParsedFrame(FrameKind.SHUTDOWN)

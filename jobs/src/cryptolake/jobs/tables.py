@@ -6,17 +6,21 @@ from typing import Final
 
 from pyspark.sql import types as T
 
-BRONZE_TRADES: Final = "bronze/trades"
-SILVER_TRADES: Final = "silver/trades"
-SILVER_QUARANTINE: Final = "silver/quarantine"
-GOLD_CANDLES_1M: Final = "gold/candles_1m"
-GOLD_SMA_5M: Final = "gold/sma_5m"
-GOLD_STATS_HOURLY: Final = "gold/stats_hourly"
-GOLD_STATS_DAILY: Final = "gold/stats_daily"
-ALL_TABLES: Final = (
-    BRONZE_TRADES, SILVER_TRADES, SILVER_QUARANTINE, GOLD_CANDLES_1M, GOLD_SMA_5M,
-    GOLD_STATS_HOURLY, GOLD_STATS_DAILY,
-)  # fmt: skip
+from cryptolake.common.tables import (
+    ALL_TABLES,
+    BRONZE_TRADES,
+    GOLD_CANDLES_1M,
+    GOLD_SMA_5M,
+    GOLD_STATS_DAILY,
+    GOLD_STATS_HOURLY,
+    SILVER_QUARANTINE,
+    SILVER_TRADES,
+)
+
+__all__ = [
+    "ALL_TABLES", "BRONZE_TRADES", "GOLD_CANDLES_1M", "GOLD_SMA_5M", "GOLD_STATS_DAILY",
+    "GOLD_STATS_HOURLY", "SILVER_QUARANTINE", "SILVER_TRADES",
+]  # fmt: skip
 
 # Exact decimals: 20 integer digits, 18 fractional (satoshi-level prices and quantities fit).
 DECIMAL: Final = T.DecimalType(38, 18)

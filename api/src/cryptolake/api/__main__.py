@@ -1,0 +1,5 @@
+import sys
+
+from cryptolake.api.cli import main
+
+sys.exit(main())

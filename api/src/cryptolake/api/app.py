@@ -1,0 +1,109 @@
+"""Builds the API: settings → store → routes, telemetry, the dashboard, the refresh loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import metadata
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from cryptolake.api.errors import error_response, install_error_handlers
+from cryptolake.api.observability import ApiMetrics, RequestMetricsMiddleware, build_telemetry
+from cryptolake.api.observability import instrument as instrument_app
+from cryptolake.api.routes import health, market, stream
+from cryptolake.api.settings import ApiSettings
+from cryptolake.api.store import LakeStore
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+CHART_DIST = Path("lightweight-charts") / "dist"
+
+
+async def refresh_forever(store: LakeStore, hub: stream.CandleHub, interval_s: float) -> None:
+    """Follow the tables' logs; push updated bars to the SSE streams. Errors are recorded by
+    ``store.refresh`` (storage down → 503s), and the loop keeps polling until it recovers."""
+    while True:
+        result = await asyncio.to_thread(store.refresh)
+        if result.updated_bars is not None:
+            hub.publish(result.updated_bars)
+        await asyncio.sleep(interval_s)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    store = LakeStore(settings)
+    hub = stream.CandleHub()
+    telemetry = build_telemetry()
+    metrics = ApiMetrics(store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(store.refresh)
+        refresher = asyncio.create_task(
+            refresh_forever(store, hub, settings.refresh_interval_s), name="lake-refresh"
+        )
+        log.info("serving %s (tables: %s)", settings.table_root, store.versions)
+        yield
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        telemetry.shutdown()
+
+    app = FastAPI(
+        title="CryptoLake API",
+        version=metadata.version("cryptolake-api"),
+        description="Candles, indicators, period stats and trades from the CryptoLake Delta "
+        "tables. Timestamps: ISO-8601 UTC (`time`) and epoch ms (`time_ms`).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.hub = hub
+    app.state.metrics = metrics
+    app.state.api_keys = settings.all_api_keys()
+    app.state.tracer = telemetry.tracer_provider.get_tracer("cryptolake.api")
+    install_error_handlers(app)
+
+    app.include_router(market.router)
+    app.include_router(stream.router)
+    app.include_router(health.router)
+    _mount_dashboard(app, settings)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["X-API-Key", "Authorization"],
+        )
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    instrument_app(app, telemetry)
+    return app
+
+
+def _mount_dashboard(app: FastAPI, settings: ApiSettings) -> None:
+    vendor = settings.vendor_dir / CHART_DIST
+    if vendor.is_dir():
+        app.mount("/static/vendor", StaticFiles(directory=vendor), name="vendor")
+    else:
+        log.warning("%s is missing: the dashboard has no chart library (run `make setup`)", vendor)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> Response:
+        index = STATIC_DIR / "index.html"
+        if not index.is_file():
+            return error_response(404, "not_found", "the dashboard is not installed")
+        return FileResponse(index, media_type="text/html")
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``cryptolake.api.app:app_from_env``): settings from the environment."""
+    return create_app(ApiSettings())

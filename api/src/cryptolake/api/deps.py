@@ -1,0 +1,48 @@
+"""Dependencies shared by the routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from opentelemetry.trace import Tracer
+
+from cryptolake.api.settings import ApiSettings
+from cryptolake.api.store import LakeStore
+
+SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}-[A-Za-z0-9]{1,20}$"
+EXCHANGE_PATTERN = r"^[a-z0-9_]{1,32}$"
+
+
+def get_store(request: Request) -> LakeStore:
+    store: LakeStore = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_tracer(request: Request) -> Tracer:
+    tracer: Tracer = request.app.state.tracer
+    return tracer
+
+
+StoreDep = Annotated[LakeStore, Depends(get_store)]
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+TracerDep = Annotated[Tracer, Depends(get_tracer)]
+SymbolQuery = Annotated[
+    str, Query(pattern=SYMBOL_PATTERN, description="Canonical BASE-QUOTE, e.g. BTC-USDT")
+]
+OptionalSymbolQuery = Annotated[
+    str | None, Query(pattern=SYMBOL_PATTERN, description="Canonical BASE-QUOTE, e.g. BTC-USDT")
+]
+ExchangeQuery = Annotated[
+    str | None,
+    Query(
+        pattern=EXCHANGE_PATTERN,
+        description="binance, kraken, coinbase or simulator; default: the one with the newest data",
+    ),
+]
+TimeQuery = Annotated[str | None, Query(description="ISO-8601 UTC or epoch milliseconds")]

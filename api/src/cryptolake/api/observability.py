@@ -1,0 +1,181 @@
+"""Tracing and metrics: OpenTelemetry configured only by the standard ``OTEL_*`` variables,
+and Prometheus metrics on ``/metrics``.
+
+OTLP/HTTP export is on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal
+``…_TRACES_ENDPOINT`` / ``…_METRICS_ENDPOINT``) is set and the signal's ``OTEL_*_EXPORTER``
+is not ``none``; otherwise spans are made (for the context) but exported nowhere.
+``OTEL_SERVICE_NAME`` defaults to ``cryptolake-api``; ``OTEL_SDK_DISABLED=true`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NoOpTracerProvider, TracerProvider
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cryptolake.api.store import LakeStore
+
+SERVICE_NAME = "cryptolake-api"
+
+
+def _exporting(signal: str, env: Mapping[str, str]) -> bool:
+    if env.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    )
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def shutdown(self) -> None:
+        for provider in (self.tracer_provider, self.meter_provider):
+            if isinstance(provider, SdkTracerProvider | SdkMeterProvider):
+                provider.shutdown()
+
+
+def build_telemetry(env: Mapping[str, str] | None = None) -> Telemetry:
+    """Providers from the OTEL_* environment (the SDK's exporters read their own variables)."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Telemetry(NoOpTracerProvider(), NoOpMeterProvider())
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES itself.
+    defaults = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE_NAME}
+    resource = Resource.create(defaults)
+    tracer_provider = SdkTracerProvider(resource=resource)
+    if _exporting("TRACES", env):
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    readers: list[MetricReader] = []
+    if _exporting("METRICS", env):
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    return Telemetry(tracer_provider, SdkMeterProvider(resource=resource, metric_readers=readers))
+
+
+def instrument(app: FastAPI, telemetry: Telemetry) -> None:
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        excluded_urls="healthz,metrics",
+        # One server span a request; the per-message send/receive spans only add cost.
+        exclude_spans=["receive", "send"],
+    )
+
+
+def tag_request(**attributes: str | int) -> None:
+    """Add ``cryptolake.<name>`` attributes (symbol, interval…) to the request's span."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        for name, value in attributes.items():
+            span.set_attribute(f"cryptolake.{name}", value)
+
+
+# --- Prometheus -----------------------------------------------------------------------------
+
+
+class ApiMetrics:
+    """The API's Prometheus registry: request counts and latencies, plus a collector that
+    reads the store (cache hits, table versions, freshness, storage up) at scrape time."""
+
+    def __init__(self, store: LakeStore) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "cryptolake_api_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cryptolake_api_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.sse_clients = 0
+        self.registry.register(_StoreCollector(store, self))
+
+
+class _StoreCollector(Collector):
+    def __init__(self, store: LakeStore, metrics: ApiMetrics) -> None:
+        self.store, self.metrics = store, metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        store = self.store
+        hits = CounterMetricFamily(
+            "cryptolake_api_cache_hits", "Responses served from the rendered cache."
+        )
+        hits.add_metric([], store.cache.hits)
+        misses = CounterMetricFamily(
+            "cryptolake_api_cache_misses", "Responses rendered from the tables."
+        )
+        misses.add_metric([], store.cache.misses)
+        up = GaugeMetricFamily(
+            "cryptolake_api_storage_up", "1 when the last refresh reached every table."
+        )
+        up.add_metric([], 1.0 if store.error is None and store.last_refresh else 0.0)
+        versions = GaugeMetricFamily(
+            "cryptolake_api_table_version", "Delta version served, per table.", labels=["table"]
+        )
+        for table, version in store.versions.items():
+            if version is not None:
+                versions.add_metric([table], version)
+        freshness = GaugeMetricFamily(
+            "cryptolake_api_data_freshness_seconds",
+            "Now minus the newest data served, per table (candles: updated_at; trades: event).",
+            labels=["table"],
+        )
+        for table, newest in store.newest_data().items():
+            freshness.add_metric([table], time.time() - newest.timestamp())
+        clients = GaugeMetricFamily("cryptolake_api_sse_clients", "Open SSE streams.")
+        clients.add_metric([], self.metrics.sse_clients)
+        yield from (hits, misses, up, versions, freshness, clients)
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every HTTP request by its route template (pure ASGI: no body copy)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template).observe(time.perf_counter() - started)

@@ -1,0 +1,103 @@
+"""Server-Sent Events: 1-minute bar updates pushed as new Delta versions arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import polars as pl
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from cryptolake.api import queries
+from cryptolake.api.deps import ExchangeQuery, StoreDep, SymbolQuery
+from cryptolake.api.routes.market import resolve_exchange
+from cryptolake.api.security import require_api_key
+
+log = logging.getLogger(__name__)
+QUEUE_SIZE = 256
+
+
+@dataclass(eq=False)
+class Subscription:
+    exchange: str
+    symbol: str
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+
+
+class CandleHub:
+    """Fans bar updates out to the open streams (all on the event loop's thread)."""
+
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, exchange: str, symbol: str) -> Subscription:
+        subscription = Subscription(exchange, symbol)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, bars: pl.DataFrame) -> None:
+        if bars.is_empty() or not self._subscriptions:
+            return
+        events = queries.bar_events(bars)
+        for subscription in self._subscriptions:
+            for event in events.get((subscription.exchange, subscription.symbol), ()):
+                if subscription.queue.full():
+                    # A slow client loses its oldest update, never the newest.
+                    subscription.queue.get_nowait()
+                subscription.queue.put_nowait(event)
+
+
+def get_hub(request: Request) -> CandleHub:
+    hub: CandleHub = request.app.state.hub
+    return hub
+
+
+router = APIRouter(prefix="/v1/stream", tags=["stream"], dependencies=[Depends(require_api_key)])
+
+
+@router.get(
+    "/candles",
+    summary="1-minute bar updates of one symbol as Server-Sent Events (event: candle)",
+    response_class=StreamingResponse,
+)
+async def stream_candles(
+    request: Request,
+    store: StoreDep,
+    hub: Annotated[CandleHub, Depends(get_hub)],
+    symbol: SymbolQuery,
+    exchange: ExchangeQuery = None,
+) -> StreamingResponse:
+    venue = resolve_exchange(store, symbol, exchange)
+    keepalive = store.settings.sse_keepalive_s
+    metrics = request.app.state.metrics
+
+    async def events() -> AsyncIterator[bytes]:
+        subscription = hub.subscribe(venue, symbol)
+        metrics.sse_clients += 1
+        try:
+            yield b"retry: 2000\n\n"
+            latest = store.hot_bars(venue, symbol)
+            if latest is not None and len(latest):
+                for event in queries.bar_events(latest.tail(1)).values():
+                    yield event[-1]
+            while True:
+                try:
+                    yield await asyncio.wait_for(subscription.queue.get(), keepalive)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+        finally:
+            hub.unsubscribe(subscription)
+            metrics.sse_clients -= 1
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

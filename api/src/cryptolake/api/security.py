@@ -1,0 +1,54 @@
+"""Optional API-key auth: on when CRYPTOLAKE_API_KEYS or CRYPTOLAKE_API_KEYS_FILE gives keys.
+
+A key is sent as the ``X-API-Key`` header, ``Authorization: Bearer <key>``, or the ``api_key``
+query parameter (browsers' EventSource cannot set headers). Keys are compared in constant
+time, against every configured key, so timing tells nothing about which one nearly matched.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, APIKeyQuery
+
+from cryptolake.api.errors import ApiError
+
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (when enabled)")
+_query = APIKeyQuery(name="api_key", auto_error=False, description="API key, for EventSource")
+
+
+def key_matches(presented: str, keys: list[bytes]) -> bool:
+    candidate = presented.encode()
+    matched = False
+    for key in keys:
+        # No short-circuit: every key is compared whatever the outcome.
+        matched |= hmac.compare_digest(candidate, key)
+    return matched
+
+
+def is_exempt(path: str, exempt: list[str]) -> bool:
+    return any(
+        path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in exempt
+    )
+
+
+def require_api_key(
+    request: Request,
+    header_key: Annotated[str | None, Security(_header)],
+    query_key: Annotated[str | None, Security(_query)],
+) -> None:
+    keys: list[bytes] = request.app.state.api_keys
+    if not keys or is_exempt(request.url.path, request.app.state.settings.auth_exempt_paths):
+        return
+    presented = header_key or query_key
+    authorization = request.headers.get("authorization", "")
+    if presented is None and authorization.lower().startswith("bearer "):
+        presented = authorization[7:].strip()
+    if not presented:
+        raise ApiError(
+            401, "unauthorized", "an API key is required: send the X-API-Key header", "X-API-Key"
+        )
+    if not key_matches(presented, keys):
+        raise ApiError(401, "unauthorized", "the API key is not valid", "X-API-Key")

@@ -1,0 +1,118 @@
+"""The API's settings: ``CRYPTOLAKE_*`` environment variables (one object, read in ``main()``).
+
+OpenTelemetry is configured by the standard ``OTEL_*`` variables only (see observability.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from cryptolake.common.s3 import REGION
+from cryptolake.common.settings import ServiceSettings
+
+# api/web/node_modules next to this package in a source checkout (npm ci at `make setup`).
+_DEFAULT_VENDOR_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class ApiSettings(ServiceSettings):
+    """Env: CRYPTOLAKE_TABLE_ROOT, CRYPTOLAKE_S3_ENDPOINT, CRYPTOLAKE_API_KEYS…"""
+
+    # Where the jobs write the Delta tables: a local folder, s3://bucket/prefix or s3a://….
+    table_root: str = ".local/lakehouse"
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # uvicorn worker processes for `cryptolake-api` (each keeps its own hot cache).
+    workers: int = Field(default=1, ge=1, le=64)
+
+    # How often each table's Delta log is checked for a new version.
+    refresh_interval_s: float = Field(default=0.25, gt=0, le=60)
+    # Candles, SMA and hourly stats of the last N days stay in memory; older reads are pruned.
+    hot_days: int = Field(default=2, ge=1, le=31)
+    # Silver files read at startup to fill the latest-trades cache (newest first).
+    trades_bootstrap_files: int = Field(default=64, ge=1)
+    # Longest span of 1-minute bars one request may load (bounds history reads).
+    max_range_days: int = Field(default=100, ge=1)
+
+    # API keys: comma-separated, and/or a file with one key a line (a mounted Secret).
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    # Endpoints served without a key when keys are set (the dashboard page is always public;
+    # the data it loads needs the key).
+    auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # lightweight-charts for the dashboard: <vendor_dir>/lightweight-charts/dist/.
+    vendor_dir: Path = _DEFAULT_VENDOR_DIR
+    # Seconds between SSE keepalive comments.
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", "auth_exempt_paths", "cors_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("table_root")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def all_api_keys(self) -> list[bytes]:
+        """Keys from CRYPTOLAKE_API_KEYS and the key file; empty means auth is off."""
+        keys = [key.get_secret_value() for key in self.api_keys]
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except OSError as error:
+                raise ValueError(
+                    f"CRYPTOLAKE_API_KEYS_FILE={self.api_keys_file}: cannot read it ({error})"
+                ) from error
+            keys += [line.strip() for line in text.splitlines() if line.strip()]
+        return [key.encode() for key in keys]
+
+    def table_uri(self, table: str) -> str:
+        """The table's URI for delta-rs: s3a:// (Spark's scheme) is read as s3://."""
+        root = self.table_root
+        if root.startswith("s3a://"):
+            root = "s3://" + root.removeprefix("s3a://")
+        elif "://" not in root:
+            root = str(Path(root).resolve())
+        return f"{root}/{table}"
+
+    def storage_options(self) -> dict[str, str]:
+        """delta-rs object-store options: path-style S3 at the endpoint, bounded retries so an
+        unreachable store fails a refresh in seconds rather than minutes."""
+        if "://" not in self.table_root or self.table_root.startswith("file://"):
+            return {}
+        options = {
+            "AWS_REGION": REGION,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+            "timeout": "10s",
+            "connect_timeout": "2s",
+            "max_retries": "1",
+            "retry_timeout": "3s",
+        }
+        if self.s3_endpoint:
+            options["AWS_ENDPOINT_URL"] = self.s3_endpoint
+        if self.s3_access_key:
+            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key
+        if self.s3_secret_key:
+            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_key.get_secret_value()
+        return options

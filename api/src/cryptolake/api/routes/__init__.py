@@ -1,0 +1,1 @@
+"""The API routers: market data, the SSE stream, probes and metrics."""

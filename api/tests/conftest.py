@@ -129,7 +129,11 @@ def live_api_for() -> Iterator[Callable[[ApiSettings], LiveApi]]:
     def start(settings: ApiSettings) -> LiveApi:
         port = free_port()
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning"
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

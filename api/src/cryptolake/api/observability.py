@@ -36,7 +36,7 @@ from cryptolake.api.store import LakeStore
 SERVICE_NAME = "cryptolake-api"
 
 
-def _exporting(signal: str, env: Mapping[str, str]) -> bool:
+def otlp_export_enabled(signal: str, env: Mapping[str, str]) -> bool:
     if env.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() == "none":
         return False
     return bool(
@@ -64,10 +64,10 @@ def build_telemetry(env: Mapping[str, str] | None = None) -> Telemetry:
     defaults = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE_NAME}
     resource = Resource.create(defaults)
     tracer_provider = SdkTracerProvider(resource=resource)
-    if _exporting("TRACES", env):
+    if otlp_export_enabled("TRACES", env):
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     readers: list[MetricReader] = []
-    if _exporting("METRICS", env):
+    if otlp_export_enabled("METRICS", env):
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     return Telemetry(tracer_provider, SdkMeterProvider(resource=resource, metric_readers=readers))
 

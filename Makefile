@@ -13,7 +13,7 @@ FILES ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-freshness \
-	replay backfill monitor maintenance kafka minio clean distclean
+	bench-api replay backfill monitor maintenance api kafka minio clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ help: ## list the targets
 setup: ## install everything (Debian, PyPI, Maven Central, Go module proxy); idempotent, fast when warm
 	@./tools/setup.sh
 
-run: setup ## the local stack: Kafka + producer (live, else simulator) + Spark jobs; Ctrl-C stops
+run: setup ## the local stack: Kafka + producer (live, else simulator) + Spark jobs + API/dashboard on :8000
 	@CRYPTOLAKE_SOURCE=$(SOURCE) $(BIN)/cryptolake-stack run
 
 test: setup ## every test: unit, and integration against real Kafka, MinIO and Spark
@@ -48,6 +48,9 @@ bench-replay: setup ## backlog replay: 2M trades in Kafka → Bronze, Silver, Go
 bench-freshness: setup ## freshness at 2,000 trades/s: p95 of visible − event time (last line: silver_p95_s=S gold_p95_s=S)
 	@$(BIN)/python benchmarks/bench_freshness.py
 
+bench-api: setup ## API: wrk on /v1/candles (1,440 bars, 100 connections) + commit-to-API latency (last line: candles_p99_ms=N rps=N)
+	@$(BIN)/python benchmarks/bench_api.py
+
 replay: setup ## publish Binance trade dumps into the local broker: make replay FILES="…"
 	@test -n "$(FILES)" || { echo 'usage: make replay FILES="BTCUSDT-trades-2024-01-01.zip …"'; exit 2; }
 	@$(BIN)/cryptolake-producer replay $(FILES)
@@ -61,6 +64,9 @@ monitor: setup ## rows, Delta version, latest event and freshness per table of .
 
 maintenance: setup ## OPTIMIZE closed partitions and VACUUM every table of .local/lakehouse
 	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs maintenance
+
+api: setup ## only the API and dashboard over .local/lakehouse (http://127.0.0.1:8000/)
+	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/cryptolake-api
 
 kafka: setup ## only the Kafka broker, in the foreground (127.0.0.1:9092)
 	@$(BIN)/cryptolake-stack kafka

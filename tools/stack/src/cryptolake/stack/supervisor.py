@@ -37,6 +37,9 @@ class StackSettings(ServiceSettings):
     source: Literal["auto", "live", "simulator"] = "auto"
     # The Spark jobs (Bronze/Silver/Gold in one local application); false: broker + producer.
     run_jobs: bool = True
+    # The query API and dashboard over the tables the jobs write.
+    run_api: bool = True
+    api_port: int = Field(default=8000, ge=1, le=65535)
     stop_timeout_s: float = Field(default=45.0, gt=0)
 
 
@@ -59,6 +62,7 @@ class RunningService:
 def build_services(settings: StackSettings, bootstrap_servers: str) -> list[ServiceSpec]:
     """What runs on top of the broker, in start order (stopped in reverse)."""
     python = sys.executable
+    table_root = str(settings.state_dir.resolve() / "lakehouse")
     services = [
         ServiceSpec(
             name="producer",
@@ -76,8 +80,16 @@ def build_services(settings: StackSettings, bootstrap_servers: str) -> list[Serv
                 argv=[python, "-m", "cryptolake.jobs", "all"],
                 env={
                     "CRYPTOLAKE_BOOTSTRAP_SERVERS": bootstrap_servers,
-                    "CRYPTOLAKE_TABLE_ROOT": str(settings.state_dir.resolve() / "lakehouse"),
+                    "CRYPTOLAKE_TABLE_ROOT": table_root,
                 },
+            )
+        )
+    if settings.run_api:
+        services.append(
+            ServiceSpec(
+                name="api",
+                argv=[python, "-m", "cryptolake.api", "--port", str(settings.api_port)],
+                env={"CRYPTOLAKE_TABLE_ROOT": table_root},
             )
         )
     return services
@@ -171,6 +183,8 @@ def run_stack(settings: StackSettings) -> int:
             stack.broker.bootstrap_servers,
             settings.state_dir.resolve(),
         )
+        if settings.run_api:
+            log.info("dashboard: http://127.0.0.1:%d/  (API docs: /docs)", settings.api_port)
         return stack.wait()
     finally:
         stack.stop()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make setup: everything CryptoLake needs, from Debian, PyPI, Maven Central and the Go module
-# proxy. Idempotent; each step says what it does and skips itself when already done.
+# make setup: everything CryptoLake needs, from Debian, PyPI, npm, Maven Central and the Go
+# module proxy. Idempotent; each step says what it does and skips itself when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +10,15 @@ export UV_PYTHON_DOWNLOADS=never UV_PYTHON="$PYTHON"
 step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 started=$(date +%s)
 
-# System packages: a JDK 17 for Kafka and Spark, Maven to resolve jars.
+# System packages: a JDK 17 for Kafka and Spark, Maven to resolve jars, npm for the dashboard's
+# chart library, Chromium for the dashboard's browser test, wrk for the API benchmark.
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v "$PYTHON" >/dev/null || missing+=(python3.11 python3.11-venv)
+command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)
 if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" != 0 ]; then echo "run as root or install: ${missing[*]}" >&2; exit 1; fi
@@ -28,6 +32,14 @@ fi
 
 step "python environment (.venv, uv.lock)"
 "$PYTHON" -m uv sync --frozen --all-packages --quiet
+
+# npm writes node_modules/.package-lock.json on every install: missing or older than the lock
+# means node_modules is stale.
+web_installed=api/web/node_modules/.package-lock.json
+if [ ! -f "$web_installed" ] || [ api/web/package-lock.json -nt "$web_installed" ]; then
+  step "dashboard chart library from npm (api/web/node_modules, package-lock.json)"
+  npm ci --prefix api/web --no-audit --no-fund --loglevel=error
+fi
 
 step "jars from Maven Central (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake})"
 .venv/bin/cryptolake-stack fetch

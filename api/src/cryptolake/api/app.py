@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from cryptolake.api.errors import error_response, install_error_handlers
+from cryptolake.api.httpcache import CachedResponses, ResponseCache
 from cryptolake.api.observability import ApiMetrics, RequestMetricsMiddleware, build_telemetry
 from cryptolake.api.observability import instrument as instrument_app
 from cryptolake.api.routes import health, market, stream
@@ -41,7 +42,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     store = LakeStore(settings)
     hub = stream.CandleHub()
     telemetry = build_telemetry()
-    metrics = ApiMetrics(store)
+    cache = ResponseCache(settings.response_cache_mib * 1024 * 1024)
+    metrics = ApiMetrics(store, cache)
+    api_keys = settings.all_api_keys()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +70,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.store = store
     app.state.hub = hub
     app.state.metrics = metrics
-    app.state.api_keys = settings.all_api_keys()
+    app.state.api_keys = api_keys
     app.state.tracer = telemetry.tracer_provider.get_tracer("cryptolake.api")
     install_error_handlers(app)
 
@@ -83,6 +86,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_methods=["GET"],
             allow_headers=["X-API-Key", "Authorization"],
         )
+    # Outermost last: metrics → response cache → CORS → routes (tracing wraps them all).
+    app.add_middleware(CachedResponses, store=store, cache=cache, api_keys=lambda: api_keys)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     instrument_app(app, telemetry)
     return app

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level.lower(),
+        # Open SSE streams would otherwise hold a shutdown until their clients leave.
+        timeout_graceful_shutdown=3,
         access_log=False,
     )
     return 0

@@ -14,17 +14,17 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}-[A-Za-z0-9]{1,20}$"
 EXCHANGE_PATTERN = r"^[a-z0-9_]{1,32}$"
 
 
-def get_store(request: Request) -> LakeStore:
+async def get_store(request: Request) -> LakeStore:
     store: LakeStore = request.app.state.store
     return store
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_tracer(request: Request) -> Tracer:
+async def get_tracer(request: Request) -> Tracer:
     tracer: Tracer = request.app.state.tracer
     return tracer
 

@@ -5,6 +5,7 @@ OTLP/HTTP export is on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal
 ``…_TRACES_ENDPOINT`` / ``…_METRICS_ENDPOINT``) is set and the signal's ``OTEL_*_EXPORTER``
 is not ``none``; otherwise spans are made (for the context) but exported nowhere.
 ``OTEL_SERVICE_NAME`` defaults to ``cryptolake-api``; ``OTEL_SDK_DISABLED=true`` turns it off.
+Without an exporter, requests are not instrumented unless ``OTEL_TRACES_SAMPLER`` is set.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from opentelemetry import trace
@@ -21,7 +23,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -32,6 +34,9 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptolake.api.store import LakeStore
+
+if TYPE_CHECKING:
+    from cryptolake.api.httpcache import ResponseCache
 
 SERVICE_NAME = "cryptolake-api"
 
@@ -48,6 +53,8 @@ def otlp_export_enabled(signal: str, env: Mapping[str, str]) -> bool:
 class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
+    # Whether requests are instrumented: only when spans or metrics go somewhere.
+    active: bool = False
 
     def shutdown(self) -> None:
         for provider in (self.tracer_provider, self.meter_provider):
@@ -63,16 +70,25 @@ def build_telemetry(env: Mapping[str, str] | None = None) -> Telemetry:
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES itself.
     defaults = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE_NAME}
     resource = Resource.create(defaults)
+    tracing = otlp_export_enabled("TRACES", env)
+    # The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
     tracer_provider = SdkTracerProvider(resource=resource)
-    if otlp_export_enabled("TRACES", env):
+    if tracing:
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    readers: list[MetricReader] = []
-    if otlp_export_enabled("METRICS", env):
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    return Telemetry(tracer_provider, SdkMeterProvider(resource=resource, metric_readers=readers))
+    metering = otlp_export_enabled("METRICS", env)
+    meter_provider: MeterProvider = NoOpMeterProvider()
+    if metering:
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        meter_provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
+    # With no exporter the instrumentation would cost a third of the throughput for nothing
+    # (BENCHMARKS.md); OTEL_TRACES_SAMPLER alone turns it on, e.g. to measure that cost.
+    active = tracing or metering or bool(env.get("OTEL_TRACES_SAMPLER"))
+    return Telemetry(tracer_provider, meter_provider, active)
 
 
 def instrument(app: FastAPI, telemetry: Telemetry) -> None:
+    if not telemetry.active:
+        return
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=telemetry.tracer_provider,
@@ -98,7 +114,7 @@ class ApiMetrics:
     """The API's Prometheus registry: request counts and latencies, plus a collector that
     reads the store (cache hits, table versions, freshness, storage up) at scrape time."""
 
-    def __init__(self, store: LakeStore) -> None:
+    def __init__(self, store: LakeStore, cache: ResponseCache) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "cryptolake_api_requests",
@@ -114,23 +130,23 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.sse_clients = 0
-        self.registry.register(_StoreCollector(store, self))
+        self.registry.register(_StoreCollector(store, cache, self))
 
 
 class _StoreCollector(Collector):
-    def __init__(self, store: LakeStore, metrics: ApiMetrics) -> None:
-        self.store, self.metrics = store, metrics
+    def __init__(self, store: LakeStore, cache: ResponseCache, metrics: ApiMetrics) -> None:
+        self.store, self.cache, self.metrics = store, cache, metrics
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         store = self.store
         hits = CounterMetricFamily(
             "cryptolake_api_cache_hits", "Responses served from the rendered cache."
         )
-        hits.add_metric([], store.cache.hits)
+        hits.add_metric([], self.cache.hits)
         misses = CounterMetricFamily(
             "cryptolake_api_cache_misses", "Responses rendered from the tables."
         )
-        misses.add_metric([], store.cache.misses)
+        misses.add_metric([], self.cache.misses)
         up = GaugeMetricFamily(
             "cryptolake_api_storage_up", "1 when the last refresh reached every table."
         )

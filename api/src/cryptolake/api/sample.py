@@ -83,15 +83,18 @@ def generate_trades(
     minutes: int,
     per_minute: int = 3,
     seed: int = 7,
+    *,
+    empty_minutes: bool = True,
 ) -> list[SampleTrade]:
     """A random walk per (exchange, symbol, first price): ``per_minute`` trades a minute on
-    average (some minutes empty, some with ties on event time)."""
+    average (some minutes empty unless ``empty_minutes`` is false; some ties on event time)."""
     rng = random.Random(seed)
     trades: list[SampleTrade] = []
     for exchange, symbol, first_price in markets:
         price, trade_id = first_price, 1000
         for minute in range(minutes):
-            for _ in range(rng.randint(0, 2 * per_minute)):
+            fewest = 0 if empty_minutes else 1
+            for _ in range(rng.randint(fewest, 2 * per_minute - fewest)):
                 price = max(price * (1 + Decimal(rng.randint(-50, 50)) / 10_000), Decimal("0.01"))
                 price = price.quantize(Decimal("0.01"))
                 offset = timedelta(minutes=minute, milliseconds=rng.randrange(0, 60_000, 250))

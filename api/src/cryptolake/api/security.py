@@ -34,7 +34,7 @@ def is_exempt(path: str, exempt: list[str]) -> bool:
     )
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     header_key: Annotated[str | None, Security(_header)],
     query_key: Annotated[str | None, Security(_query)],

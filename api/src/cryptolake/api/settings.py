@@ -47,6 +47,9 @@ class ApiSettings(ServiceSettings):
     # Longest span of 1-minute bars one request may load (bounds history reads).
     max_range_days: int = Field(default=100, ge=1)
 
+    # Rendered responses kept in memory (raw + gzip), valid until a table changes.
+    response_cache_mib: int = Field(default=256, ge=0)
+
     # API keys: comma-separated, and/or a file with one key a line (a mounted Secret).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     api_keys_file: Path | None = None

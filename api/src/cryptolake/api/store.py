@@ -1,5 +1,6 @@
 """What the API serves from memory: the hot window of each Gold table, the newest trades
-from Silver, and a cache of rendered responses keyed by table version.
+from Silver. ``generation`` counts the refreshes that changed a table: rendered responses
+(httpcache.py) are valid for one generation.
 
 ``LakeStore.refresh()`` is blocking I/O; the app runs it in a thread every
 ``refresh_interval_s`` and publishes the bars it found updated to the SSE subscribers.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -59,33 +59,6 @@ class RefreshResult:
     updated_bars: pl.DataFrame | None = None
 
 
-class ResponseCache:
-    """Rendered JSON bodies keyed by (request, table versions): a new commit changes the key."""
-
-    def __init__(self, size: int = 512) -> None:
-        self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: tuple[object, ...]) -> bytes | None:
-        with self._lock:
-            body = self._items.get(key)
-            if body is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return body
-
-    def put(self, key: tuple[object, ...], body: bytes) -> None:
-        with self._lock:
-            self._items[key] = body
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
 class LakeStore:
     """The served tables: hot frames in memory, pruned reads for history."""
 
@@ -106,8 +79,9 @@ class LakeStore:
         self.spans: pl.DataFrame | None = None
         self._history_spans: dict[tuple[str, str, date], pl.DataFrame] = {}
         self._seen_trade_files: set[str] = set()
+        self._exchanges: dict[str, list[str]] = {}
         self._bars_by_symbol: dict[tuple[str, str], pl.DataFrame] = {}
-        self.cache = ResponseCache()
+        self.generation = 0
         # Set by refresh(): None when the last refresh reached every table.
         self.error: str | None = None
         self.last_refresh: float | None = None
@@ -129,6 +103,8 @@ class LakeStore:
                 log.info("storage reachable again")
             self.error = None
             self.last_refresh = time.time()
+            if result.changed:
+                self.generation += 1
             return result
 
     def _refresh(self) -> RefreshResult:
@@ -167,6 +143,7 @@ class LakeStore:
         )
         if GOLD_CANDLES_1M in result.changed or GOLD_STATS_DAILY in result.changed:
             self.spans = self._symbol_spans()
+            self._exchanges = _exchanges_by_symbol(self.spans)
         return result
 
     def _newest_update(self) -> datetime | None:
@@ -316,11 +293,17 @@ class LakeStore:
 
     def exchanges_of(self, symbol: str) -> list[str]:
         """Exchanges that have ``symbol``, the one with the newest data first."""
-        spans = self.symbols()
-        if spans.is_empty():
-            return []
-        rows = spans.filter(pl.col("symbol") == symbol).sort("last_time", descending=True)
-        return rows["exchange"].to_list()
+        return self._exchanges.get(symbol, [])
+
+
+def _exchanges_by_symbol(spans: pl.DataFrame | None) -> dict[str, list[str]]:
+    if spans is None or spans.is_empty():
+        return {}
+    newest_first = spans.sort("last_time", descending=True)
+    exchanges: dict[str, list[str]] = {}
+    for exchange, symbol in newest_first.select("exchange", "symbol").iter_rows():
+        exchanges.setdefault(symbol, []).append(exchange)
+    return exchanges
 
 
 def _empty_like(table: str, frame: pl.DataFrame | None) -> pl.DataFrame:

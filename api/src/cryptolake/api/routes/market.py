@@ -28,11 +28,9 @@ from cryptolake.api.params import parse_range
 from cryptolake.api.security import require_api_key
 from cryptolake.api.store import MAX_TRADES, LakeStore, day_span
 from cryptolake.common.tables import (
-    GOLD_CANDLES_1M,
     GOLD_SMA_5M,
     GOLD_STATS_DAILY,
     GOLD_STATS_HOURLY,
-    SILVER_TRADES,
 )
 
 MAX_LIMIT = 5000
@@ -53,28 +51,23 @@ def _envelope(fields: Mapping[str, object], name: str, rows: bytes) -> bytes:
 
 
 async def _rendered(
-    store: LakeStore, tracer: TracerDep, key: tuple[object, ...], render: Callable[[], bytes]
+    store: LakeStore, tracer: TracerDep, what: str, render: Callable[[], bytes]
 ) -> bytes:
-    """The cached body for ``key``, else rendered in a worker thread (reads may hit storage)."""
+    """The body from ``render``, in a worker thread: reads may hit storage. (Repeated requests
+    are answered by httpcache.py in front of the routes.)"""
     try:
         store.check_available()
     except StorageUnavailable as error:
         raise ApiError(503, "storage_unavailable", str(error)) from error
 
     def traced() -> bytes:
-        with tracer.start_as_current_span(
-            "lake.render", attributes={"cryptolake.key": str(key[0])}
-        ):
+        with tracer.start_as_current_span("lake.render", attributes={"cryptolake.query": what}):
             return render()
 
-    cached = store.cache.get(key)
-    if cached is not None:
-        return cached
     try:
         body = await asyncio.to_thread(traced)
     except (StorageUnavailable, TableUnreadable) as error:
         raise ApiError(503, "storage_unavailable", str(error)) from error
-    store.cache.put(key, body)
     return body
 
 
@@ -92,12 +85,11 @@ def resolve_exchange(store: LakeStore, symbol: str, exchange: str | None) -> str
 
 @router.get("/symbols", summary="Exchanges and symbols with their first and last trade time")
 async def symbols(store: StoreDep, tracer: TracerDep) -> Response:
-    key = ("symbols", store.versions[GOLD_CANDLES_1M], store.versions[GOLD_STATS_DAILY])
     spans = store.symbols()
     body = await _rendered(
         store,
         tracer,
-        key,
+        "symbols",
         lambda: _envelope({}, "symbols", queries.spans_json(spans) if len(spans) else b"[]"),
     )
     return _json(body)
@@ -204,9 +196,7 @@ async def candles(
         fields = {"exchange": venue, "symbol": symbol, "interval": interval}
         return _envelope(fields, "bars", queries.bars_json(bars))
 
-    version = store.versions[GOLD_CANDLES_1M]
-    key = ("candles", version, venue, symbol, interval, lo, hi, limit, start_at, end_at)
-    return _json(await _rendered(store, tracer, key, render))
+    return _json(await _rendered(store, tracer, "candles", render))
 
 
 @router.get("/indicators/sma", summary="Simple moving average of 1-minute closes")
@@ -238,8 +228,7 @@ async def sma(
         fields = {"exchange": venue, "symbol": symbol, "window": window}
         return _envelope(fields, "points", queries.sma_json(selected))
 
-    key = ("sma", store.versions[GOLD_SMA_5M], venue, symbol, lo, hi, limit, start_at, end_at)
-    return _json(await _rendered(store, tracer, key, render))
+    return _json(await _rendered(store, tracer, "sma", render))
 
 
 async def _stats(
@@ -276,8 +265,7 @@ async def _stats(
             {"period": table.rsplit("_", 1)[-1]}, "stats", queries.stats_json(selected)
         )
 
-    key = (table, store.versions[table], venue, symbol, lo, hi, limit, start_at, end_at)
-    return _json(await _rendered(store, tracer, key, render))
+    return _json(await _rendered(store, tracer, table, render))
 
 
 @router.get("/stats/hourly", summary="Hourly open, close, high, low, % change, volume, vwap")
@@ -331,8 +319,7 @@ async def latest_trades(
         fields = {"exchange": venue, "symbol": symbol}
         return _envelope(fields, "trades", queries.trades_json(rows) if len(rows) else b"[]")
 
-    key = ("trades", store.versions[SILVER_TRADES], venue, symbol, limit)
-    return _json(await _rendered(store, tracer, key, render))
+    return _json(await _rendered(store, tracer, "trades", render))
 
 
 @router.get("/kpis", summary="Per symbol: last price, 1 h and 24 h % change, 24 h volume")
@@ -343,5 +330,4 @@ async def kpis(store: StoreDep, tracer: TracerDep) -> Response:
             return _envelope({}, "kpis", b"[]")
         return _envelope({}, "kpis", queries.kpis_json(queries.kpis(bars)))
 
-    key = ("kpis", store.versions[GOLD_CANDLES_1M])
-    return _json(await _rendered(store, tracer, key, render))
+    return _json(await _rendered(store, tracer, "kpis", render))

@@ -57,7 +57,7 @@ class CandleHub:
                 subscription.queue.put_nowait(event)
 
 
-def get_hub(request: Request) -> CandleHub:
+async def get_hub(request: Request) -> CandleHub:
     hub: CandleHub = request.app.state.hub
     return hub
 

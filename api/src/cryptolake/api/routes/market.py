@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -268,33 +268,32 @@ async def _stats(
     return _json(await _rendered(store, tracer, table, render))
 
 
-@router.get("/stats/hourly", summary="Hourly open, close, high, low, % change, volume, vwap")
-async def stats_hourly(
-    store: StoreDep,
-    tracer: TracerDep,
-    symbol: OptionalSymbolQuery = None,
-    exchange: ExchangeQuery = None,
-    start: TimeQuery = None,
-    end: TimeQuery = None,
-    limit: Limit = 500,
-) -> Response:
-    return await _stats(
-        store, tracer, GOLD_STATS_HOURLY, timedelta(hours=1), symbol, exchange, start, end, limit
-    )
+def _stats_endpoint(table: str, period: timedelta) -> Callable[..., Awaitable[Response]]:
+    async def stats(
+        store: StoreDep,
+        tracer: TracerDep,
+        symbol: OptionalSymbolQuery = None,
+        exchange: ExchangeQuery = None,
+        start: TimeQuery = None,
+        end: TimeQuery = None,
+        limit: Limit = 500,
+    ) -> Response:
+        return await _stats(store, tracer, table, period, symbol, exchange, start, end, limit)
+
+    return stats
 
 
-@router.get("/stats/daily", summary="Daily open, close, high, low, % change, volume, vwap")
-async def stats_daily(
-    store: StoreDep,
-    tracer: TracerDep,
-    symbol: OptionalSymbolQuery = None,
-    exchange: ExchangeQuery = None,
-    start: TimeQuery = None,
-    end: TimeQuery = None,
-    limit: Limit = 500,
-) -> Response:
-    return await _stats(
-        store, tracer, GOLD_STATS_DAILY, timedelta(days=1), symbol, exchange, start, end, limit
+for _path, _table, _period in (
+    ("/stats/hourly", GOLD_STATS_HOURLY, timedelta(hours=1)),
+    ("/stats/daily", GOLD_STATS_DAILY, timedelta(days=1)),
+):
+    router.add_api_route(
+        _path,
+        _stats_endpoint(_table, _period),
+        methods=["GET"],
+        name=f"stats_{_path.rsplit('/', 1)[-1]}",
+        summary=f"{_path.rsplit('/', 1)[-1].capitalize()} open, close, high, low, % change, "
+        "volume, vwap (all symbols, or one)",
     )
 
 

@@ -1,0 +1,1 @@
+"""CryptoLake operator: the CryptoPipeline CRD and its kopf reconciler."""

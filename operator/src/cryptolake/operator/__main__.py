@@ -1,0 +1,5 @@
+import sys
+
+from cryptolake.operator.cli import main
+
+sys.exit(main())

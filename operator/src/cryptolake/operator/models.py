@@ -1,0 +1,250 @@
+"""The ``CryptoPipeline`` resource, typed: the one source of truth for the CRD's OpenAPI schema
+(crd.py generates it, defaults, enums, bounds and CEL rules included) and for the operator's
+reading of a spec.
+
+Field names are the CRD's (camelCase). ``x-kubernetes-validations`` (CEL) rules sit on the
+models they constrain, so the API server rejects a bad resource with the rule's message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
+
+GROUP: Final = "cryptolake.io"
+VERSION: Final = "v1alpha1"
+KIND: Final = "CryptoPipeline"
+PLURAL: Final = "cryptopipelines"
+SINGULAR: Final = "cryptopipeline"
+SHORT_NAMES: Final = ("cpl",)
+
+QUANTITY: Final = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+SPARK_MEMORY: Final = r"^[0-9]+[kmgt]$"
+DURATION: Final = r"^[0-9]+ (second|seconds|minute|minutes|hour|hours)$"
+SYMBOL: Final = r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$"
+DNS_NAME: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+BUCKET: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+IMAGE: Final = r"^[^\s]+$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class CrdModel(BaseModel):
+    """Base: snake_case here, camelCase in the CRD; unknown fields refused (the API server
+    prunes them before the operator sees a resource)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+
+
+SecretName = Annotated[str, Field(pattern=DNS_NAME, max_length=253)]
+
+
+class Source(CrdModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.rate) || self.exchange == 'simulator'",
+                    "rate applies only to the simulator source",
+                    ".rate",
+                )
+            ]
+        }
+    )
+
+    exchange: Literal["binance", "kraken", "coinbase", "simulator"] = Field(
+        description="Exchange to stream trades from; simulator generates them (offline)."
+    )
+    symbols: list[Annotated[str, Field(pattern=SYMBOL, max_length=21)]] = Field(
+        min_length=1,
+        max_length=50,
+        description="Canonical BASE-QUOTE symbols, e.g. BTC-USDT.",
+    )
+    rate: int | None = Field(
+        default=None, ge=1, le=100_000, description="Simulator only: trades per second."
+    )
+
+
+class Resources(CrdModel):
+    cpu: str = Field(default="500m", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request.")
+    memory: str = Field(default="1Gi", pattern=QUANTITY, description="Memory request and limit.")
+
+
+class Volume(CrdModel):
+    size: str = Field(default="10Gi", pattern=QUANTITY, description="PersistentVolumeClaim size.")
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, description="Storage class; the cluster default if unset."
+    )
+
+
+class Topic(CrdModel):
+    partitions: int = Field(default=3, ge=1, le=256, description="Partitions of each topic.")
+    replication_factor: int = Field(default=1, ge=1, le=9, description="Replicas of each topic.")
+    retention_hours: int = Field(
+        default=168, ge=1, le=87_600, description="How long the broker keeps trades."
+    )
+
+
+class Broker(CrdModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.engine != 'external' || has(self.bootstrapServers)",
+                    "an external broker needs bootstrapServers (host:port,…)",
+                    ".bootstrapServers",
+                ),
+                cel(
+                    "self.engine == 'external' || self.replicas >= self.topic.replicationFactor",
+                    "broker replicas must be at least topic.replicationFactor",
+                    ".replicas",
+                ),
+            ]
+        }
+    )
+
+    engine: Literal["redpanda", "kafka", "external"] = Field(
+        default="kafka",
+        description="redpanda or kafka (Apache Kafka, KRaft) run by the operator; external: "
+        "an existing Kafka-API cluster.",
+    )
+    image: str | None = Field(
+        default=None, pattern=IMAGE, description="Broker image; the engine's default if unset."
+    )
+    replicas: int = Field(default=1, ge=1, le=9, description="Broker pods.")
+    storage: Volume = Field(default_factory=Volume, description="Per-broker volume.")
+    resources: Resources = Field(default_factory=Resources)
+    topic: Topic = Field(default_factory=Topic)
+    bootstrap_servers: str | None = Field(
+        default=None,
+        pattern=r"^[^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*$",
+        description="external only: host:port list.",
+    )
+
+
+class Storage(CrdModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.engine != 'external' || "
+                    "(has(self.endpoint) && has(self.credentialsSecret))",
+                    "external storage needs endpoint and credentialsSecret",
+                    ".endpoint",
+                ),
+            ]
+        }
+    )
+
+    engine: Literal["minio", "external"] = Field(
+        default="minio",
+        description="minio: a MinIO the operator runs; external: any S3 endpoint.",
+    )
+    volume: Volume = Field(default_factory=Volume, description="minio only: its volume.")
+    endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^\s]+$", description="external only: S3 endpoint URL."
+    )
+    credentials_secret: SecretName | None = Field(
+        default=None,
+        description="Secret with keys accessKey and secretKey; generated for minio when unset.",
+    )
+    bucket: str = Field(default="lakehouse", pattern=BUCKET, description="Bucket for the tables.")
+    retain_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description="On delete: Retain keeps volumes and bucket; Delete removes them.",
+    )
+
+
+class Layer(CrdModel):
+    trigger: str = Field(default="1 second", pattern=DURATION, description="Micro-batch interval.")
+    watermark: str | None = Field(
+        default=None, pattern=DURATION, description="Event-time watermark (silver, gold)."
+    )
+
+
+def _layer(trigger: str, watermark: str | None = None) -> Any:
+    return Field(default_factory=lambda: Layer(trigger=trigger, watermark=watermark))
+
+
+class Layers(CrdModel):
+    bronze: Layer = _layer("1 second")
+    silver: Layer = _layer("1 second", "10 minutes")
+    gold: Layer = _layer("2 seconds", "2 minutes")
+
+
+class Driver(CrdModel):
+    cores: int = Field(default=1, ge=1, le=32)
+    memory: str = Field(default="2g", pattern=SPARK_MEMORY, description="Spark memory, e.g. 2g.")
+
+
+class Executors(CrdModel):
+    instances: int = Field(
+        default=0, ge=0, le=200, description="0: local mode inside the driver pod."
+    )
+    cores: int = Field(default=1, ge=1, le=32)
+    memory: str = Field(default="2g", pattern=SPARK_MEMORY)
+
+
+class Processing(CrdModel):
+    image: str | None = Field(default=None, pattern=IMAGE, description="Spark jobs image.")
+    driver: Driver = Field(default_factory=Driver)
+    executors: Executors = Field(default_factory=Executors)
+    layers: Layers = Field(default_factory=Layers)
+
+
+class Api(CrdModel):
+    replicas: int = Field(default=1, ge=0, le=20)
+    image: str | None = Field(default=None, pattern=IMAGE)
+    auth_secret: SecretName | None = Field(
+        default=None, description="Secret whose key `keys` holds API keys, one a line."
+    )
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+
+
+class Telemetry(CrdModel):
+    otlp_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^\s]+$", description="OTLP/HTTP collector URL."
+    )
+    service_name_prefix: str = Field(default="cryptolake", pattern=DNS_NAME, max_length=40)
+
+
+class CryptoPipelineSpec(CrdModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.sources.all(s, self.sources.exists_one(t, t.exchange == s.exchange))",
+                    "each exchange may appear in only one source",
+                    ".sources",
+                ),
+            ]
+        }
+    )
+
+    sources: list[Source] = Field(min_length=1, max_length=4)
+    broker: Broker = Field(default_factory=Broker)
+    storage: Storage = Field(default_factory=Storage)
+    processing: Processing = Field(default_factory=Processing)
+    api: Api = Field(default_factory=Api)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+    suspend: bool = Field(
+        default=False, description="Scale producer, jobs and API to zero; keep broker and storage."
+    )
+    restart_nonce: str | None = Field(
+        default=None, max_length=63, description="Change it to roll every workload."
+    )
+
+
+PHASES: Final = ("Pending", "Provisioning", "Running", "Degraded", "Suspended", "Failed")
+CONDITION_TYPES: Final = (
+    "Ready", "BrokerReady", "StorageReady", "IngestionReady", "ProcessingReady", "ApiReady",
+)  # fmt: skip

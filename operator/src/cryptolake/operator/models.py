@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
-from pydantic.json_schema import JsonDict
 
 GROUP: Final = "cryptolake.io"
 VERSION: Final = "v1alpha1"
@@ -30,9 +29,9 @@ BUCKET: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 IMAGE: Final = r"^[^\s]+$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
     """One ``x-kubernetes-validations`` entry."""
-    entry: JsonDict = {"rule": rule, "message": message}
+    entry: dict[str, JsonValue] = {"rule": rule, "message": message}
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry

@@ -1,0 +1,626 @@
+"""Pure builders: a ``CryptoPipeline`` → the manifests of its children. No I/O here.
+
+Every child carries the pipeline's ownerReference (garbage collection deletes it with the
+pipeline) and the ``app.kubernetes.io/*`` labels. Workloads read the shared pipeline config
+from one ConfigMap; its checksum and ``restartNonce`` sit in the pod templates, so a config
+change or a new nonce rolls them. ``suspend`` scales producer, Spark drivers and API to zero
+and leaves broker and storage running.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec
+
+Manifest = dict[str, Any]
+
+MANAGED_BY: Final = "cryptolake-operator"
+CONFIG_HASH: Final = f"{GROUP}/config-hash"
+RESTART_NONCE: Final = f"{GROUP}/restart-nonce"
+LAYERS: Final = ("bronze", "silver", "gold")
+KAFKA_PORT, CONTROLLER_PORT, REDPANDA_RPC_PORT, REDPANDA_ADMIN_PORT = 9092, 9093, 33145, 9644
+MINIO_PORT, API_PORT, PRODUCER_METRICS_PORT, JOBS_METRICS_PORT = 9000, 8000, 9400, 9401
+SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT = 7078, 7079
+
+
+@dataclass(frozen=True)
+class Images:
+    """Default images (the operator's settings); a spec's own image wins."""
+
+    kafka: str = "apache/kafka:4.1.1"
+    redpanda: str = "docker.redpanda.com/redpandadata/redpanda:v25.2.10"
+    minio: str = "localhost/cryptolake/minio:latest"
+    producer: str = "localhost/cryptolake/producer:0.1.0"
+    jobs: str = "localhost/cryptolake/jobs:0.1.0"
+    api: str = "localhost/cryptolake/api:0.1.0"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the builders need to know about one CryptoPipeline."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: CryptoPipelineSpec
+    images: Images = field(default_factory=Images)
+
+    def child(self, component: str) -> str:
+        return f"{self.name}-{component}"
+
+    @property
+    def broker_headless(self) -> str:
+        return self.child("broker-headless")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        broker = self.spec.broker
+        if broker.engine == "external":
+            assert broker.bootstrap_servers is not None  # the CRD's CEL rule guarantees it
+            return broker.bootstrap_servers
+        return f"{self.child('broker')}.{self.namespace}.svc:{KAFKA_PORT}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        storage = self.spec.storage
+        if storage.engine == "external":
+            assert storage.endpoint is not None
+            return storage.endpoint
+        return f"http://{self.child('minio')}.{self.namespace}.svc:{MINIO_PORT}"
+
+    @property
+    def credentials_secret(self) -> str:
+        return self.spec.storage.credentials_secret or self.child("s3-credentials")
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+
+def labels(pipeline: Pipeline, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "cryptolake",
+        "app.kubernetes.io/instance": pipeline.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "cryptolake",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def selector(pipeline: Pipeline, component: str) -> dict[str, str]:
+    """The stable subset of the labels (selectors are immutable)."""
+    return {
+        "app.kubernetes.io/instance": pipeline.name,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def owner_reference(pipeline: Pipeline) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": pipeline.name,
+        "uid": pipeline.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(pipeline: Pipeline, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": pipeline.namespace,
+        "labels": labels(pipeline, component),
+        "ownerReferences": [owner_reference(pipeline)],
+    }
+
+
+# --- shared config --------------------------------------------------------------------------
+
+
+def pipeline_config(pipeline: Pipeline) -> dict[str, str]:
+    """The CRYPTOLAKE_* variables every workload shares (data contract of DESIGN.md)."""
+    spec = pipeline.spec
+    layers = spec.processing.layers
+    config = {
+        "CRYPTOLAKE_BOOTSTRAP_SERVERS": pipeline.bootstrap_servers,
+        "CRYPTOLAKE_TABLE_ROOT": f"s3a://{spec.storage.bucket}",
+        "CRYPTOLAKE_S3_ENDPOINT": pipeline.s3_endpoint,
+        "CRYPTOLAKE_TOPIC_PARTITIONS": str(spec.broker.topic.partitions),
+        "CRYPTOLAKE_TOPIC_REPLICATION": str(spec.broker.topic.replication_factor),
+        "CRYPTOLAKE_TOPIC_RETENTION_MS": str(spec.broker.topic.retention_hours * 3_600_000),
+        "CRYPTOLAKE_BRONZE_TRIGGER": layers.bronze.trigger,
+        "CRYPTOLAKE_SILVER_TRIGGER": layers.silver.trigger,
+        "CRYPTOLAKE_GOLD_TRIGGER": layers.gold.trigger,
+    }
+    if layers.silver.watermark:
+        config["CRYPTOLAKE_SILVER_WATERMARK"] = layers.silver.watermark
+    if layers.gold.watermark:
+        config["CRYPTOLAKE_GOLD_WATERMARK"] = layers.gold.watermark
+    if spec.telemetry.otlp_endpoint:
+        config["OTEL_EXPORTER_OTLP_ENDPOINT"] = spec.telemetry.otlp_endpoint
+    return config
+
+
+def config_hash(config: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_config_map(pipeline: Pipeline) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(pipeline, pipeline.child("config"), "config"),
+        "data": pipeline_config(pipeline),
+    }
+
+
+def _s3_env(pipeline: Pipeline) -> list[dict[str, Any]]:
+    secret = pipeline.credentials_secret
+    return [
+        {
+            "name": f"CRYPTOLAKE_S3_{key.upper()}_KEY",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": f"{key}Key"}},
+        }
+        for key in ("access", "secret")
+    ]
+
+
+def _pod_annotations(pipeline: Pipeline) -> dict[str, str]:
+    annotations = {CONFIG_HASH: config_hash(pipeline_config(pipeline))}
+    if pipeline.spec.restart_nonce:
+        annotations[RESTART_NONCE] = pipeline.spec.restart_nonce
+    return annotations
+
+
+def _workload_replicas(pipeline: Pipeline, wanted: int) -> int:
+    return 0 if pipeline.spec.suspend else wanted
+
+
+def _container(
+    name: str, image: str, args: list[str], pipeline: Pipeline, port: int, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "args": args,
+        "envFrom": [{"configMapRef": {"name": pipeline.child("config")}}],
+        "env": _s3_env(pipeline) + extra.pop("env", []),
+        "ports": [
+            {"name": "http" if port != JOBS_METRICS_PORT else "metrics", "containerPort": port}
+        ],
+        **extra,
+    }
+
+
+def _deployment(
+    pipeline: Pipeline, component: str, replicas: int, pod_spec: dict[str, Any]
+) -> Manifest:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(pipeline, pipeline.child(component), component),
+        "spec": {
+            "replicas": _workload_replicas(pipeline, replicas),
+            "selector": {"matchLabels": selector(pipeline, component)},
+            "template": {
+                "metadata": {
+                    "labels": labels(pipeline, component),
+                    "annotations": _pod_annotations(pipeline),
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _service(
+    pipeline: Pipeline, name: str, component: str, ports: dict[str, int], **spec: Any
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(pipeline, name, component),
+        "spec": {
+            "selector": selector(pipeline, component),
+            "ports": [{"name": n, "port": p, "targetPort": p} for n, p in ports.items()],
+            **spec,
+        },
+    }
+
+
+# --- broker ---------------------------------------------------------------------------------
+
+
+def kafka_cluster_id(uid: str) -> str:
+    """A KRaft cluster id (22 base64url characters) derived from the pipeline's uid."""
+    return base64.urlsafe_b64encode(hashlib.sha256(uid.encode()).digest()[:16]).decode()[:22]
+
+
+def _broker_pod_address(pipeline: Pipeline, ordinal: int | str) -> str:
+    return (
+        f"{pipeline.child('broker')}-{ordinal}.{pipeline.broker_headless}.{pipeline.namespace}.svc"
+    )
+
+
+def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
+    broker = pipeline.spec.broker
+    replicas = broker.replicas
+    advertised = f"$(POD_NAME).{pipeline.broker_headless}.{pipeline.namespace}.svc"
+    if broker.engine == "redpanda":
+        seeds = ",".join(
+            f"{_broker_pod_address(pipeline, i)}:{REDPANDA_RPC_PORT}" for i in range(replicas)
+        )
+        script = (
+            "exec rpk redpanda start --overprovisioned --smp 1 "
+            f"--memory {broker.resources.memory.replace('i', '').upper()} "
+            "--node-id ${HOSTNAME##*-} "
+            f"--seeds {seeds} --kafka-addr internal://0.0.0.0:{KAFKA_PORT} "
+            f"--advertise-kafka-addr internal://{advertised}:{KAFKA_PORT} "
+            f"--rpc-addr 0.0.0.0:{REDPANDA_RPC_PORT} "
+            f"--advertise-rpc-addr {advertised}:{REDPANDA_RPC_PORT}"
+        ).replace("$(POD_NAME)", "${POD_NAME}")
+        image, data_dir = broker.image or pipeline.images.redpanda, "/var/lib/redpanda/data"
+        env: list[dict[str, Any]] = []
+        ports = {"kafka": KAFKA_PORT, "rpc": REDPANDA_RPC_PORT, "admin": REDPANDA_ADMIN_PORT}
+        probe = {"httpGet": {"path": "/v1/status/ready", "port": REDPANDA_ADMIN_PORT}}
+    else:
+        voters = ",".join(
+            f"{i}@{_broker_pod_address(pipeline, i)}:{CONTROLLER_PORT}" for i in range(replicas)
+        )
+        script = "export KAFKA_NODE_ID=${HOSTNAME##*-}; exec /etc/kafka/docker/run"
+        image, data_dir = broker.image or pipeline.images.kafka, "/var/lib/kafka/data"
+        internal_rf = str(min(replicas, 3))
+        env = [
+            {"name": "CLUSTER_ID", "value": kafka_cluster_id(pipeline.uid)},
+            {"name": "KAFKA_PROCESS_ROLES", "value": "broker,controller"},
+            {"name": "KAFKA_CONTROLLER_QUORUM_VOTERS", "value": voters},
+            {"name": "KAFKA_LISTENERS",
+             "value": f"PLAINTEXT://:{KAFKA_PORT},CONTROLLER://:{CONTROLLER_PORT}"},
+            {"name": "KAFKA_ADVERTISED_LISTENERS", "value": f"PLAINTEXT://{advertised}:{KAFKA_PORT}"},
+            {"name": "KAFKA_CONTROLLER_LISTENER_NAMES", "value": "CONTROLLER"},
+            {"name": "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+             "value": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"},
+            {"name": "KAFKA_LOG_DIRS", "value": data_dir},
+            {"name": "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "value": internal_rf},
+            {"name": "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "value": internal_rf},
+            {"name": "KAFKA_HEAP_OPTS", "value": "-Xms512m -Xmx512m"},
+        ]  # fmt: skip
+        ports = {"kafka": KAFKA_PORT, "controller": CONTROLLER_PORT}
+        probe = {"tcpSocket": {"port": KAFKA_PORT}}
+    pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    volume_claim: dict[str, Any] = {
+        "metadata": {"name": "data", "labels": selector(pipeline, "broker")},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": broker.storage.size}},
+        },
+    }
+    if broker.storage.storage_class_name:
+        volume_claim["spec"]["storageClassName"] = broker.storage.storage_class_name
+    container = {
+        "name": "broker",
+        "image": image,
+        "command": ["bash", "-c", script],
+        "env": [pod_name, *env],
+        "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
+        "readinessProbe": {**probe, "periodSeconds": 5},
+        "resources": {
+            "requests": {"cpu": broker.resources.cpu, "memory": broker.resources.memory},
+            "limits": {"memory": broker.resources.memory},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": data_dir}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(pipeline, pipeline.child("broker"), "broker"),
+        "spec": {
+            "serviceName": pipeline.broker_headless,
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector(pipeline, "broker")},
+            "template": {
+                "metadata": {"labels": labels(pipeline, "broker")},
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 60},
+            },
+            "volumeClaimTemplates": [volume_claim],
+        },
+    }
+
+
+def build_broker_services(pipeline: Pipeline) -> list[Manifest]:
+    ports = {"kafka": KAFKA_PORT}
+    headless_ports = {"kafka": KAFKA_PORT, "controller": CONTROLLER_PORT}
+    if pipeline.spec.broker.engine == "redpanda":
+        headless_ports = {"kafka": KAFKA_PORT, "rpc": REDPANDA_RPC_PORT}
+    return [
+        _service(
+            pipeline, pipeline.broker_headless, "broker", headless_ports,
+            clusterIP="None", publishNotReadyAddresses=True,
+        ),
+        _service(pipeline, pipeline.child("broker"), "broker", ports),
+    ]  # fmt: skip
+
+
+def build_broker_pdb(pipeline: Pipeline) -> Manifest:
+    replicas = pipeline.spec.broker.replicas
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(pipeline, pipeline.child("broker"), "broker"),
+        "spec": {
+            "maxUnavailable": 1 if replicas > 1 else 0,
+            "selector": {"matchLabels": selector(pipeline, "broker")},
+        },
+    }
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+def build_minio_secret(pipeline: Pipeline, access_key: str, secret_key: str) -> Manifest:
+    """The generated credentials (the caller draws the keys, so this stays pure)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(pipeline, pipeline.credentials_secret, "storage"),
+        "type": "Opaque",
+        "stringData": {"accessKey": access_key, "secretKey": secret_key},
+    }
+
+
+def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
+    storage = pipeline.spec.storage
+    secret = pipeline.credentials_secret
+    volume_claim: dict[str, Any] = {
+        "metadata": {"name": "data", "labels": selector(pipeline, "storage")},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": storage.volume.size}},
+        },
+    }
+    if storage.volume.storage_class_name:
+        volume_claim["spec"]["storageClassName"] = storage.volume.storage_class_name
+    container = {
+        "name": "minio",
+        "image": pipeline.images.minio,
+        "args": ["server", "/data", "--address", f":{MINIO_PORT}"],
+        "env": [
+            {
+                "name": "MINIO_ROOT_USER",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": "accessKey"}},
+            },
+            {
+                "name": "MINIO_ROOT_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": "secretKey"}},
+            },
+        ],
+        "ports": [{"name": "s3", "containerPort": MINIO_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/minio/health/ready", "port": MINIO_PORT}},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(pipeline, pipeline.child("minio"), "storage"),
+        "spec": {
+            "serviceName": pipeline.child("minio"),
+            "replicas": 1,
+            "selector": {"matchLabels": selector(pipeline, "storage")},
+            "template": {
+                "metadata": {"labels": labels(pipeline, "storage")},
+                "spec": {"containers": [container]},
+            },
+            "volumeClaimTemplates": [volume_claim],
+        },
+    }
+
+
+# --- producer, Spark drivers, API -----------------------------------------------------------
+
+
+def producer_env(pipeline: Pipeline) -> list[dict[str, str]]:
+    sources = pipeline.spec.sources
+    live = [s for s in sources if s.exchange != "simulator"]
+    env = {"CRYPTOLAKE_METRICS_PORT": str(PRODUCER_METRICS_PORT)}
+    if live:
+        env["CRYPTOLAKE_SOURCE"] = "live"
+        env["CRYPTOLAKE_EXCHANGES"] = ",".join(s.exchange for s in live)
+        env["CRYPTOLAKE_SYMBOLS"] = ",".join(
+            f"{s.exchange}:{symbol}" for s in live for symbol in s.symbols
+        )
+    else:
+        simulator = sources[0]
+        env["CRYPTOLAKE_SOURCE"] = "simulator"
+        env["CRYPTOLAKE_SYMBOLS"] = ",".join(simulator.symbols)
+        env["CRYPTOLAKE_SIMULATOR_RATE"] = str(simulator.rate or 50)
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def build_producer_deployment(pipeline: Pipeline) -> Manifest:
+    container = _container(
+        "producer", pipeline.images.producer, [], pipeline, PRODUCER_METRICS_PORT,
+        env=producer_env(pipeline),
+        readinessProbe={"httpGet": {"path": "/healthz", "port": PRODUCER_METRICS_PORT}},
+    )  # fmt: skip
+    return _deployment(pipeline, "producer", 1, {"containers": [container]})
+
+
+def spark_settings(pipeline: Pipeline, layer: str) -> list[dict[str, Any]]:
+    """Local mode inside the driver pod with no executors; else client mode against the
+    in-cluster API server, so Spark creates its executor pods itself."""
+    processing = pipeline.spec.processing
+    executors = processing.executors
+    driver_service = pipeline.child(f"{layer}-driver")
+    env: list[dict[str, Any]] = [
+        {"name": "CRYPTOLAKE_DRIVER_MEMORY", "value": processing.driver.memory},
+        {"name": "CRYPTOLAKE_METRICS_PORT", "value": str(JOBS_METRICS_PORT)},
+    ]
+    if executors.instances == 0:
+        master = f"local[{processing.driver.cores}]"
+        return [{"name": "CRYPTOLAKE_SPARK_MASTER", "value": master}, *env]
+    confs = {
+        "spark.kubernetes.namespace": pipeline.namespace,
+        "spark.kubernetes.container.image": processing.image or pipeline.images.jobs,
+        "spark.kubernetes.authenticate.driver.serviceAccountName": pipeline.child("spark"),
+        "spark.kubernetes.driver.pod.name": "$(POD_NAME)",
+        "spark.kubernetes.executor.podNamePrefix": pipeline.child(layer),
+        "spark.executor.instances": str(executors.instances),
+        "spark.executor.cores": str(executors.cores),
+        "spark.executor.memory": executors.memory,
+        "spark.driver.host": f"{driver_service}.{pipeline.namespace}.svc",
+        "spark.driver.bindAddress": "0.0.0.0",
+        "spark.driver.port": str(SPARK_DRIVER_PORT),
+        "spark.blockManager.port": str(SPARK_BLOCK_MANAGER_PORT),
+    }
+    submit = " ".join(f"--conf {k}={v}" for k, v in confs.items()) + " pyspark-shell"
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "CRYPTOLAKE_SPARK_MASTER", "value": "k8s://https://kubernetes.default.svc"},
+        {"name": "PYSPARK_SUBMIT_ARGS", "value": submit},
+        *env,
+    ]
+
+
+def build_spark_driver(pipeline: Pipeline, layer: str) -> list[Manifest]:
+    """One driver Deployment per layer and its headless Service (executors call back)."""
+    processing = pipeline.spec.processing
+    component = f"{layer}-driver"
+    container = _container(
+        "driver", processing.image or pipeline.images.jobs, [layer], pipeline, JOBS_METRICS_PORT,
+        env=spark_settings(pipeline, layer),
+        resources={
+            "requests": {"cpu": str(processing.driver.cores),
+                         "memory": processing.driver.memory.upper() + "i"},
+        },
+    )  # fmt: skip
+    pod = {
+        "serviceAccountName": pipeline.child("spark"),
+        "containers": [container],
+        # Queries stop between batches on SIGTERM (jobs' 15 s budget).
+        "terminationGracePeriodSeconds": 30,
+    }
+    deployment = _deployment(pipeline, component, 1, pod)
+    # Never two drivers of one layer: they would share a checkpoint.
+    deployment["spec"]["strategy"] = {"type": "Recreate"}
+    service = _service(
+        pipeline, pipeline.child(component), component,
+        {"driver": SPARK_DRIVER_PORT, "blockmanager": SPARK_BLOCK_MANAGER_PORT},
+        clusterIP="None",
+    )  # fmt: skip
+    return [deployment, service]
+
+
+def build_spark_rbac(pipeline: Pipeline) -> list[Manifest]:
+    """What a Spark driver needs to run its executors: pods, their services, config maps and
+    volume claims in its own namespace."""
+    name = pipeline.child("spark")
+    rules = [
+        {"apiGroups": [""], "resources": ["pods"],
+         "verbs": ["create", "get", "list", "watch", "delete", "deletecollection"]},
+        {"apiGroups": [""], "resources": ["services", "configmaps", "persistentvolumeclaims"],
+         "verbs": ["create", "get", "list", "watch", "delete", "deletecollection"]},
+    ]  # fmt: skip
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": metadata(pipeline, name, "processing")},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": metadata(pipeline, name, "processing"), "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": metadata(pipeline, name, "processing"),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name,
+                       "namespace": pipeline.namespace}]},
+    ]  # fmt: skip
+
+
+def build_maintenance_cronjob(pipeline: Pipeline) -> Manifest:
+    container = _container(
+        "maintenance", pipeline.spec.processing.image or pipeline.images.jobs, ["maintenance"],
+        pipeline, JOBS_METRICS_PORT,
+        env=[{"name": "CRYPTOLAKE_SPARK_MASTER", "value": "local[1]"}],
+    )  # fmt: skip
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": metadata(pipeline, pipeline.child("maintenance"), "maintenance"),
+        "spec": {
+            "schedule": "17 3 * * *",
+            "concurrencyPolicy": "Forbid",
+            "suspend": pipeline.spec.suspend,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 2,
+                    "template": {
+                        "metadata": {"labels": labels(pipeline, "maintenance")},
+                        "spec": {"restartPolicy": "OnFailure", "containers": [container]},
+                    },
+                }
+            },
+        },
+    }
+
+
+def build_api(pipeline: Pipeline) -> list[Manifest]:
+    api = pipeline.spec.api
+    env = [
+        {"name": "CRYPTOLAKE_HOST", "value": "0.0.0.0"},
+        {"name": "CRYPTOLAKE_PORT", "value": str(API_PORT)},
+        {
+            "name": "OTEL_SERVICE_NAME",
+            "value": f"{pipeline.spec.telemetry.service_name_prefix}-api",
+        },
+    ]
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if api.auth_secret:
+        env.append({"name": "CRYPTOLAKE_API_KEYS_FILE", "value": "/etc/cryptolake/api-keys/keys"})
+        mounts.append(
+            {"name": "api-keys", "mountPath": "/etc/cryptolake/api-keys", "readOnly": True}
+        )
+        volumes.append({"name": "api-keys", "secret": {"secretName": api.auth_secret}})
+    container = _container(
+        "api", api.image or pipeline.images.api, [], pipeline, API_PORT, env=env,
+        readinessProbe={"httpGet": {"path": "/readyz", "port": API_PORT}, "periodSeconds": 5},
+        livenessProbe={"httpGet": {"path": "/healthz", "port": API_PORT}, "periodSeconds": 10},
+        volumeMounts=mounts,
+    )  # fmt: skip
+    deployment = _deployment(
+        pipeline, "api", api.replicas, {"containers": [container], "volumes": volumes}
+    )
+    service = _service(pipeline, pipeline.child("api"), "api", {"http": API_PORT},
+                       type=api.service_type)  # fmt: skip
+    return [deployment, service]
+
+
+# --- all children ---------------------------------------------------------------------------
+
+
+def build_children(pipeline: Pipeline) -> list[Manifest]:
+    """Every child the pipeline owns, in apply order (config and storage before users).
+    Generated credentials are not here: see ``build_minio_secret``."""
+    spec = pipeline.spec
+    children = [build_config_map(pipeline)]
+    if spec.broker.engine != "external":
+        children += [
+            *build_broker_services(pipeline),
+            build_broker_statefulset(pipeline),
+            build_broker_pdb(pipeline),
+        ]
+    if spec.storage.engine == "minio":
+        children += [
+            _service(pipeline, pipeline.child("minio"), "storage", {"s3": MINIO_PORT}),
+            build_minio_statefulset(pipeline),
+        ]
+    children.append(build_producer_deployment(pipeline))
+    children += build_spark_rbac(pipeline)
+    for layer in LAYERS:
+        children += build_spark_driver(pipeline, layer)
+    children.append(build_maintenance_cronjob(pipeline))
+    children += build_api(pipeline)
+    return children

@@ -1,0 +1,178 @@
+"""The pure builders over spec variants: names, owners, labels, config roll, suspend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cryptolake.operator.builders import (
+    CONFIG_HASH,
+    RESTART_NONCE,
+    Pipeline,
+    build_children,
+    build_minio_secret,
+    kafka_cluster_id,
+)
+from cryptolake.operator.models import CryptoPipelineSpec
+
+SAMPLES = Path(__file__).resolve().parents[2] / "k8s" / "samples"
+
+
+def pipeline(sample: str = "minimal", **changes: Any) -> Pipeline:
+    spec = yaml.safe_load((SAMPLES / f"{sample}.yaml").read_text())["spec"]
+    for path, value in changes.items():
+        node = spec
+        *parents, leaf = path.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return Pipeline("lake", "markets", "uid-1234", CryptoPipelineSpec.model_validate(spec))
+
+
+def by_kind_name(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["kind"], c["metadata"]["name"]): c for c in children}
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def workloads(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in children if c["kind"] == "Deployment"]
+
+
+def test_minimal_pipeline_children() -> None:
+    children = by_kind_name(build_children(pipeline()))
+    assert set(children) == {
+        ("ConfigMap", "lake-config"),
+        ("Service", "lake-broker-headless"), ("Service", "lake-broker"),
+        ("StatefulSet", "lake-broker"), ("PodDisruptionBudget", "lake-broker"),
+        ("Service", "lake-minio"), ("StatefulSet", "lake-minio"),
+        ("Deployment", "lake-producer"),
+        ("ServiceAccount", "lake-spark"), ("Role", "lake-spark"), ("RoleBinding", "lake-spark"),
+        ("Deployment", "lake-bronze-driver"), ("Service", "lake-bronze-driver"),
+        ("Deployment", "lake-silver-driver"), ("Service", "lake-silver-driver"),
+        ("Deployment", "lake-gold-driver"), ("Service", "lake-gold-driver"),
+        ("CronJob", "lake-maintenance"),
+        ("Deployment", "lake-api"), ("Service", "lake-api"),
+    }  # fmt: skip
+
+
+def test_every_child_is_owned_labelled_and_namespaced() -> None:
+    for child in build_children(pipeline("production")):
+        meta = child["metadata"]
+        assert meta["namespace"] == "markets"
+        (owner,) = meta["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"]) == (
+            "CryptoPipeline",
+            "lake",
+            "uid-1234",
+        )
+        assert owner["controller"] is True
+        assert meta["labels"]["app.kubernetes.io/instance"] == "lake"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "cryptolake-operator"
+
+
+def test_kafka_kraft_quorum_follows_replicas() -> None:
+    children = by_kind_name(build_children(pipeline(broker__replicas=3)))
+    broker = children[("StatefulSet", "lake-broker")]
+    assert broker["spec"]["replicas"] == 3
+    env = env_of(broker["spec"]["template"]["spec"]["containers"][0])
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert voters[2] == "2@lake-broker-2.lake-broker-headless.markets.svc:9093"
+    assert env["CLUSTER_ID"] == kafka_cluster_id("uid-1234")
+    assert len(env["CLUSTER_ID"]) == 22
+    pdb = children[("PodDisruptionBudget", "lake-broker")]
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_redpanda_seeds_and_external_storage() -> None:
+    children = by_kind_name(build_children(pipeline("production")))
+    script = children[("StatefulSet", "lake-broker")]["spec"]["template"]["spec"]["containers"][0]
+    assert "rpk redpanda start" in script["command"][2]
+    assert "lake-broker-2.lake-broker-headless.markets.svc:33145" in script["command"][2]
+    assert ("StatefulSet", "lake-minio") not in children
+    config = children[("ConfigMap", "lake-config")]["data"]
+    assert config["CRYPTOLAKE_S3_ENDPOINT"] == "https://s3.eu-west-1.amazonaws.com"
+    assert config["CRYPTOLAKE_TABLE_ROOT"] == "s3a://cryptolake-prod"
+    api = children[("Deployment", "lake-api")]["spec"]["template"]["spec"]
+    assert api["volumes"] == [{"name": "api-keys", "secret": {"secretName": "cryptolake-api-keys"}}]
+    assert env_of(api["containers"][0])["CRYPTOLAKE_S3_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "lakehouse-s3", "key": "accessKey"}
+    }
+
+
+def test_external_broker_has_no_broker_children() -> None:
+    p = pipeline(broker__engine="external", broker__bootstrapServers="kafka-0.infra:9092")
+    children = build_children(p)
+    assert not [
+        c for c in children if c["metadata"]["labels"]["app.kubernetes.io/component"] == "broker"
+    ]
+    config = by_kind_name(children)[("ConfigMap", "lake-config")]["data"]
+    assert config["CRYPTOLAKE_BOOTSTRAP_SERVERS"] == "kafka-0.infra:9092"
+
+
+def test_producer_streams_live_sources_or_the_simulator() -> None:
+    live = by_kind_name(build_children(pipeline("production")))[("Deployment", "lake-producer")]
+    env = env_of(live["spec"]["template"]["spec"]["containers"][0])
+    assert env["CRYPTOLAKE_SOURCE"] == "live"
+    assert env["CRYPTOLAKE_EXCHANGES"] == "binance,kraken,coinbase"
+    assert "kraken:BTC-USD" in env["CRYPTOLAKE_SYMBOLS"].split(",")
+    sim = by_kind_name(build_children(pipeline()))[("Deployment", "lake-producer")]
+    env = env_of(sim["spec"]["template"]["spec"]["containers"][0])
+    assert (env["CRYPTOLAKE_SOURCE"], env["CRYPTOLAKE_SIMULATOR_RATE"]) == ("simulator", "50")
+
+
+def test_spark_local_mode_without_executors_else_kubernetes_client_mode() -> None:
+    local = by_kind_name(build_children(pipeline()))[("Deployment", "lake-silver-driver")]
+    container = local["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["silver"]
+    assert env_of(container)["CRYPTOLAKE_SPARK_MASTER"] == "local[1]"
+    assert local["spec"]["strategy"] == {"type": "Recreate"}
+    cluster = by_kind_name(build_children(pipeline("production")))
+    driver = cluster[("Deployment", "lake-gold-driver")]["spec"]["template"]["spec"]
+    env = env_of(driver["containers"][0])
+    assert env["CRYPTOLAKE_SPARK_MASTER"] == "k8s://https://kubernetes.default.svc"
+    assert "--conf spark.executor.instances=2" in env["PYSPARK_SUBMIT_ARGS"]
+    assert "spark.driver.host=lake-gold-driver.markets.svc" in env["PYSPARK_SUBMIT_ARGS"]
+    assert driver["serviceAccountName"] == "lake-spark"
+    assert cluster[("Service", "lake-gold-driver")]["spec"]["clusterIP"] == "None"
+
+
+def test_suspend_scales_workloads_to_zero_and_keeps_broker_and_storage() -> None:
+    children = build_children(pipeline(suspend=True))
+    assert all(d["spec"]["replicas"] == 0 for d in workloads(children))
+    kinds = by_kind_name(children)
+    assert kinds[("StatefulSet", "lake-broker")]["spec"]["replicas"] == 1
+    assert kinds[("StatefulSet", "lake-minio")]["spec"]["replicas"] == 1
+    assert kinds[("CronJob", "lake-maintenance")]["spec"]["suspend"] is True
+
+
+def pod_annotations(p: Pipeline) -> dict[str, dict[str, str]]:
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]
+        for d in workloads(build_children(p))
+    }
+
+
+def test_a_config_change_or_a_nonce_rolls_the_workloads() -> None:
+    before = pod_annotations(pipeline())
+    changed = pod_annotations(pipeline(processing={"layers": {"gold": {"trigger": "5 seconds"}}}))
+    assert all(changed[n][CONFIG_HASH] != before[n][CONFIG_HASH] for n in before)
+    assert pod_annotations(pipeline()) == before  # same spec, same manifests
+    nonce = pod_annotations(pipeline(restartNonce="2026-11-24"))
+    assert all(nonce[n][RESTART_NONCE] == "2026-11-24" for n in before)
+
+
+def test_generated_credentials_secret() -> None:
+    secret = build_minio_secret(pipeline(), "AKIA", "s3cr3t-s3cr3t")
+    assert secret["metadata"]["name"] == "lake-s3-credentials"
+    assert secret["stringData"] == {"accessKey": "AKIA", "secretKey": "s3cr3t-s3cr3t"}
+
+
+@pytest.mark.parametrize("sample", ["minimal", "production"])
+def test_building_twice_gives_the_same_manifests(sample: str) -> None:
+    assert build_children(pipeline(sample)) == build_children(pipeline(sample))

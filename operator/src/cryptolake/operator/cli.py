@@ -1,8 +1,9 @@
-"""``cryptolake-operator``: print the CRD (``crd``); the reconciler comes with the handlers."""
+"""``cryptolake-operator``: run the reconciler (``run``) or print the CRD (``crd``)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from cryptolake.operator.crd import crd_yaml
@@ -11,11 +12,34 @@ from cryptolake.operator.crd import crd_yaml
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cryptolake-operator",
-        description="The CryptoPipeline operator's tools.",
+        description="Reconcile CryptoPipeline resources (cryptolake.io/v1alpha1) into a broker, "
+        "storage, the producer, the Spark jobs and the query API.",
+        epilog="Kubernetes access: in-cluster service account, else $KUBECONFIG. Settings: "
+        "CRYPTOLAKE_OPERATOR_METRICS_PORT (9402), _LIVENESS_STALE_S (120), _KAFKA_IMAGE, "
+        "_REDPANDA_IMAGE, _MINIO_IMAGE, _PRODUCER_IMAGE, _JOBS_IMAGE, _API_IMAGE.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeat)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    run.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint to serve"
+    )
+    run.add_argument("--standalone", action="store_true", help="no peering (one replica, or tests)")
     commands.add_parser("crd", help="print the CustomResourceDefinition YAML (k8s/crd/)")
     args = parser.parse_args(argv)
     if args.command == "crd":
         sys.stdout.write(crd_yaml())
+        return 0
+
+    import kopf  # noqa: PLC0415 (only `run` needs it)
+
+    importlib.import_module("cryptolake.operator.handlers")  # registers the handlers
+    kopf.run(
+        clusterwide=args.all_namespaces or not args.namespace,
+        namespaces=args.namespace or [],
+        liveness_endpoint=args.liveness,
+        standalone=args.standalone,
+    )
     return 0

@@ -1,0 +1,166 @@
+"""kopf handlers: small, one per event, each calling the builders and applying the result.
+
+- create/update/resume: parse the spec (a spec the builders cannot realise → phase Failed with
+  the field named, no retry loop), create generated credentials, apply every child;
+- timer: re-apply (drift repair) and write the status observed from the children;
+- delete: the finalizer applies ``storage.retainPolicy``, and never blocks a namespace that
+  is being deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pydantic import ValidationError
+
+from cryptolake.operator.builders import Pipeline, build_children, build_minio_secret
+from cryptolake.operator.kube import Cluster
+from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpec
+from cryptolake.operator.settings import OperatorSettings
+from cryptolake.operator.status import Observed, build_status, failed_status
+
+log = logging.getLogger(__name__)
+
+RECONCILES = Counter("cryptolake_operator_reconciles", "Reconciles by handler.", ["handler"])
+FAILURES = Counter("cryptolake_operator_failures", "Failed reconciles by handler.", ["handler"])
+DURATION = Histogram("cryptolake_operator_reconcile_seconds", "Reconcile duration.", ["handler"])
+PHASE = Gauge("cryptolake_operator_phase", "1 for each pipeline's current phase.",
+              ["namespace", "name", "phase"])  # fmt: skip
+
+
+class State:
+    """Process-wide: the API client, the settings, and when a reconcile last succeeded."""
+
+    cluster: Cluster | None = None
+    settings: OperatorSettings | None = None
+    last_success: float = time.monotonic()
+
+
+def _cluster() -> Cluster:
+    if State.cluster is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return State.cluster
+
+
+def _pipeline(name: str, namespace: str, uid: str, spec: dict[str, Any]) -> Pipeline:
+    assert State.settings is not None
+    parsed = CryptoPipelineSpec.model_validate(dict(spec))
+    return Pipeline(name, namespace, uid, parsed, State.settings.images())
+
+
+def _field_of(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    return "spec." + ".".join(str(part) for part in first["loc"]), first["msg"]
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    operator_settings = OperatorSettings()
+    State.settings = operator_settings
+    # Progress in annotations, not in .status (our status schema is ours alone).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    State.cluster = Cluster(client.ApiClient())
+    if operator_settings.metrics_port:
+        start_http_server(operator_settings.metrics_port)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.probe(id="last_reconcile_age_s")
+def last_reconcile_age(**_: Any) -> float:
+    """Liveness: fails when no reconcile has succeeded for a while (not just "loop alive")."""
+    age = time.monotonic() - State.last_success
+    assert State.settings is not None
+    if age > State.settings.liveness_stale_s:
+        raise kopf.PermanentError(f"no successful reconcile for {age:.0f} s")
+    return round(age, 1)
+
+
+def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
+    """Apply every child and write the observed status (both handlers below)."""
+    RECONCILES.labels(handler).inc()
+    meta, status = body.meta, body.status
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    generation = int(meta.get("generation", 0))
+    with DURATION.labels(handler).time():
+        try:
+            pipeline = _pipeline(name, namespace, uid, dict(body.spec))
+        except ValidationError as error:
+            field, message = _field_of(error)
+            FAILURES.labels(handler).inc()
+            patch.status.update(failed_status(generation, field, message))
+            kopf.warn(body, reason="InvalidSpec", message=f"{field}: {message}")
+            raise kopf.PermanentError(f"{field}: {message}") from error
+        cluster = _cluster()
+        if pipeline.spec.storage.engine == "minio" and not pipeline.spec.storage.credentials_secret:
+            secret = build_minio_secret(pipeline, secrets.token_hex(10), secrets.token_urlsafe(30))
+            if cluster.create_if_absent(secret):
+                kopf.info(body, reason="Created", message="generated the S3 credentials Secret")
+        for child in build_children(pipeline):
+            cluster.apply(child)
+        observed = Observed(cluster.workload_states(pipeline))
+        endpoint = f"http://{pipeline.child('api')}.{namespace}.svc:8000"
+        new_status = build_status(
+            pipeline.spec, observed, generation, previous=dict(status), api_endpoint=endpoint
+        )
+    old_phase = status.get("phase")
+    if new_status["phase"] != old_phase:
+        kopf.info(body, reason="Phase", message=f"{old_phase or 'None'} → {new_status['phase']}")
+        for phase in ("Pending", "Provisioning", "Running", "Degraded", "Suspended", "Failed"):
+            PHASE.labels(namespace, name, phase).set(1 if phase == new_status["phase"] else 0)
+    patch.status.update(new_status)
+    State.last_success = time.monotonic()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def cryptopipeline_apply(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    _reconcile("apply", body=body, patch=patch)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=5, idle=0, initial_delay=2)
+def cryptopipeline_observe(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    status, meta = body.status, body.meta
+    if status.get("phase") == "Failed" and status.get("observedGeneration") == meta.get(
+        "generation"
+    ):
+        return  # an invalid spec stays Failed until it changes
+    _reconcile("observe", body=body, patch=patch)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def cryptopipeline_delete(*, body: kopf.Body, logger: Any, **_: Any) -> None:
+    """Children go by garbage collection (ownerReferences). Volumes are not children of the
+    pipeline: Retain keeps them, Delete removes them. A namespace being deleted takes
+    everything with it, so nothing here may block it."""
+    cluster = _cluster()
+    meta = body.meta
+    namespace = meta["namespace"]
+    if cluster.namespace_terminating(namespace):
+        logger.info("namespace %s is terminating: nothing to clean up", namespace)
+        return
+    spec = dict(body.spec)
+    policy = (spec.get("storage") or {}).get("retainPolicy", "Retain")
+    if policy == "Delete":
+        pipeline = _pipeline(meta["name"], namespace, meta["uid"], spec)
+        deleted = cluster.delete_volumes(pipeline)
+        logger.info("retainPolicy Delete: removed %d volume claims", deleted)
+    else:
+        logger.info("retainPolicy Retain: volume claims and bucket kept")

@@ -1,0 +1,109 @@
+"""The operator's I/O against the API server: server-side apply of the children, reading
+their real state, and the cleanup the finalizer does. The builders and status stay pure."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from cryptolake.operator.builders import Manifest, Pipeline
+from cryptolake.operator.status import FAILING_REASONS, WorkloadState
+
+log = logging.getLogger(__name__)
+FIELD_MANAGER: Final = "cryptolake-operator"
+
+
+class Cluster:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.dynamic = DynamicClient(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    def apply(self, manifest: Manifest) -> None:
+        """Server-side apply with one field manager: idempotent, and it takes back fields
+        someone else changed (drift) while leaving fields it never set alone."""
+        resource = self.dynamic.resources.get(
+            api_version=manifest["apiVersion"], kind=manifest["kind"]
+        )
+        meta = manifest["metadata"]
+        self.dynamic.server_side_apply(
+            resource,
+            body=manifest,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+    def create_if_absent(self, manifest: Manifest) -> bool:
+        """Create (generated credentials); an existing object is kept as it is."""
+        resource = self.dynamic.resources.get(
+            api_version=manifest["apiVersion"], kind=manifest["kind"]
+        )
+        try:
+            self.dynamic.create(
+                resource, body=manifest, namespace=manifest["metadata"]["namespace"]
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def workload_states(self, pipeline: Pipeline) -> dict[str, WorkloadState]:
+        """Per component label: desired and ready replicas, restarts, a failing reason."""
+        selector = f"app.kubernetes.io/instance={pipeline.name}"
+        states: dict[str, WorkloadState] = {}
+        workloads: list[Any] = [
+            *self.apps.list_namespaced_deployment(
+                pipeline.namespace, label_selector=selector
+            ).items,
+            *self.apps.list_namespaced_stateful_set(
+                pipeline.namespace, label_selector=selector
+            ).items,
+        ]
+        pods = self.core.list_namespaced_pod(pipeline.namespace, label_selector=selector).items
+        for workload in workloads:
+            component = workload.metadata.labels.get("app.kubernetes.io/component", "")
+            restarts, failing = 0, None
+            for pod in pods:
+                if pod.metadata.labels.get("app.kubernetes.io/component") != component:
+                    continue
+                for container in pod.status.container_statuses or []:
+                    restarts += container.restart_count or 0
+                    waiting = container.state.waiting if container.state else None
+                    if waiting is not None and waiting.reason in FAILING_REASONS:
+                        failing = f"{waiting.reason}: {waiting.message or pod.metadata.name}"
+            states[component] = WorkloadState(
+                desired=workload.spec.replicas or 0,
+                ready=(workload.status.ready_replicas or 0) if workload.status else 0,
+                restarts=restarts,
+                failing=failing,
+            )
+        return states
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        try:
+            phase = self.core.read_namespace(namespace).status.phase
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return bool(phase == "Terminating")
+
+    def delete_volumes(self, pipeline: Pipeline) -> int:
+        """retainPolicy Delete: the broker's and MinIO's volume claims."""
+        selector = f"app.kubernetes.io/instance={pipeline.name}"
+        claims = self.core.list_namespaced_persistent_volume_claim(
+            pipeline.namespace, label_selector=selector
+        ).items
+        for claim in claims:
+            self.core.delete_namespaced_persistent_volume_claim(
+                claim.metadata.name, pipeline.namespace
+            )
+        return len(claims)

@@ -44,11 +44,12 @@ fi
 step "jars from Maven Central (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake})"
 .venv/bin/cryptolake-stack fetch
 
-# Go 1.24+ builds MinIO; Debian's golang-go is older, these machines have it in /usr/local/go.
+# Go 1.24+ builds MinIO, etcd and Kubernetes; Debian's golang-go is older, these machines have it
+# in /usr/local/go.
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
   export PATH="$PATH:/usr/local/go/bin"
 fi
-step "MinIO from its Go module (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin)"
+step "MinIO, etcd, kube-apiserver, kube-controller-manager from their Go modules (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin)"
 .venv/bin/cryptolake-stack build
 
 echo "setup done in $(( $(date +%s) - started )) s"

@@ -51,3 +51,23 @@ def test_binary_is_keyed_by_the_pinned_version(tmp_path, monkeypatch):
     monkeypatch.setenv("CRYPTOLAKE_CACHE", str(tmp_path))
     version = program_version(GO_PROGRAMS["minio"])
     assert binary_path("minio") == tmp_path / "bin" / f"minio-{version}"
+
+
+def test_kubernetes_programs_share_one_wrapper_module_and_its_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYPTOLAKE_CACHE", str(tmp_path))
+    apiserver, controller_manager = (
+        GO_PROGRAMS["kube-apiserver"],
+        GO_PROGRAMS["kube-controller-manager"],
+    )
+    assert apiserver.module_dir == controller_manager.module_dir
+    assert apiserver.module_dir.name == "kubernetes"
+    version = program_version(apiserver)
+    assert version.startswith("v1.34.")
+    assert (
+        binary_path("kube-controller-manager")
+        == tmp_path / "bin" / f"kube-controller-manager-{version}"
+    )
+
+
+def test_etcd_is_pinned_to_a_3_6_release():
+    assert program_version(GO_PROGRAMS["etcd"]).startswith("v3.6.")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from typing import Any
@@ -71,7 +72,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # The client's default path is read at import time; $KUBECONFIG may be set later.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     State.cluster = Cluster(client.ApiClient())
     if operator_settings.metrics_port:
         start_http_server(operator_settings.metrics_port)
@@ -79,7 +81,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_via_client(**kwargs)
+    """In a pod its service account, else $KUBECONFIG as it is now."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.probe(id="last_reconcile_age_s")

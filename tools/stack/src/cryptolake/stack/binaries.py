@@ -1,10 +1,11 @@
-"""Third-party programs built from their Go modules (``tools/go/<name>/``) into
-``$CRYPTOLAKE_CACHE/bin/<name>-<version>``: a version bump builds anew, a warm machine skips the
-build. Go's own build and module caches (GOCACHE, GOMODCACHE) stay where Go keeps them, so even
+"""Third-party programs built from their Go modules (wrapper modules in ``tools/go/<folder>/``)
+into ``$CRYPTOLAKE_CACHE/bin/<name>-<version>``: a version bump builds anew, a warm machine skips
+the build. Go's own build and module caches (GOCACHE, GOMODCACHE) stay where Go keeps them, so even
 a new version rebuilds only what changed."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptolake.common.settings import cache_root
@@ -35,14 +36,16 @@ class BuildFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class GoProgram:
-    name: str  # folder under tools/go/ and the binary's name
-    module: str  # the module whose version (in tools/go/<name>/go.mod) keys the cache
+    name: str  # the binary's name
+    module: str  # the module whose version (in tools/go/<folder>/go.mod) keys the cache
     package: str  # the main package to build
-    ldflags: Callable[[str], list[str]]  # version → linker flags
+    # (version, the version's publication time on the module proxy) → linker flags
+    ldflags: Callable[[str, datetime], list[str]]
+    folder: str = ""  # the wrapper module under tools/go/ (default: name); may hold several
 
     @property
     def module_dir(self) -> Path:
-        return GO_DIR / self.name
+        return GO_DIR / (self.folder or self.name)
 
 
 def module_version(go_mod: str, module: str) -> str:
@@ -63,7 +66,7 @@ def pseudo_version_time_and_commit(version: str) -> tuple[datetime, str]:
     return datetime.strptime(stamp + "+0000", "%Y%m%d%H%M%S%z"), commit
 
 
-def minio_ldflags(version: str) -> list[str]:
+def minio_ldflags(version: str, _published: datetime | None = None) -> list[str]:
     """The version stamps MinIO's own release build sets (buildscripts/gen-ldflags.go).
 
     MinIO's release tags (RELEASE.2025-…) are not semver, so the Go module proxy serves its
@@ -85,6 +88,41 @@ def minio_ldflags(version: str) -> list[str]:
     ]
 
 
+def etcd_ldflags(version: str, _published: datetime | None = None) -> list[str]:
+    """etcd's ./build stamps only the git hash (api/v3/version.GitSHA), which a module zip does
+    not carry; the release version is a constant in the source, so nothing else to set."""
+    return ["-s", "-w"]
+
+
+def kubernetes_ldflags(version: str, published: datetime) -> list[str]:
+    """The stamps of Kubernetes' hack/lib/version.sh. Without them the binaries report
+    v0.0.0-master, which fails every version check (Helm ``kubeVersion``, client skew).
+
+    The module zip has no git metadata, so gitCommit stays empty (as in upstream's unstamped
+    builds) and buildDate is the tag's publication time on the module proxy.
+    """
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
+    if match is None:
+        raise ValueError(f"{version!r} is not a Kubernetes release version (vX.Y.Z)")
+    major, minor = match.groups()
+    stamps = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": published.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return [
+        "-s",
+        "-w",
+        *(
+            f"-X {package}.{key}={value}"
+            for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+            for key, value in stamps.items()
+        ),
+    ]
+
+
 GO_PROGRAMS: dict[str, GoProgram] = {
     "minio": GoProgram(
         name="minio",
@@ -92,6 +130,23 @@ GO_PROGRAMS: dict[str, GoProgram] = {
         package="github.com/minio/minio",
         ldflags=minio_ldflags,
     ),
+    "etcd": GoProgram(
+        name="etcd",
+        module="go.etcd.io/etcd/server/v3",
+        # In 3.6 the `etcd` binary is the server module's root package (server/main.go).
+        package="go.etcd.io/etcd/server/v3",
+        ldflags=etcd_ldflags,
+    ),
+    **{
+        name: GoProgram(
+            name=name,
+            module="k8s.io/kubernetes",
+            package=f"k8s.io/kubernetes/cmd/{name}",
+            ldflags=kubernetes_ldflags,
+            folder="kubernetes",
+        )
+        for name in ("kube-apiserver", "kube-controller-manager")
+    },
 }
 
 
@@ -168,17 +223,42 @@ def build_program(name: str) -> Path:
     )
     staging = target.with_name(target.name + ".partial")
     staging.parent.mkdir(parents=True, exist_ok=True)
-    _go_build(go, program, version=version, output=staging, env=env, packages=packages)
+    published = _published(go, program, version, env)
+    _go_build(
+        go,
+        program,
+        ldflags=program.ldflags(version, published),
+        output=staging,
+        env=env,
+        packages=packages,
+    )
     staging.replace(target)
     log.info("%s %s: built in %.0f s", name, version, time.monotonic() - started)
     return target
+
+
+def _published(go: str, program: GoProgram, version: str, env: dict[str, str]) -> datetime:
+    """When ``version`` of the program's module was published (the proxy's .info ``Time``;
+    the download is already in the module cache by then)."""
+    listed = subprocess.run(
+        [go, "mod", "download", "-json", f"{program.module}@{version}"],
+        cwd=program.module_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        raise BuildFailed(f"go mod download {program.module}@{version} failed:\n{listed.stderr}")
+    info = json.loads(Path(json.loads(listed.stdout)["Info"]).read_text())
+    return datetime.fromisoformat(info["Time"])
 
 
 def _go_build(
     go: str,
     program: GoProgram,
     *,
-    version: str,
+    ldflags: list[str],
     output: Path,
     env: dict[str, str],
     packages: set[str],
@@ -193,7 +273,7 @@ def _go_build(
         # No local paths in the binary, so the same inputs give the same bytes anywhere.
         "-trimpath",
         "-ldflags",
-        " ".join(program.ldflags(version)),
+        " ".join(ldflags),
         "-o",
         str(output),
         program.package,

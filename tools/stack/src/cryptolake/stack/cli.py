@@ -1,5 +1,5 @@
-"""``cryptolake-stack``: fetch and build pinned tooling, run the Kafka broker or MinIO, run the
-local stack."""
+"""``cryptolake-stack``: fetch and build pinned tooling, run the Kafka broker, MinIO or a
+Kubernetes control plane, run the local stack."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cryptolake.stack.backfill import BackfillFailed, run_backfill
 from cryptolake.stack.binaries import GO_PROGRAMS, BuildFailed, build_program
 from cryptolake.stack.jars import ToolingMissing, resolve_jars
 from cryptolake.stack.kafka import BrokerFailed, KafkaBroker, KafkaBrokerConfig
+from cryptolake.stack.kube import ControlPlane, ControlPlaneConfig, ControlPlaneFailed
 from cryptolake.stack.minio import MinioFailed, MinioServer, MinioServerConfig
 from cryptolake.stack.supervisor import StackSettings, run_stack
 
@@ -60,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     minio.add_argument(
         "--console-port", type=int, default=None, help="also serve the web console on this port"
     )
+    kube = commands.add_parser(
+        "kube",
+        help="run only a Kubernetes control plane (etcd, kube-apiserver, "
+        "kube-controller-manager; no node) in the foreground",
+    )
+    kube.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".local/kube"),
+        help="etcd data, credentials, logs and the kubeconfig (credentials are new each start)",
+    )
+    kube.add_argument("--port", type=int, default=6443, help="the API server's HTTPS port")
+    kube.add_argument("--etcd-port", type=int, default=2379, help="etcd's client port")
+    kube.add_argument("--etcd-peer-port", type=int, default=2380)
+    kube.add_argument("--controller-manager-port", type=int, default=10257)
     commands.add_parser(
         "run",
         help="the local stack: Kafka broker, the producer and the Spark jobs "
@@ -110,6 +126,30 @@ def _run_minio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_kube(args: argparse.Namespace) -> int:
+    control_plane = ControlPlane(
+        ControlPlaneConfig(
+            data_dir=args.data_dir.resolve(),
+            apiserver_port=args.port,
+            etcd_client_port=args.etcd_port,
+            etcd_peer_port=args.etcd_peer_port,
+            controller_manager_port=args.controller_manager_port,
+        )
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with control_plane:
+        print(
+            f"kubernetes control plane ready on {control_plane.server} (logs in "
+            f"{control_plane.files.root}); Ctrl-C stops it. In another shell:\n"
+            f"export KUBECONFIG={control_plane.kubeconfig}",
+            flush=True,
+        )
+        stop.wait()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s stack: %(message)s")
@@ -126,11 +166,20 @@ def main(argv: list[str] | None = None) -> int:
             return _run_kafka(args)
         if args.command == "minio":
             return _run_minio(args)
+        if args.command == "kube":
+            return _run_kube(args)
         if args.command == "backfill":
             run_backfill(args.files, StackSettings().state_dir, args.symbol)
             return 0
         return run_stack(StackSettings())
-    except (ToolingMissing, BrokerFailed, BuildFailed, MinioFailed, BackfillFailed) as exc:
+    except (
+        ToolingMissing,
+        BrokerFailed,
+        BuildFailed,
+        MinioFailed,
+        ControlPlaneFailed,
+        BackfillFailed,
+    ) as exc:
         log.error("%s", exc)
         return 2
     except ValidationError as exc:

@@ -1,5 +1,5 @@
-"""Pytest fixtures for real services: one Kafka broker and one MinIO server per test session,
-fresh topics and buckets per test.
+"""Pytest fixtures for real services: one Kafka broker, one MinIO server and one Kubernetes
+control plane per test session; fresh topics, buckets and namespaces per test.
 
 Registered by the repository's root ``conftest.py``. Tests that use a service fixture are
 marked ``integration`` automatically, so ``-m "not integration"`` runs the pure tests alone.
@@ -7,16 +7,32 @@ marked ``integration`` automatically, so ``-m "not integration"`` runs the pure 
 
 from __future__ import annotations
 
+import base64
+import os
+import ssl
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 from cryptolake.stack.kafka import KafkaBroker, KafkaBrokerConfig, free_port
+from cryptolake.stack.kube import ControlPlane, ControlPlaneConfig
 from cryptolake.stack.minio import MinioServer, MinioServerConfig, ensure_bucket
 
-SERVICE_FIXTURES = {"kafka_broker", "kafka_topics", "minio_server", "s3_bucket"}
+SERVICE_FIXTURES = {
+    "kafka_broker",
+    "kafka_topics",
+    "minio_server",
+    "s3_bucket",
+    "kube_control_plane",
+    "kube_namespace",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,3 +106,105 @@ def s3_bucket(minio_server: MinioServer) -> S3Bucket:
     )
     ensure_bucket(bucket.endpoint, bucket.access_key, bucket.secret_key, bucket.name)
     return bucket
+
+
+@dataclass(frozen=True)
+class KubeCluster:
+    """How to reach a Kubernetes API server: its kubeconfig (for kopf, kubectl, the official
+    client) and, read from it, what a raw REST client needs."""
+
+    kubeconfig: Path
+    server: str
+    token: str | None
+    ssl_context: ssl.SSLContext
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client on the API server (``client.get("/api/v1/namespaces")``)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(
+            base_url=self.server, headers=headers, verify=self.ssl_context, timeout=30, **kwargs
+        )
+
+
+def read_kubeconfig(path: Path) -> KubeCluster:
+    """The current context of a kubeconfig: server, CA (or insecure-skip-tls-verify), and a
+    bearer token or client certificate. Exec plugins and auth providers are not supported."""
+    config = yaml.safe_load(path.read_text())
+    context = _named(config, "contexts", config["current-context"])["context"]
+    cluster = _named(config, "clusters", context["cluster"])["cluster"]
+    user = _named(config, "users", context["user"]).get("user") or {}
+    base = path.parent
+    if cluster.get("insecure-skip-tls-verify"):
+        context_ssl = ssl.create_default_context()
+        context_ssl.check_hostname = False
+        context_ssl.verify_mode = ssl.CERT_NONE
+    elif "certificate-authority-data" in cluster:
+        ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
+        context_ssl = ssl.create_default_context(cadata=ca_pem)
+    elif "certificate-authority" in cluster:
+        ca_file = base / cluster["certificate-authority"]
+        context_ssl = ssl.create_default_context(cafile=str(ca_file))
+    else:
+        context_ssl = ssl.create_default_context()
+    cert = _pem_file(user, "client-certificate", base)
+    key = _pem_file(user, "client-key", base)
+    if cert is not None:
+        context_ssl.load_cert_chain(cert, key)
+    return KubeCluster(path, cluster["server"], user.get("token"), context_ssl)
+
+
+def _named(config: dict[str, Any], section: str, name: str) -> dict[str, Any]:
+    for entry in config.get(section) or ():
+        if entry["name"] == name:
+            return dict(entry)
+    raise LookupError(f"kubeconfig has no {section[:-1]} named {name!r}")
+
+
+def _pem_file(user: dict[str, Any], key: str, base: Path) -> str | None:
+    """``key`` (a path) or ``key-data`` (base64 PEM, written to a private temporary file)."""
+    if key in user:
+        return str(base / user[key])
+    if f"{key}-data" not in user:
+        return None
+    handle, name = tempfile.mkstemp(suffix=".pem")
+    with os.fdopen(handle, "wb") as pem:
+        pem.write(base64.b64decode(user[f"{key}-data"]))
+    return name
+
+
+@pytest.fixture(scope="session")
+def kube_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """A Kubernetes API server for the session: ``$KUBECONFIG`` (its current context) if set,
+    else etcd + kube-apiserver + kube-controller-manager built from source, on free loopback
+    ports (no node: objects, admission, RBAC, garbage collection — no pods running)."""
+    if os.environ.get("KUBECONFIG"):
+        yield read_kubeconfig(Path(os.environ["KUBECONFIG"]))
+        return
+    control_plane = ControlPlane(
+        ControlPlaneConfig(
+            data_dir=tmp_path_factory.mktemp("kube"),
+            apiserver_port=free_port(),
+            etcd_client_port=free_port(),
+            etcd_peer_port=free_port(),
+            controller_manager_port=free_port(),
+        )
+    )
+    control_plane.start()
+    yield read_kubeconfig(control_plane.kubeconfig)
+    control_plane.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube_control_plane: KubeCluster) -> Iterator[str]:
+    """A namespace no other test uses, created; deleted afterwards (without waiting for its
+    contents to go)."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    with kube_control_plane.client() as client:
+        client.post(
+            "/api/v1/namespaces",
+            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        ).raise_for_status()
+        yield name
+        deleted = client.delete(f"/api/v1/namespaces/{name}")
+        if deleted.status_code != 404:
+            deleted.raise_for_status()

@@ -92,3 +92,46 @@ def test_children_follow_the_pipeline(
     pipelines.delete("minimal")
     eventually(lambda: not deployments(kube_api, ns), 90, "children garbage-collected")
     print(f"children_s={children_s:.2f} generation_s={generation_s:.2f}")
+
+
+def test_a_crash_looping_driver_turns_processing_false(
+    operator: KopfRunner,
+    pipelines: Any,
+    kube_api: client.ApiClient,
+    load_sample: Callable[[str], dict[str, Any]],
+    eventually: Callable[..., Any],
+) -> None:
+    ns = pipelines.namespace
+    core = client.CoreV1Api(kube_api)
+    pipelines.create(load_sample("minimal"))
+    eventually(lambda: "minimal-silver-driver" in deployments(kube_api, ns), 10, "the driver")
+    # No kubelet runs here: a pod of the driver is made to report what a kubelet would.
+    labels = {
+        "app.kubernetes.io/instance": "minimal",
+        "app.kubernetes.io/component": "silver-driver",
+    }
+    pod = {
+        "metadata": {"name": "minimal-silver-driver-x1", "labels": labels},
+        "spec": {"containers": [{"name": "driver", "image": "jobs"}]},
+    }
+    # Pod admission needs the namespace's default service account (made by a controller).
+    eventually(lambda: core.read_namespaced_service_account("default", ns), 15, "default SA")
+    core.create_namespaced_pod(ns, pod)
+    waiting = {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}
+    status = {"containerStatuses": [{
+        "name": "driver", "ready": False, "restartCount": 4, "image": "jobs", "imageID": "",
+        "state": {"waiting": waiting},
+    }]}  # fmt: skip
+    reported = time.monotonic()
+    core.patch_namespaced_pod_status("minimal-silver-driver-x1", ns, {"status": status})
+
+    def processing() -> dict[str, Any] | None:
+        conditions = pipelines.get("minimal").get("status", {}).get("conditions", [])
+        found = next((c for c in conditions if c["type"] == "ProcessingReady"), None)
+        return found if found and found["reason"] == "Failing" else None
+
+    condition = eventually(processing, 10, "ProcessingReady False (Failing)")
+    assert condition["status"] == "False"
+    assert "silver-driver: CrashLoopBackOff" in condition["message"]
+    assert time.monotonic() - reported <= 10
+    assert pipelines.get("minimal")["status"]["phase"] == "Degraded"

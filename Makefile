@@ -13,7 +13,7 @@ FILES ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-freshness \
-	bench-api replay backfill monitor maintenance api kafka minio clean distclean
+	bench-api bench-operator kube replay backfill monitor maintenance api kafka minio clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench-freshness: setup ## freshness at 2,000 trades/s: p95 of visible − event 
 bench-api: setup ## API: wrk on /v1/candles (1,440 bars, 100 connections) + commit-to-API latency (last line: candles_p99_ms=N rps=N)
 	@$(BIN)/python benchmarks/bench_api.py
 
+bench-operator: setup ## operator: CR → all children, spec change → observedGeneration, on a source-built control plane (last line: children_s=S generation_s=S)
+	@$(BIN)/python benchmarks/bench_operator.py
+
 replay: setup ## publish Binance trade dumps into the local broker: make replay FILES="…"
 	@test -n "$(FILES)" || { echo 'usage: make replay FILES="BTCUSDT-trades-2024-01-01.zip …"'; exit 2; }
 	@$(BIN)/cryptolake-producer replay $(FILES)
@@ -67,6 +70,9 @@ maintenance: setup ## OPTIMIZE closed partitions and VACUUM every table of .loca
 
 api: setup ## only the API and dashboard over .local/lakehouse (http://127.0.0.1:8000/)
 	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/cryptolake-api
+
+kube: setup ## a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on loopback; prints KUBECONFIG
+	@$(BIN)/cryptolake-stack kube
 
 kafka: setup ## only the Kafka broker, in the foreground (127.0.0.1:9092)
 	@$(BIN)/cryptolake-stack kafka

@@ -5,12 +5,18 @@ deleting the pipeline lets the garbage collector take the children."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
 from kopf.testing import KopfRunner
 from kubernetes import client
+
+from cryptolake.operator.services import TOPICS
+from cryptolake.stack.kafka import free_port
+from cryptolake.stack.minio import s3_client
 
 WORKLOADS = ("producer", "bronze-driver", "silver-driver", "gold-driver", "api")
 
@@ -135,3 +141,58 @@ def test_a_crash_looping_driver_turns_processing_false(
     assert "silver-driver: CrashLoopBackOff" in condition["message"]
     assert time.monotonic() - reported <= 10
     assert pipelines.get("minimal")["status"]["phase"] == "Degraded"
+
+
+def test_topics_and_bucket_follow_the_spec_and_an_outage_degrades(
+    operator: KopfRunner,
+    pipelines: Any,
+    kube_api: client.ApiClient,
+    kafka_broker: Any,
+    minio_server: Any,
+    eventually: Callable[..., Any],
+) -> None:
+    """External broker and S3 (the session's real Kafka and MinIO): the operator creates the
+    topics and the bucket to the spec; a broker it cannot reach turns BrokerReady False with
+    the reason, and fixing the spec brings it back."""
+    ns = pipelines.namespace
+    client.CoreV1Api(kube_api).create_namespaced_secret(ns, {
+        "metadata": {"name": "s3"},
+        "stringData": {"accessKey": minio_server.access_key, "secretKey": minio_server.secret_key},
+    })  # fmt: skip
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    spec = {
+        "sources": [{"exchange": "simulator", "symbols": ["BTC-USDT"]}],
+        "broker": {"engine": "external", "bootstrapServers": kafka_broker.bootstrap_servers,
+                   "topic": {"partitions": 4, "retentionHours": 24}},
+        "storage": {"engine": "external", "endpoint": minio_server.endpoint,
+                    "credentialsSecret": "s3", "bucket": bucket},
+    }  # fmt: skip
+    pipelines.create({"apiVersion": "cryptolake.io/v1alpha1", "kind": "CryptoPipeline",
+                      "metadata": {"name": "ext"}, "spec": spec})  # fmt: skip
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+
+    def topics_ready() -> bool:
+        found = admin.list_topics(timeout=5).topics
+        return all(t in found and len(found[t].partitions) >= 4 for t in TOPICS)
+
+    eventually(topics_ready, 15, "topics with 4 partitions")
+    resource = ConfigResource(ConfigResource.Type.TOPIC, TOPICS[0])
+    config = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert config["retention.ms"].value == str(24 * 3_600_000)
+    s3 = s3_client(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
+    eventually(lambda: bucket in {b["Name"] for b in s3.list_buckets()["Buckets"]}, 15, "bucket")
+
+    def broker_condition() -> dict[str, Any]:
+        conditions = pipelines.get("ext").get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "BrokerReady"), {})
+
+    eventually(lambda: broker_condition().get("status") == "True", 15, "BrokerReady True")
+    closed = f"127.0.0.1:{free_port()}"
+    pipelines.patch("ext", {"spec": {"broker": {"bootstrapServers": closed}}})
+    eventually(lambda: broker_condition().get("reason") == "Unreachable", 20, "Unreachable")
+    assert closed in broker_condition()["message"]
+    assert pipelines.get("ext")["status"]["phase"] == "Degraded"
+    pipelines.patch(
+        "ext", {"spec": {"broker": {"bootstrapServers": kafka_broker.bootstrap_servers}}}
+    )
+    eventually(lambda: broker_condition().get("status") == "True", 20, "BrokerReady again")

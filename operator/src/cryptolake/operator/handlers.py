@@ -17,12 +17,19 @@ from typing import Any
 
 import kopf
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
 
 from cryptolake.operator.builders import Pipeline, build_children, build_minio_secret
 from cryptolake.operator.kube import Cluster
 from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpec
+from cryptolake.operator.services import (
+    ServiceUnreachable,
+    TopicSpec,
+    ensure_bucket,
+    reconcile_topics,
+)
 from cryptolake.operator.settings import OperatorSettings
 from cryptolake.operator.status import Observed, build_status, failed_status
 
@@ -95,6 +102,46 @@ def last_reconcile_age(**_: Any) -> float:
     return round(age, 1)
 
 
+def _answering(observed: Observed, component: str, external: bool) -> bool:
+    """Talk to a service only when it is external or has a ready pod (no false alarms while
+    it is still starting)."""
+    state = observed.workloads.get(component)
+    return external or (state is not None and state.ready > 0)
+
+
+def _check_broker(pipeline: Pipeline, observed: Observed) -> str | None:
+    """Topics to the spec once the broker answers; the reason when it does not."""
+    broker = pipeline.spec.broker
+    if not _answering(observed, "broker", broker.engine == "external"):
+        return None
+    wanted = TopicSpec(
+        broker.topic.partitions, broker.topic.replication_factor,
+        broker.topic.retention_hours * 3_600_000,
+    )  # fmt: skip
+    try:
+        reconcile_topics(pipeline.bootstrap_servers, wanted)
+    except ServiceUnreachable as error:
+        return str(error)
+    return None
+
+
+def _check_storage(pipeline: Pipeline, cluster: Cluster, observed: Observed) -> str | None:
+    """The bucket once S3 answers; the reason when it does not."""
+    storage = pipeline.spec.storage
+    if not _answering(observed, "storage", storage.engine == "external"):
+        return None
+    try:
+        keys = cluster.secret_keys(pipeline.namespace, pipeline.credentials_secret)
+        ensure_bucket(pipeline.s3_endpoint, keys["accessKey"], keys["secretKey"], storage.bucket)
+    except KeyError as error:
+        return f"Secret {pipeline.credentials_secret} has no key {error}"
+    except ApiException as error:
+        return f"Secret {pipeline.credentials_secret}: {error.reason}"
+    except ServiceUnreachable as error:
+        return str(error)
+    return None
+
+
 def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
     """Apply every child and write the observed status (both handlers below)."""
     RECONCILES.labels(handler).inc()
@@ -118,6 +165,8 @@ def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
         for child in build_children(pipeline):
             cluster.apply(child)
         observed = Observed(cluster.workload_states(pipeline))
+        observed.broker_error = _check_broker(pipeline, observed)
+        observed.storage_error = _check_storage(pipeline, cluster, observed)
         endpoint = f"http://{pipeline.child('api')}.{namespace}.svc:8000"
         new_status = build_status(
             pipeline.spec, observed, generation, previous=dict(status), api_endpoint=endpoint

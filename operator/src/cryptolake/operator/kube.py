@@ -3,6 +3,7 @@ their real state, and the cleanup the finalizer does. The builders and status st
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any, Final
 
@@ -86,6 +87,11 @@ class Cluster:
                 failing=failing,
             )
         return states
+
+    def secret_keys(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded (credentials for S3)."""
+        data = self.core.read_namespaced_secret(name, namespace).data or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
     def namespace_terminating(self, namespace: str) -> bool:
         try:

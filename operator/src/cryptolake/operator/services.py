@@ -1,0 +1,123 @@
+"""What the operator does inside the pipeline's services once they answer: the topics (through
+the Kafka admin API) and the bucket (S3). Both are idempotent; an unreachable service raises
+``ServiceUnreachable``, which the status reports as Degraded until it answers again."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from cryptolake.common.s3 import REGION
+from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
+
+log = logging.getLogger(__name__)
+TOPICS: Final = (TRADES_TOPIC, DLQ_TOPIC)
+
+
+class ServiceUnreachable(Exception):
+    """The broker or S3 did not answer (or refused); the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    partitions: int
+    replication: int
+    retention_ms: int
+
+
+def reconcile_topics(bootstrap: str, wanted: TopicSpec, timeout_s: float = 5.0) -> list[str]:
+    """Create missing topics, add partitions up to the spec (Kafka never removes them), set
+    retention. Returns what it changed."""
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.connection.setup.timeout.ms": 3000,
+            # librdkafka's connection errors through logging, not raw lines on stderr.
+            "logger": logging.getLogger("cryptolake.operator.librdkafka"),
+        }
+    )
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+        changes = []
+        missing = [t for t in TOPICS if t not in existing]
+        if missing:
+            config = {"retention.ms": str(wanted.retention_ms)}
+            new = [
+                NewTopic(t, wanted.partitions, wanted.replication, config=config) for t in missing
+            ]
+            for topic, future in admin.create_topics(new, request_timeout=timeout_s).items():
+                _result(future, timeout_s, tolerate=KafkaError.TOPIC_ALREADY_EXISTS)
+                changes.append(f"created {topic}")
+        grow = [
+            NewPartitions(t, wanted.partitions)
+            for t in TOPICS
+            if t in existing and len(existing[t].partitions) < wanted.partitions
+        ]
+        if grow:
+            for topic, future in admin.create_partitions(grow, request_timeout=timeout_s).items():
+                _result(future, timeout_s)
+                changes.append(f"{topic}: {wanted.partitions} partitions")
+        retention = ConfigEntry(
+            "retention.ms", str(wanted.retention_ms), incremental_operation=AlterConfigOpType.SET
+        )
+        resources = [
+            ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=[retention])
+            for t in TOPICS
+        ]
+        for future in admin.incremental_alter_configs(resources).values():
+            _result(future, timeout_s)
+    except KafkaException as error:
+        raise ServiceUnreachable(f"broker {bootstrap}: {error.args[0].str()}") from error
+    for change in changes:
+        log.info("topics on %s: %s", bootstrap, change)
+    return changes
+
+
+def _result(future: object, timeout_s: float, tolerate: int | None = None) -> None:
+    try:
+        future.result(timeout=timeout_s)  # type: ignore[attr-defined]
+    except KafkaException as error:
+        if tolerate is None or error.args[0].code() != tolerate:
+            raise
+
+
+def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:
+    """Create the bucket unless it exists; True when created."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=REGION,
+        config=Config(
+            s3={"addressing_style": "path"},
+            connect_timeout=3,
+            read_timeout=5,
+            retries={"max_attempts": 1},
+        ),
+    )
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return False
+        raise ServiceUnreachable(f"S3 {endpoint}: {code}: {error}") from error
+    except BotoCoreError as error:
+        raise ServiceUnreachable(f"S3 {endpoint}: {error}") from error
+    log.info("created bucket %s on %s", bucket, endpoint)
+    return True

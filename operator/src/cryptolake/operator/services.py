@@ -43,12 +43,9 @@ def reconcile_topics(bootstrap: str, wanted: TopicSpec, timeout_s: float = 5.0) 
     """Create missing topics, add partitions up to the spec (Kafka never removes them), set
     retention. Returns what it changed."""
     admin = AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "socket.connection.setup.timeout.ms": 3000,
-            # librdkafka's connection errors through logging, not raw lines on stderr.
-            "logger": logging.getLogger("cryptolake.operator.librdkafka"),
-        }
+        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 3000},
+        # librdkafka's connection errors through logging, not raw lines on stderr.
+        logger=logging.getLogger("cryptolake.operator.librdkafka"),
     )
     try:
         existing = admin.list_topics(timeout=timeout_s).topics

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec
+from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec, Volume
 
 Manifest = dict[str, Any]
 
@@ -233,6 +233,17 @@ def _service(
     }
 
 
+def _volume_claim(pipeline: Pipeline, component: str, volume: Volume) -> dict[str, Any]:
+    """A StatefulSet's claim template; its labels let the finalizer find the claims."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": volume.size}},
+    }
+    if volume.storage_class_name:
+        spec["storageClassName"] = volume.storage_class_name
+    return {"metadata": {"name": "data", "labels": selector(pipeline, component)}, "spec": spec}
+
+
 # --- broker ---------------------------------------------------------------------------------
 
 
@@ -293,15 +304,7 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
         ports = {"kafka": KAFKA_PORT, "controller": CONTROLLER_PORT}
         probe = {"tcpSocket": {"port": KAFKA_PORT}}
     pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-    volume_claim: dict[str, Any] = {
-        "metadata": {"name": "data", "labels": selector(pipeline, "broker")},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": broker.storage.size}},
-        },
-    }
-    if broker.storage.storage_class_name:
-        volume_claim["spec"]["storageClassName"] = broker.storage.storage_class_name
+    volume_claim = _volume_claim(pipeline, "broker", broker.storage)
     container = {
         "name": "broker",
         "image": image,
@@ -377,15 +380,7 @@ def build_minio_secret(pipeline: Pipeline, access_key: str, secret_key: str) -> 
 def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
     storage = pipeline.spec.storage
     secret = pipeline.credentials_secret
-    volume_claim: dict[str, Any] = {
-        "metadata": {"name": "data", "labels": selector(pipeline, "storage")},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": storage.volume.size}},
-        },
-    }
-    if storage.volume.storage_class_name:
-        volume_claim["spec"]["storageClassName"] = storage.volume.storage_class_name
+    volume_claim = _volume_claim(pipeline, "storage", storage.volume)
     container = {
         "name": "minio",
         "image": pipeline.images.minio,

@@ -196,3 +196,36 @@ def test_topics_and_bucket_follow_the_spec_and_an_outage_degrades(
         "ext", {"spec": {"broker": {"bootstrapServers": kafka_broker.bootstrap_servers}}}
     )
     eventually(lambda: broker_condition().get("status") == "True", 20, "BrokerReady again")
+
+
+def test_retain_policy_decides_what_happens_to_the_volumes(
+    operator: KopfRunner,
+    pipelines: Any,
+    kube_api: client.ApiClient,
+    load_sample: Callable[[str], dict[str, Any]],
+    eventually: Callable[..., Any],
+) -> None:
+    ns = pipelines.namespace
+    core = client.CoreV1Api(kube_api)
+    for name, policy in (("keep", "Retain"), ("drop", "Delete")):
+        resource = load_sample("minimal")
+        resource["metadata"]["name"] = name
+        resource["spec"]["storage"]["retainPolicy"] = policy
+        pipelines.create(resource)
+
+    def claims(instance: str) -> list[Any]:
+        selector = f"app.kubernetes.io/instance={instance}"
+        return core.list_namespaced_persistent_volume_claim(ns, label_selector=selector).items
+
+    # The StatefulSet controller makes one claim for the broker and one for MinIO.
+    for name in ("keep", "drop"):
+        eventually(lambda name=name: len(claims(name)) == 2, 30, f"{name}'s volume claims")
+    pipelines.delete("keep")
+    pipelines.delete("drop")
+    eventually(
+        lambda: all(c.metadata.deletion_timestamp for c in claims("drop")),
+        15,
+        "drop's claims deleted",
+    )
+    time.sleep(2)
+    assert [c.metadata.deletion_timestamp for c in claims("keep")] == [None, None]

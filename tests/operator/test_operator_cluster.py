@@ -89,6 +89,11 @@ def test_children_follow_the_pipeline(
     generation_s = time.monotonic() - changed_at
     assert all(d.spec.replicas == 0 for d in deployments(kube_api, ns).values())
     assert pipelines.get("minimal")["status"]["phase"] == "Suspended"
+    pipelines.patch("minimal", {"spec": {"suspend": False}})
+    eventually(
+        lambda: all(d.spec.replicas == 1 for d in deployments(kube_api, ns).values()),
+        10, "resumed workloads",
+    )  # fmt: skip
 
     # Drift: a deleted child comes back.
     core.delete_namespaced_config_map("minimal-config", ns)

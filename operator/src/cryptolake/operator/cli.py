@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     import kopf  # noqa: PLC0415 (only `run` needs it)
 
     importlib.import_module("cryptolake.operator.handlers")  # registers the handlers
+    kopf.configure(log_format=kopf.LogFormat[args.log_format.upper()])
     kopf.run(
+        peering_name=args.peering,
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace or [],
         liveness_endpoint=args.liveness,

@@ -27,6 +27,7 @@ from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpe
 from cryptolake.operator.services import (
     ServiceUnreachable,
     TopicSpec,
+    delete_bucket,
     ensure_bucket,
     reconcile_topics,
 )
@@ -209,10 +210,22 @@ def cryptopipeline_delete(*, body: kopf.Body, logger: Any, **_: Any) -> None:
         logger.info("namespace %s is terminating: nothing to clean up", namespace)
         return
     spec = dict(body.spec)
-    policy = (spec.get("storage") or {}).get("retainPolicy", "Retain")
-    if policy == "Delete":
-        pipeline = _pipeline(meta["name"], namespace, meta["uid"], spec)
+    pipeline = _pipeline(meta["name"], namespace, meta["uid"], spec)
+    if pipeline.spec.storage.retain_policy == "Retain":
+        logger.info("retainPolicy Retain: volume claims and bucket kept")
+        return
+    # Clean-up problems are reported, never retried forever: a deletion must not hang.
+    try:
         deleted = cluster.delete_volumes(pipeline)
         logger.info("retainPolicy Delete: removed %d volume claims", deleted)
-    else:
-        logger.info("retainPolicy Retain: volume claims and bucket kept")
+        if pipeline.spec.storage.engine == "external":
+            keys = cluster.secret_keys(namespace, pipeline.credentials_secret)
+            objects = delete_bucket(
+                pipeline.s3_endpoint, keys["accessKey"], keys["secretKey"],
+                pipeline.spec.storage.bucket,
+            )  # fmt: skip
+            logger.info("retainPolicy Delete: removed bucket %s (%d objects)",
+                        pipeline.spec.storage.bucket, objects)  # fmt: skip
+    except (ApiException, KeyError, ServiceUnreachable) as error:
+        kopf.warn(body, reason="CleanupFailed", message=f"retainPolicy Delete: {error}")
+        logger.warning("retainPolicy Delete incomplete, deleting anyway: %s", error)

@@ -10,6 +10,7 @@ from typing import Any, Final
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from cryptolake.operator.builders import Manifest, Pipeline
 from cryptolake.operator.status import FAILING_REASONS, WorkloadState
@@ -28,9 +29,7 @@ class Cluster:
     def apply(self, manifest: Manifest) -> None:
         """Server-side apply with one field manager: idempotent, and it takes back fields
         someone else changed (drift) while leaving fields it never set alone."""
-        resource = self.dynamic.resources.get(
-            api_version=manifest["apiVersion"], kind=manifest["kind"]
-        )
+        resource = self._resource(manifest)
         meta = manifest["metadata"]
         self.dynamic.server_side_apply(
             resource,
@@ -41,11 +40,19 @@ class Cluster:
             force_conflicts=True,
         )
 
+    def _resource(self, manifest: Manifest) -> Any:
+        """The API resource for a manifest's kind; a kind added since the discovery cache was
+        filled (a CRD just applied) is looked up once more."""
+        wanted = {"api_version": manifest["apiVersion"], "kind": manifest["kind"]}
+        try:
+            return self.dynamic.resources.get(**wanted)
+        except ResourceNotFoundError:
+            self.dynamic.resources.invalidate_cache()
+            return self.dynamic.resources.get(**wanted)
+
     def create_if_absent(self, manifest: Manifest) -> bool:
         """Create (generated credentials); an existing object is kept as it is."""
-        resource = self.dynamic.resources.get(
-            api_version=manifest["apiVersion"], kind=manifest["kind"]
-        )
+        resource = self._resource(manifest)
         try:
             self.dynamic.create(
                 resource, body=manifest, namespace=manifest["metadata"]["namespace"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import boto3
 from botocore.config import Config
@@ -92,9 +92,8 @@ def _result(future: object, timeout_s: float, tolerate: int | None = None) -> No
             raise
 
 
-def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:
-    """Create the bucket unless it exists; True when created."""
-    s3 = boto3.client(
+def _s3(endpoint: str, access_key: str, secret_key: str) -> Any:
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=access_key,
@@ -107,6 +106,11 @@ def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) 
             retries={"max_attempts": 1},
         ),
     )
+
+
+def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:
+    """Create the bucket unless it exists; True when created."""
+    s3 = _s3(endpoint, access_key, secret_key)
     try:
         s3.create_bucket(Bucket=bucket)
     except ClientError as error:
@@ -118,3 +122,28 @@ def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) 
         raise ServiceUnreachable(f"S3 {endpoint}: {error}") from error
     log.info("created bucket %s on %s", bucket, endpoint)
     return True
+
+
+def delete_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> int:
+    """retainPolicy Delete on external S3: every object (all versions), then the bucket.
+    Returns the objects deleted; a bucket already gone is not an error."""
+    s3 = _s3(endpoint, access_key, secret_key)
+    deleted = 0
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            keys = [
+                {"Key": item["Key"], "VersionId": item["VersionId"]}
+                for item in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
+        s3.delete_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return deleted
+        raise ServiceUnreachable(f"S3 {endpoint}: {error}") from error
+    except BotoCoreError as error:
+        raise ServiceUnreachable(f"S3 {endpoint}: {error}") from error
+    log.info("deleted bucket %s on %s (%d objects)", bucket, endpoint, deleted)
+    return deleted

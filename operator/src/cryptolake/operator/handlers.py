@@ -41,6 +41,9 @@ FAILURES = Counter("cryptolake_operator_failures", "Failed reconciles by handler
 DURATION = Histogram("cryptolake_operator_reconcile_seconds", "Reconcile duration.", ["handler"])
 PHASE = Gauge("cryptolake_operator_phase", "1 for each pipeline's current phase.",
               ["namespace", "name", "phase"])  # fmt: skip
+# Time in the current phase = now - this (Prometheus: time() - the gauge).
+PHASE_SINCE = Gauge("cryptolake_operator_phase_since_timestamp_seconds",
+                    "When each pipeline entered its current phase.", ["namespace", "name"])  # fmt: skip
 
 
 class State:
@@ -177,6 +180,7 @@ def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
         kopf.info(body, reason="Phase", message=f"{old_phase or 'None'} → {new_status['phase']}")
         for phase in ("Pending", "Provisioning", "Running", "Degraded", "Suspended", "Failed"):
             PHASE.labels(namespace, name, phase).set(1 if phase == new_status["phase"] else 0)
+        PHASE_SINCE.labels(namespace, name).set_to_current_time()
     patch.status.update(new_status)
     State.last_success = time.monotonic()
 

@@ -42,8 +42,11 @@ DURATION = Histogram("cryptolake_operator_reconcile_seconds", "Reconcile duratio
 PHASE = Gauge("cryptolake_operator_phase", "1 for each pipeline's current phase.",
               ["namespace", "name", "phase"])  # fmt: skip
 # Time in the current phase = now - this (Prometheus: time() - the gauge).
-PHASE_SINCE = Gauge("cryptolake_operator_phase_since_timestamp_seconds",
-                    "When each pipeline entered its current phase.", ["namespace", "name"])  # fmt: skip
+PHASE_SINCE = Gauge(
+    "cryptolake_operator_phase_since_timestamp_seconds",
+    "When each pipeline entered its current phase.",
+    ["namespace", "name"],
+)
 
 
 class State:

@@ -203,17 +203,8 @@ def build_program(name: str) -> Path:
     env = {**os.environ, "CGO_ENABLED": "0"}
     started = time.monotonic()
     log.info("%s %s: listing packages (downloads modules on first use)…", name, version)
-    listed = subprocess.run(
-        [go, "list", "-mod=readonly", "-deps", program.package],
-        cwd=program.module_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if listed.returncode != 0:
-        raise BuildFailed(f"go list {program.package} failed:\n{listed.stderr.strip()}")
-    packages = set(listed.stdout.split())
+    listed = _go_output(go, program, env, "list", "-mod=readonly", "-deps", program.package)
+    packages = set(listed.split())
     log.info(
         "%s %s: building %d packages into %s (first run: minutes; Go caches the rest)…",
         name,
@@ -237,20 +228,22 @@ def build_program(name: str) -> Path:
     return target
 
 
+def _go_output(go: str, program: GoProgram, env: dict[str, str], *args: str) -> str:
+    """Standard output of ``go ARGS`` in the program's wrapper module; BuildFailed quoting
+    its standard error otherwise."""
+    done = subprocess.run(
+        [go, *args], cwd=program.module_dir, env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BuildFailed(f"go {' '.join(args)} failed:\n{done.stderr.strip()}")
+    return done.stdout
+
+
 def _published(go: str, program: GoProgram, version: str, env: dict[str, str]) -> datetime:
     """When ``version`` of the program's module was published (the proxy's .info ``Time``;
     the download is already in the module cache by then)."""
-    listed = subprocess.run(
-        [go, "mod", "download", "-json", f"{program.module}@{version}"],
-        cwd=program.module_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if listed.returncode != 0:
-        raise BuildFailed(f"go mod download {program.module}@{version} failed:\n{listed.stderr}")
-    info = json.loads(Path(json.loads(listed.stdout)["Info"]).read_text())
+    listed = _go_output(go, program, env, "mod", "download", "-json", f"{program.module}@{version}")
+    info = json.loads(Path(json.loads(listed)["Info"]).read_text())
     return datetime.fromisoformat(info["Time"])
 
 

@@ -15,13 +15,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cryptolake.stack.jars import ToolingMissing, resolved_jars_dir
-from cryptolake.stack.processes import terminate
+from cryptolake.stack.processes import Service, terminate
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def build_server_properties(config: KafkaBrokerConfig) -> str:
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
-class KafkaBroker:
+class KafkaBroker(Service):
     """Start with ``start()`` (formats storage on first use, waits until produce works),
     stop with ``stop()``; also a context manager."""
 
@@ -245,18 +244,6 @@ class KafkaBroker:
             return
         log.info("kafka: stopping broker on %s", self.bootstrap_servers)
         terminate(process, "kafka", timeout_s)
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

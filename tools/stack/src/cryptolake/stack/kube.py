@@ -27,11 +27,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from cryptolake.stack.binaries import installed_binary
 from cryptolake.stack.jars import ToolingMissing
-from cryptolake.stack.processes import terminate
+from cryptolake.stack.processes import Service, terminate
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +316,7 @@ class _Program:
             terminate(process, self.name, timeout_s)
 
 
-class ControlPlane:
+class ControlPlane(Service):
     """``start()`` runs etcd, kube-apiserver and kube-controller-manager and returns once each
     answers its health check; ``stop()`` ends them in reverse order. Also a context manager.
     """
@@ -440,18 +439,6 @@ class ControlPlane:
             log.info("kube: stopping the control plane on %s", self.server)
         for program in (self._controller_manager, self._apiserver, self._etcd):
             program.stop(timeout_s)
-
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _probe(url: str, context: ssl.SSLContext | None, healthy: Callable[[str], bool]) -> str | None:

@@ -14,7 +14,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import boto3
@@ -23,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from cryptolake.common.s3 import REGION
 from cryptolake.stack.binaries import installed_binary
-from cryptolake.stack.processes import terminate
+from cryptolake.stack.processes import Service, terminate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -73,7 +72,7 @@ def build_server_args(config: MinioServerConfig) -> list[str]:
     return [*args, str(config.data_dir / "data")]
 
 
-class MinioServer:
+class MinioServer(Service):
     """Start with ``start()`` (waits until /minio/health/ready answers), stop with ``stop()``;
     also a context manager."""
 
@@ -154,18 +153,6 @@ class MinioServer:
             return
         log.info("minio: stopping on %s", self.endpoint)
         terminate(process, "minio", timeout_s)
-
-    def __enter__(self) -> MinioServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def s3_client(endpoint: str, access_key: str, secret_key: str) -> S3Client:

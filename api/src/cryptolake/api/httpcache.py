@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptolake.api.observability import tag_request
-from cryptolake.api.security import key_matches
+from cryptolake.api.security import key_matches, presented_key
 from cryptolake.api.store import LakeStore
 
 CACHEABLE_PATHS = frozenset(
@@ -88,6 +88,11 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+def _text_header(scope: Scope, name: bytes) -> str | None:
+    value = _header(scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 class CachedResponses:
@@ -172,15 +177,11 @@ class CachedResponses:
         keys = self.api_keys()
         if not keys:
             return True
-        presented = _header(scope, b"x-api-key")
-        authorization = _header(scope, b"authorization") or b""
-        if presented is None and authorization[:7].lower() == b"bearer ":
-            presented = authorization[7:].strip()
-        if presented is None:
-            for name, value in parse_qsl(scope["query_string"].decode("latin-1")):
-                if name == "api_key":
-                    presented = value.encode("latin-1")
-        return presented is not None and key_matches(presented.decode("latin-1"), keys)
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("api_key")
+        presented = presented_key(
+            _text_header(scope, b"x-api-key"), _text_header(scope, b"authorization"), query
+        )
+        return presented is not None and key_matches(presented, keys)
 
 
 async def _send(send: Send, entry: CachedResponse, gzip_ok: bool) -> None:

@@ -87,15 +87,21 @@ class DeltaReader:
         newest = pa.compute.max(actions[name]).as_py()
         return newest if isinstance(newest, date) else date.fromisoformat(str(newest))
 
-    def files_by_recency(self, since: date, time_column: str) -> list[str]:
-        """Paths of the live files with partition ``trade_date ≥ since``, newest data first
-        (by each file's max ``time_column`` statistic)."""
-        actions = pl.from_arrow(pa.table(self.table.get_add_actions(flatten=True)))
-        assert isinstance(actions, pl.DataFrame)
-        if actions.is_empty():
-            return []
-        recent = actions.filter(pl.col("partition.trade_date").cast(pl.Date) >= since)
-        return recent.sort(f"max.{time_column}", descending=True, nulls_last=True)["path"].to_list()
+    def recent_files(self, days: int, time_column: str) -> tuple[date | None, list[str]]:
+        """The first date of the newest ``days`` trade_date partitions, and their live files
+        with the newest data first (by each file's max ``time_column`` statistic); one read of
+        the snapshot's file list."""
+        actions = _frame(pa.table(self.table.get_add_actions(flatten=True)))
+        if actions.is_empty() or "partition.trade_date" not in actions.columns:
+            return None, []
+        dates = actions["partition.trade_date"].cast(pl.Date)
+        newest = dates.max()
+        start = window_start(newest if isinstance(newest, date) else None, days)
+        if start is None:
+            return None, []
+        recent = actions.filter(dates >= start)
+        by_recency = recent.sort(f"max.{time_column}", descending=True, nulls_last=True)
+        return start, by_recency["path"].to_list()
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:

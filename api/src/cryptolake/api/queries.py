@@ -105,20 +105,21 @@ def _number(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Float64)
 
 
-def bars_json(bars: pl.DataFrame) -> bytes:
-    """Candles as a JSON array of objects (numbers for prices and volumes)."""
-    return (
-        bars.select(
-            *_time_fields("minute", "time"),
-            *(_number(name) for name in ("open", "high", "low", "close")),
-            *(_number(name) for name in ("volume", "quote_volume")),
-            _number("vwap"),
-            pl.col("trades"),
-            *(_number(name) for name in ("buy_volume", "sell_volume")),
-        )
-        .write_json()
-        .encode()
+def _bar_fields(bars: pl.DataFrame) -> pl.DataFrame:
+    """Candles in their JSON shape (numbers for prices and volumes)."""
+    return bars.select(
+        *_time_fields("minute", "time"),
+        *(_number(name) for name in ("open", "high", "low", "close")),
+        *(_number(name) for name in ("volume", "quote_volume")),
+        _number("vwap"),
+        pl.col("trades"),
+        *(_number(name) for name in ("buy_volume", "sell_volume")),
     )
+
+
+def bars_json(bars: pl.DataFrame) -> bytes:
+    """Candles as a JSON array of objects."""
+    return _bar_fields(bars).write_json().encode()
 
 
 def complete_windows(points: pl.DataFrame) -> pl.DataFrame:
@@ -300,15 +301,10 @@ def bar_events(bars: pl.DataFrame) -> dict[tuple[str, str], list[bytes]]:
     for (exchange, symbol), part in (
         bars.sort("minute").partition_by("exchange", "symbol", as_dict=True).items()
     ):
-        head = b'{"exchange":"' + str(exchange).encode() + b'","symbol":"' + str(symbol).encode()
-        rows = bars_json(part)
-        # rows is a JSON array of objects; split it into one event a bar.
-        for bar in _split_array(rows):
-            events.setdefault((str(exchange), str(symbol)), []).append(
-                b"event: candle\ndata: " + head + b'","bar":' + bar + b"}\n\n"
-            )
+        head = orjson.dumps({"exchange": exchange, "symbol": symbol})[:-1] + b',"bar":'
+        # One JSON object a line: one event a bar.
+        lines = _bar_fields(part).write_ndjson().encode().splitlines()
+        events[(str(exchange), str(symbol))] = [
+            b"event: candle\ndata: " + head + line + b"}\n\n" for line in lines
+        ]
     return events
-
-
-def _split_array(rows: bytes) -> list[bytes]:
-    return [orjson.dumps(item) for item in orjson.loads(rows)]

@@ -28,6 +28,16 @@ def key_matches(presented: str, keys: list[bytes]) -> bool:
     return matched
 
 
+def presented_key(header: str | None, authorization: str | None, query: str | None) -> str | None:
+    """The key a request sends: ``X-API-Key``, else ``Authorization: Bearer``, else
+    ``?api_key=`` (the routes' dependency and the response cache both ask this)."""
+    if header:
+        return header
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return query or None
+
+
 def is_exempt(path: str, exempt: list[str]) -> bool:
     return any(
         path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in exempt
@@ -42,11 +52,8 @@ async def require_api_key(
     keys: list[bytes] = request.app.state.api_keys
     if not keys or is_exempt(request.url.path, request.app.state.settings.auth_exempt_paths):
         return
-    presented = header_key or query_key
-    authorization = request.headers.get("authorization", "")
-    if presented is None and authorization.lower().startswith("bearer "):
-        presented = authorization[7:].strip()
-    if not presented:
+    presented = presented_key(header_key, request.headers.get("authorization"), query_key)
+    if presented is None:
         raise ApiError(
             401, "unauthorized", "an API key is required: send the X-API-Key header", "X-API-Key"
         )

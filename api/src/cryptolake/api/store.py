@@ -24,7 +24,6 @@ from cryptolake.api.lake import (
     PartitionFilter,
     StorageUnavailable,
     TableUnreadable,
-    window_start,
 )
 from cryptolake.api.settings import ApiSettings
 from cryptolake.common.tables import (
@@ -172,10 +171,9 @@ class LakeStore:
         version = reader.refresh()
         if version is None or version == self.versions[SILVER_TRADES]:
             return False
-        start = window_start(reader.newest_partition("trade_date"), 2)
+        start, paths = reader.recent_files(2, "event_time")
         if start is None:
             return False
-        paths = reader.files_by_recency(start, "event_time")
         if self.trades is None:
             unseen = paths[: self.settings.trades_bootstrap_files]
             self._seen_trade_files = set(paths)

@@ -127,6 +127,7 @@ def _bar_window(
 
 def _latest_or_range(
     load: Callable[[datetime], pl.DataFrame],
+    time_column: str,
     store: LakeStore,
     exchange: str,
     symbol: str,
@@ -144,8 +145,7 @@ def _latest_or_range(
     first = spans["first_time"].min() if len(spans) else None
     while True:
         rows = load(lo)
-        key = "minute" if "minute" in rows.columns else "window_start"
-        selected = queries.select_range(rows, key, start, end, limit)
+        selected = queries.select_range(rows, time_column, start, end, limit)
         exhausted = hi - lo >= max_span or (isinstance(first, datetime) and lo <= first)
         if start is not None or len(selected) >= limit or exhausted:
             return selected
@@ -191,6 +191,7 @@ async def candles(
     def render() -> bytes:
         bars = _latest_or_range(
             lambda lo_: queries.resample(_bars_1m(store, venue, symbol, lo_, hi), interval),
+            "minute",
             store, venue, symbol, (lo, hi), start_at, end_at, limit,
         )  # fmt: skip
         fields = {"exchange": venue, "symbol": symbol, "interval": interval}
@@ -224,7 +225,9 @@ async def sma(
         return queries.complete_windows(rows)
 
     def render() -> bytes:
-        selected = _latest_or_range(load, store, venue, symbol, (lo, hi), start_at, end_at, limit)
+        selected = _latest_or_range(
+            load, "window_start", store, venue, symbol, (lo, hi), start_at, end_at, limit
+        )
         fields = {"exchange": venue, "symbol": symbol, "window": window}
         return _envelope(fields, "points", queries.sma_json(selected))
 

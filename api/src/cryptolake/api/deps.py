@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from opentelemetry.trace import Tracer
 
-from cryptolake.api.settings import ApiSettings
 from cryptolake.api.store import LakeStore
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}-[A-Za-z0-9]{1,20}$"
@@ -19,18 +18,12 @@ async def get_store(request: Request) -> LakeStore:
     return store
 
 
-async def get_settings(request: Request) -> ApiSettings:
-    settings: ApiSettings = request.app.state.settings
-    return settings
-
-
 async def get_tracer(request: Request) -> Tracer:
     tracer: Tracer = request.app.state.tracer
     return tracer
 
 
 StoreDep = Annotated[LakeStore, Depends(get_store)]
-SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 TracerDep = Annotated[Tracer, Depends(get_tracer)]
 SymbolQuery = Annotated[
     str, Query(pattern=SYMBOL_PATTERN, description="Canonical BASE-QUOTE, e.g. BTC-USDT")

@@ -21,7 +21,6 @@ FIELD_MANAGER: Final = "cryptolake-operator"
 
 class Cluster:
     def __init__(self, api_client: client.ApiClient) -> None:
-        self.api_client = api_client
         self.dynamic = DynamicClient(api_client)
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)

@@ -123,6 +123,27 @@ def kubernetes_ldflags(version: str, published: datetime) -> list[str]:
     ]
 
 
+def helm_ldflags(version: str, _published: datetime | None = None) -> list[str]:
+    """The stamps of Helm's Makefile: its own version, and the Kubernetes version that
+    ``helm template`` and ``helm lint`` assume without a cluster (one minor above client-go's
+    v0.MINOR, as upstream derives it). Without them Helm reports ``main`` and assumes 1.20."""
+    client_go = module_version((GO_DIR / "helm" / "go.mod").read_text(), "k8s.io/client-go")
+    match = re.fullmatch(r"v0\.(\d+)\.\d+", client_go)
+    if match is None:
+        raise ValueError(f"k8s.io/client-go {client_go!r} is not a v0.MINOR.PATCH release")
+    kube_minor = match.group(1)
+    stamps = {
+        "helm.sh/helm/v3/internal/version.version": version,
+        "helm.sh/helm/v3/internal/version.gitTreeState": "clean",
+        **{
+            f"helm.sh/helm/v3/pkg/{package}.k8sVersion{part}": value
+            for package in ("chartutil", "lint/rules")
+            for part, value in (("Major", "1"), ("Minor", kube_minor))
+        },
+    }
+    return ["-s", "-w", *(f"-X {key}={value}" for key, value in stamps.items())]
+
+
 GO_PROGRAMS: dict[str, GoProgram] = {
     "minio": GoProgram(
         name="minio",
@@ -145,8 +166,14 @@ GO_PROGRAMS: dict[str, GoProgram] = {
             ldflags=kubernetes_ldflags,
             folder="kubernetes",
         )
-        for name in ("kube-apiserver", "kube-controller-manager")
+        for name in ("kube-apiserver", "kube-controller-manager", "kubectl")
     },
+    "helm": GoProgram(
+        name="helm",
+        module="helm.sh/helm/v3",
+        package="helm.sh/helm/v3/cmd/helm",
+        ldflags=helm_ldflags,
+    ),
 }
 
 
@@ -226,6 +253,17 @@ def build_program(name: str) -> Path:
     staging.replace(target)
     log.info("%s %s: built in %.0f s", name, version, time.monotonic() - started)
     return target
+
+
+def link_program(binary: Path, link: Path) -> None:
+    """Point ``link`` at ``binary`` (replacing an older link: a version bump moves it)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and link.readlink() == binary:
+        return
+    staging = link.with_name(f".{link.name}.link")
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(binary)
+    staging.replace(link)
 
 
 def _go_output(go: str, program: GoProgram, env: dict[str, str], *args: str) -> str:

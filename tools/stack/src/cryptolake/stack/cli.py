@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cryptolake.stack.backfill import BackfillFailed, run_backfill
-from cryptolake.stack.binaries import GO_PROGRAMS, BuildFailed, build_program
+from cryptolake.stack.binaries import GO_PROGRAMS, BuildFailed, build_program, link_program
 from cryptolake.stack.jars import ToolingMissing, resolve_jars
 from cryptolake.stack.kafka import BrokerFailed, KafkaBroker, KafkaBrokerConfig
 from cryptolake.stack.kube import ControlPlane, ControlPlaneConfig, ControlPlaneFailed
@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(GO_PROGRAMS),
         metavar="NAME",
         help=f"programs (default: all of {', '.join(GO_PROGRAMS)})",
+    )
+    build.add_argument(
+        "--link",
+        type=Path,
+        metavar="DIR",
+        help="also symlink DIR/<name> to each built program (make setup: .venv/bin, so "
+        ".venv/bin/helm and .venv/bin/kubectl work)",
     )
     kafka = commands.add_parser("kafka", help="run only the Kafka broker in the foreground")
     kafka.add_argument("--data-dir", type=Path, default=Path(".local/kafka"))
@@ -160,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "build":
             for name in args.names:
-                build_program(name)
+                built = build_program(name)
+                if args.link is not None:
+                    link_program(built, args.link / name)
             return 0
         if args.command == "kafka":
             return _run_kafka(args)

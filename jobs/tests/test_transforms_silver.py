@@ -114,3 +114,18 @@ def test_duplicates_are_dropped_on_exchange_symbol_and_trade_id(spark):
     silver = deduplicate(valid_trades(parse_trades(bronze_rows(spark, values))), "10 minutes")
     keys = sorted((r.exchange, r.trade_id) for r in silver.collect())
     assert keys == [("binance", "1001"), ("binance", "1002"), ("kraken", "1001")]
+
+
+def test_kafka_offsets_behind_takes_the_largest_kafka_source_figure() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from cryptolake.jobs.metrics import kafka_offsets_behind  # noqa: PLC0415
+
+    kafka = SimpleNamespace(
+        metrics={"maxOffsetsBehindLatest": "42", "avgOffsetsBehindLatest": "7.5"}
+    )
+    other = SimpleNamespace(metrics={"maxOffsetsBehindLatest": "3"})
+    delta = SimpleNamespace(metrics={})
+    assert kafka_offsets_behind([kafka, other, delta]) == 42
+    assert kafka_offsets_behind([delta]) is None
+    assert kafka_offsets_behind([]) is None

@@ -25,6 +25,7 @@ from cryptolake.api.app import create_app
 from cryptolake.api.settings import ApiSettings
 from cryptolake.common.s3 import s3a_spark_conf
 from cryptolake.jobs.cli import start_streams
+from cryptolake.jobs.metrics import JobMetrics, ProgressListener
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.producer.app import run_until
 from cryptolake.producer.kafka_sink import ensure_topics
@@ -103,9 +104,19 @@ def lake_settings(feed: Feed, minio_server, bucket: str, prefix: str, **extra) -
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class CleanRun:
+    settings: JobSettings
+    metrics: JobMetrics  # what the jobs' Prometheus endpoint served during the run
+
+
 @pytest.fixture(scope="module")
-def clean_run(spark, feed, minio_server, lake_bucket) -> JobSettings:
-    """Bronze, then Silver, then Gold, each to the end of its input, in the test session."""
+def clean_metered_run(spark, feed, minio_server, lake_bucket) -> CleanRun:
+    """Bronze, then Silver, then Gold, each to the end of its input, in the test session,
+    with the jobs' progress listener counting into a metrics registry."""
+    metrics = JobMetrics()
+    listener = ProgressListener(metrics)
+    spark.streams.addListener(listener)
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     conf = s3a_spark_conf(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
     for key, value in conf.items():
@@ -114,7 +125,14 @@ def clean_run(spark, feed, minio_server, lake_bucket) -> JobSettings:
     for layer in ("bronze", "silver", "gold"):
         for query in start_streams(spark, settings, layer, available_now=True):
             query.awaitTermination()
-    return settings
+    time.sleep(1)  # the listener bus delivers the last progress events asynchronously
+    spark.streams.removeListener(listener)
+    return CleanRun(settings, metrics)
+
+
+@pytest.fixture(scope="module")
+def clean_run(clean_metered_run: CleanRun) -> JobSettings:
+    return clean_metered_run.settings
 
 
 def read(spark, settings: JobSettings, table: str):
@@ -180,6 +198,23 @@ def test_silver_holds_each_trade_once_and_the_counts_reconcile(spark, feed, clea
     bronze = read(spark, clean_run, "bronze/trades").count()
     assert bronze == TRADES + feed.bad_values
     assert bronze == silver.count() + quarantine.count() + duplicates
+
+
+def test_the_metrics_count_the_run(feed, clean_metered_run):
+    """What Grafana's pipeline-health dashboard shows: rows per query, rule counts, Kafka lag."""
+    registry = clean_metered_run.metrics.registry
+
+    def value(name: str, **labels: str) -> float:
+        found = registry.get_sample_value(name, labels)
+        assert found is not None, (name, labels)
+        return found
+
+    assert value("cryptolake_jobs_input_rows_total", query="bronze") == TRADES + feed.bad_values
+    for reason in BAD_VALUES.values():
+        assert value("cryptolake_jobs_silver_rule_rows_total", rule=reason) == 1, reason
+    assert value("cryptolake_jobs_batches_total", query="gold") >= 1
+    # Bronze read the topic to its end: nothing behind.
+    assert value("cryptolake_jobs_kafka_offsets_behind", query="bronze") == 0
 
 
 def test_derived_gold_tables_follow_the_candles(spark, clean_run):

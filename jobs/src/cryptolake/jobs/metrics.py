@@ -34,6 +34,9 @@ class JobMetrics:
         self.late_rows = Counter("cryptolake_jobs_gold_late_rows",
                                  "Trades older than the gold watermark, sent to quarantine",
                                  registry=self.registry)  # fmt: skip
+        self.offsets_behind = Gauge("cryptolake_jobs_kafka_offsets_behind",
+                                    "Kafka records not yet read by the query (max over partitions)",
+                                    ["query"], registry=self.registry)  # fmt: skip
         self.last_batch = Gauge("cryptolake_jobs_last_batch_timestamp_seconds",
                                 "When the query last finished a batch", ["query"],
                                 registry=self.registry)  # fmt: skip
@@ -49,6 +52,17 @@ class _QueryTally:
     batches: int = 0
     rows: int = 0
     seconds: float = 0.0
+
+
+def kafka_offsets_behind(sources: Any) -> int | None:
+    """The largest ``maxOffsetsBehindLatest`` that the query's Kafka sources report (Spark's
+    Kafka source puts it in each SourceProgress's metrics); None for a query without one."""
+    behind = [
+        int(float(source.metrics["maxOffsetsBehindLatest"]))
+        for source in sources
+        if (source.metrics or {}).get("maxOffsetsBehindLatest") not in (None, "")
+    ]
+    return max(behind) if behind else None
 
 
 class ProgressListener(StreamingQueryListener):
@@ -73,6 +87,9 @@ class ProgressListener(StreamingQueryListener):
         self.metrics.input_rows.labels(name).inc(rows)
         self.metrics.batch_seconds.labels(name).observe(seconds)
         self.metrics.last_batch.labels(name).set(time.time())
+        behind = kafka_offsets_behind(progress.sources)
+        if behind is not None:
+            self.metrics.offsets_behind.labels(name).set(behind)
         observed = progress.observedMetrics.get(SILVER_RULES_METRIC)
         if observed is not None:
             for rule, count in observed.asDict().items():

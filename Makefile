@@ -13,7 +13,8 @@ FILES ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-freshness \
-	bench-api bench-operator kube replay backfill monitor maintenance api kafka minio clean distclean
+	bench-api bench-operator kube replay backfill monitor maintenance api kafka minio clean distclean \
+	crd crd-upgrade chart-lint dashboards
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -79,6 +80,21 @@ kafka: setup ## only the Kafka broker, in the foreground (127.0.0.1:9092)
 
 minio: setup ## only MinIO (S3), in the foreground (127.0.0.1:9000, data in .local/minio)
 	@$(BIN)/cryptolake-stack minio
+
+crd: setup ## regenerate the CRD from the operator's models into k8s/crd/ and the chart's crds/
+	@$(BIN)/cryptolake-operator crd > k8s/crd/cryptopipelines.cryptolake.io.yaml
+	@cp k8s/crd/cryptopipelines.cryptolake.io.yaml charts/cryptolake/crds/
+	@echo "wrote k8s/crd/cryptopipelines.cryptolake.io.yaml and charts/cryptolake/crds/"
+
+crd-upgrade: setup ## apply the chart's CRDs to $$KUBECONFIG's cluster (Helm never upgrades crds/): before helm upgrade
+	@$(BIN)/kubectl apply --server-side --force-conflicts -f charts/cryptolake/crds/
+
+chart-lint: setup ## helm lint --strict the chart with each charts/cryptolake/ci/*-values.yaml
+	@for values in charts/cryptolake/ci/*-values.yaml; do \
+	  $(BIN)/helm lint --strict charts/cryptolake --values $$values | grep -v '^$$' || exit 1; done
+
+dashboards: setup ## regenerate the Grafana dashboards' JSON (charts/cryptolake/dashboards/generate.py)
+	@$(BIN)/python charts/cryptolake/dashboards/generate.py
 
 clean: ## remove local state (.local: broker and MinIO data) and test caches
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache .hypothesis artifacts

@@ -14,7 +14,14 @@ from cryptolake.stack.helm import CHART_DIR, REPO_DIR, render
 KIND = yaml.safe_load((REPO_DIR / "kind-config.yaml").read_text())
 SKAFFOLD = yaml.safe_load((REPO_DIR / "skaffold.yaml").read_text())
 KIND_VALUES = CHART_DIR / "ci" / "kind-values.yaml"
-COMPONENTS = ("operator", "producer", "jobs", "api")
+COMPONENTS = ("operator", "producer", "jobs", "api", "minio")
+DOCKERFILES = {
+    "operator": "operator/Dockerfile",
+    "producer": "producer/Dockerfile",
+    "jobs": "jobs/Dockerfile",
+    "api": "api/Dockerfile",
+    "minio": "tools/images/minio/Dockerfile",
+}
 
 
 def _node_ports(docs: list[dict[str, Any]]) -> set[int]:
@@ -51,17 +58,19 @@ def test_every_component_image_has_an_artifact_whose_files_exist() -> None:
         context = REPO_DIR / artifact["context"]
         dockerfile = context / artifact["docker"]["dockerfile"]
         assert context.is_dir() and dockerfile.is_file(), artifact
+        component = artifact["image"].rsplit("/", 1)[1]
+        assert dockerfile == REPO_DIR / DOCKERFILES[component]
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_dockerfiles_are_multi_stage_non_root_with_a_base_argument(component: str) -> None:
-    text = (REPO_DIR / component / "Dockerfile").read_text()
+    text = (REPO_DIR / DOCKERFILES[component]).read_text()
     assert re.search(r"^ARG BASE_IMAGE=\S+", text, re.MULTILINE)
     stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
     assert len(stages) >= 2 and stages[-1] == "${BASE_IMAGE}"
     assert re.search(r"^USER 10001", text, re.MULTILINE), "runs as the chart's non-root uid"
     for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE):
-        assert (REPO_DIR / source).exists(), f"{component}/Dockerfile copies missing {source}"
+        assert (REPO_DIR / source).exists(), f"{DOCKERFILES[component]} copies missing {source}"
 
 
 def test_the_helm_release_points_at_the_chart_and_its_values() -> None:

@@ -11,7 +11,8 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 started=$(date +%s)
 
 # System packages: a JDK 17 for Kafka and Spark, Maven to resolve jars, npm for the dashboard's
-# chart library, Chromium for the dashboard's browser test, wrk for the API benchmark.
+# chart library, Chromium for the dashboard's browser test, wrk for the API benchmark, and the
+# cluster's node parts.
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
@@ -19,6 +20,15 @@ command -v "$PYTHON" >/dev/null || missing+=(python3.11 python3.11-venv)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
+# The local Kubernetes cluster (make cluster-up) and its images (make images): a container
+# runtime, CNI plugins, iptables for kube-proxy, buildah and debootstrap to build images.
+command -v containerd >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v conntrack >/dev/null || missing+=(conntrack)
+command -v buildah >/dev/null || missing+=(buildah)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" != 0 ]; then echo "run as root or install: ${missing[*]}" >&2; exit 1; fi
@@ -49,7 +59,7 @@ step "jars from Maven Central (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
   export PATH="$PATH:/usr/local/go/bin"
 fi
-step "MinIO, etcd, kube-apiserver, kube-controller-manager, kubectl, Helm from their Go modules (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin, linked into .venv/bin)"
+step "MinIO, etcd, Kubernetes (control plane, node, kubectl), CoreDNS, Helm from their Go modules (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin, linked into .venv/bin)"
 .venv/bin/cryptolake-stack build --link .venv/bin
 
 echo "setup done in $(( $(date +%s) - started )) s"

@@ -166,8 +166,22 @@ GO_PROGRAMS: dict[str, GoProgram] = {
             ldflags=kubernetes_ldflags,
             folder="kubernetes",
         )
-        for name in ("kube-apiserver", "kube-controller-manager", "kubectl")
+        for name in (
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kubectl",
+            "kube-scheduler",
+            "kubelet",
+            "kube-proxy",
+        )
     },
+    "coredns": GoProgram(
+        name="coredns",
+        module="github.com/coredns/coredns",
+        # The binary is the module's root package (coredns.go).
+        package="github.com/coredns/coredns",
+        ldflags=lambda version, _published: ["-s", "-w"],
+    ),
     "helm": GoProgram(
         name="helm",
         module="helm.sh/helm/v3",

@@ -228,7 +228,7 @@ def build_controller_manager_args(
     ]
 
 
-def _openssl(*args: str) -> None:
+def run_openssl(*args: str) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
         raise ToolingMissing("openssl is not on PATH (Debian: apt-get install openssl)")
@@ -251,7 +251,7 @@ def load_or_make_credentials(files: ControlPlaneFiles, host: str) -> Tokens:
 def make_credentials(files: ControlPlaneFiles, host: str, tokens: Tokens) -> None:
     """A CA, the API server's certificate from it, the service-account key pair, the tokens."""
     files.pki.mkdir(parents=True, exist_ok=True)
-    _openssl(
+    run_openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
         "-subj", "/CN=cryptolake-kube-ca",
         "-addext", "basicConstraints=critical,CA:TRUE",
@@ -267,7 +267,7 @@ def make_credentials(files: ControlPlaneFiles, host: str, tokens: Tokens) -> Non
         "DNS:kubernetes.default.svc",
         "DNS:kubernetes.default.svc.cluster.local",
     ]
-    _openssl(
+    run_openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
         "-CA", str(files.ca_cert), "-CAkey", str(files.ca_key),
         "-subj", "/CN=kube-apiserver",
@@ -275,8 +275,8 @@ def make_credentials(files: ControlPlaneFiles, host: str, tokens: Tokens) -> Non
         "-addext", "extendedKeyUsage=serverAuth",
         "-keyout", str(files.serving_key), "-out", str(files.serving_cert),
     )  # fmt: skip
-    _openssl("genrsa", "-out", str(files.sa_key), "2048")
-    _openssl("rsa", "-in", str(files.sa_key), "-pubout", "-out", str(files.sa_pub))
+    run_openssl("genrsa", "-out", str(files.sa_key), "2048")
+    run_openssl("rsa", "-in", str(files.sa_key), "-pubout", "-out", str(files.sa_pub))
     files.token_file.write_text(build_token_file(tokens))
     for secret in (files.ca_key, files.serving_key, files.sa_key, files.token_file):
         secret.chmod(0o600)
@@ -394,10 +394,10 @@ class ControlPlane(Service):
 
     def _etcd_healthy(self) -> str | None:
         url = f"http://{self.config.host}:{self.config.etcd_client_port}/health"
-        return _probe(url, None, lambda body: '"health":"true"' in body)
+        return probe_url(url, None, lambda body: '"health":"true"' in body)
 
     def _apiserver_ready(self) -> str | None:
-        return _probe(f"{self.server}/readyz", self._https_context(), lambda body: body == "ok")
+        return probe_url(f"{self.server}/readyz", self._https_context(), lambda body: body == "ok")
 
     def _controller_manager_healthy(self) -> str | None:
         # Its serving certificate is self-signed (--cert-dir): reachability is all we check.
@@ -405,7 +405,7 @@ class ControlPlane(Service):
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
         url = f"https://{self.config.host}:{self.config.controller_manager_port}/healthz"
-        return _probe(url, insecure, lambda body: body == "ok")
+        return probe_url(url, insecure, lambda body: body == "ok")
 
     def _wait(self, program: _Program, probe: Callable[[], str | None], deadline: float) -> None:
         """Until ``probe`` returns None (healthy); its last complaint and the log tail if not."""
@@ -441,7 +441,9 @@ class ControlPlane(Service):
             program.stop(timeout_s)
 
 
-def _probe(url: str, context: ssl.SSLContext | None, healthy: Callable[[str], bool]) -> str | None:
+def probe_url(
+    url: str, context: ssl.SSLContext | None, healthy: Callable[[str], bool]
+) -> str | None:
     """None when ``url`` answers 200 with a healthy body, else what was wrong."""
     try:
         with urllib.request.urlopen(url, timeout=2, context=context) as response:

@@ -207,15 +207,6 @@ def test_monitors_render_only_where_the_prometheus_operator_is() -> None:
     assert {e["port"] for e in pods["spec"]["podMetricsEndpoints"]} == {"http", "metrics"}
 
 
-def test_notes_say_what_to_do_next(helm: Tool) -> None:
-    done = helm.run("install", "cryptolake", str(CHART), "--dry-run=client", "-n", "lake")
-    notes = done.stdout.split("NOTES:", 1)[1]
-    assert "kubectl -n lake apply -f" in notes and "k8s/samples/minimal.yaml" in notes
-    assert "kubectl -n lake wait --for=condition=Ready cpl/minimal" in notes
-    assert "port-forward svc/minimal-api 8000:8000" in notes
-    assert "make crd-upgrade" in notes
-
-
 # --- values.schema.json ------------------------------------------------------------------------
 
 
@@ -279,6 +270,7 @@ def test_invalid_values_fail_naming_the_key(helm: Tool, value: str, named: str) 
 
 def test_a_missing_required_pipeline_spec_is_rejected(helm: Tool, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
-    values.write_text("pipeline:\n  enabled: true\n  spec: {}\n")
+    # null deletes a default key in Helm's merge: the spec without its sources.
+    values.write_text("pipeline:\n  enabled: true\n  spec:\n    sources: null\n")
     done = helm.run("template", "x", str(CHART), "--values", str(values), check=False)
     assert done.returncode != 0 and "/pipeline/spec" in done.stderr, done.stderr

@@ -26,6 +26,8 @@ LAYERS: Final = ("bronze", "silver", "gold")
 KAFKA_PORT, CONTROLLER_PORT, REDPANDA_RPC_PORT, REDPANDA_ADMIN_PORT = 9092, 9093, 33145, 9644
 MINIO_PORT, API_PORT, PRODUCER_METRICS_PORT, JOBS_METRICS_PORT = 9000, 8000, 9400, 9401
 SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT = 7078, 7079
+# Also for `:latest` tags: images loaded into a node (kind load, make images) are used as they are.
+PULL_POLICY: Final = "IfNotPresent"
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ def _container(
     return {
         "name": name,
         "image": image,
+        "imagePullPolicy": PULL_POLICY,
         "args": args,
         "envFrom": [{"configMapRef": {"name": pipeline.child("config")}}],
         "env": _s3_env(pipeline) + extra.pop("env", []),
@@ -308,6 +311,7 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
     container = {
         "name": "broker",
         "image": image,
+        "imagePullPolicy": PULL_POLICY,
         "command": ["bash", "-c", script],
         "env": [pod_name, *env],
         "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
@@ -384,6 +388,7 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
     container = {
         "name": "minio",
         "image": pipeline.images.minio,
+        "imagePullPolicy": PULL_POLICY,
         "args": ["server", "/data", "--address", f":{MINIO_PORT}"],
         "env": [
             {
@@ -490,7 +495,7 @@ def build_spark_driver(pipeline: Pipeline, layer: str) -> list[Manifest]:
         "driver", processing.image or pipeline.images.jobs, [layer], pipeline, JOBS_METRICS_PORT,
         env=spark_settings(pipeline, layer),
         resources={
-            "requests": {"cpu": str(processing.driver.cores),
+            "requests": {"cpu": processing.driver.cpu or str(processing.driver.cores),
                          "memory": processing.driver.memory.upper() + "i"},
         },
     )  # fmt: skip

@@ -181,7 +181,13 @@ class Layers(CrdModel):
 
 
 class Driver(CrdModel):
-    cores: int = Field(default=1, ge=1, le=32)
+    cores: int = Field(default=1, ge=1, le=32, description="Spark driver cores (local[N]).")
+    cpu: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?m?$",
+        description="CPU request of the driver pod (default: cores); less than the cores lets "
+        "small nodes run all three layers.",
+    )
     memory: str = Field(default="2g", pattern=SPARK_MEMORY, description="Spark memory, e.g. 2g.")
 
 

@@ -9,7 +9,7 @@ import sys
 from cryptolake.operator.crd import crd_yaml
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptolake-operator",
         description="Reconcile CryptoPipeline resources (cryptolake.io/v1alpha1) into a broker, "
@@ -26,9 +26,28 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint to serve"
     )
-    run.add_argument("--standalone", action="store_true", help="no peering (one replica, or tests)")
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--standalone", action="store_true", help="no peering (one replica, or tests)"
+    )
+    peering.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="kopf peering object (ClusterKopfPeering, or KopfPeering per watched namespace) "
+        "shared by the operator's replicas: one of them handles resources at a time",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["plain", "full", "json"],
+        default="plain",
+        help="kopf's log format (json for log collectors)",
+    )
     commands.add_parser("crd", help="print the CustomResourceDefinition YAML (k8s/crd/)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "crd":
         sys.stdout.write(crd_yaml())
         return 0

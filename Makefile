@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-freshness \
 	bench-api bench-operator kube replay backfill monitor maintenance api kafka minio clean distclean \
-	crd crd-upgrade chart-lint dashboards
+	crd crd-upgrade chart-lint dashboards images cluster-up cluster-down cluster-status test-e2e
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -80,6 +80,21 @@ kafka: setup ## only the Kafka broker, in the foreground (127.0.0.1:9092)
 
 minio: setup ## only MinIO (S3), in the foreground (127.0.0.1:9000, data in .local/minio)
 	@$(BIN)/cryptolake-stack minio
+
+images: setup ## build every image offline (debootstrap base + buildah) into OCI archives in the cache; imported when the cluster runs
+	@$(BIN)/cryptolake-stack images
+
+cluster-up: setup ## a real single-node Kubernetes in the `cryptolake` netns, images built and imported; prints KUBECONFIG
+	@$(BIN)/cryptolake-stack cluster up --images
+
+cluster-down: ## stop the local cluster and every pod (state kept for a fast cluster-up)
+	@$(BIN)/cryptolake-stack cluster down
+
+cluster-status: ## what of the local cluster runs (exit 1 when not up)
+	@$(BIN)/cryptolake-stack cluster status
+
+test-e2e: setup ## only the e2e tier: chart + operator + the whole pipeline on the local cluster (--keep-cluster via PYTEST_ARGS)
+	@$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 crd: setup ## regenerate the CRD from the operator's models into k8s/crd/ and the chart's crds/
 	@$(BIN)/cryptolake-operator crd > k8s/crd/cryptopipelines.cryptolake.io.yaml

@@ -129,3 +129,34 @@ def test_kafka_offsets_behind_takes_the_largest_kafka_source_figure() -> None:
     assert kafka_offsets_behind([kafka, other, delta]) == 42
     assert kafka_offsets_behind([delta]) is None
     assert kafka_offsets_behind([]) is None
+
+
+def test_a_table_created_by_another_job_meanwhile_is_retried_not_fatal(monkeypatch) -> None:
+    from pyspark.errors import AnalysisException  # noqa: PLC0415
+
+    from cryptolake.jobs import streams  # noqa: PLC0415
+
+    class Raced(AnalysisException):
+        def __init__(self, condition: str) -> None:
+            Exception.__init__(self, condition)
+            self.condition = condition
+
+        def getCondition(self) -> str:  # noqa: N802 (PySpark's name)
+            return self.condition
+
+    monkeypatch.setattr(streams.time, "sleep", lambda _: None)
+    calls: list[int] = []
+
+    def create() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise Raced("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION")
+
+    streams._create_racing_other_jobs(create, "silver/quarantine")
+    assert len(calls) == 3
+
+    def broken() -> None:
+        raise Raced("DELTA_SOMETHING_ELSE")
+
+    with pytest.raises(AnalysisException):
+        streams._create_racing_other_jobs(broken, "silver/quarantine")

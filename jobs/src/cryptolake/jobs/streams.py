@@ -25,6 +25,7 @@ from delta.exceptions import (
     MetadataChangedException,
 )
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -88,7 +89,33 @@ def ensure_tables(spark: SparkSession, settings: JobSettings, names: list[str]) 
     for name in names:
         builder = DeltaTable.createIfNotExists(spark).location(settings.table_path(name))
         builder = builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name])
-        builder.execute()
+        _create_racing_other_jobs(builder.execute, name)
+
+
+# Another job creating the same table at the same moment (silver and gold both write
+# silver/quarantine): its first files are there before its log is.
+_CREATE_RACE = ("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",)
+
+
+def _create_racing_other_jobs(create: Callable[[], Any], name: str, attempts: int = 5) -> None:
+    """``createIfNotExists`` again after a moment when another writer was creating the table:
+    by then it is a Delta table and the call does nothing."""
+    for attempt in range(1, attempts + 1):
+        try:
+            create()
+            return
+        except CONCURRENT_COMMIT as exc:
+            problem = type(exc).__name__
+        except AnalysisException as exc:
+            condition = exc.getCondition() or ""
+            if condition not in _CREATE_RACE:
+                raise
+            problem = condition
+        if attempt == attempts:
+            raise RuntimeError(f"{name}: still {problem} after {attempts} attempts")
+        log.warning("%s: created concurrently by another job (%s), retry %d", name, problem,
+                    attempt)  # fmt: skip
+        time.sleep(1.0 * attempt)
 
 
 def kafka_stream(spark: SparkSession, settings: JobSettings) -> DataFrame:

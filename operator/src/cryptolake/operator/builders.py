@@ -26,6 +26,8 @@ LAYERS: Final = ("bronze", "silver", "gold")
 KAFKA_PORT, CONTROLLER_PORT, REDPANDA_RPC_PORT, REDPANDA_ADMIN_PORT = 9092, 9093, 33145, 9644
 MINIO_PORT, API_PORT, PRODUCER_METRICS_PORT, JOBS_METRICS_PORT = 9000, 8000, 9400, 9401
 SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT = 7078, 7079
+# Probes answer in microseconds, but a node busy starting JVMs may delay them for seconds.
+PROBE_TIMING: Final = {"timeoutSeconds": 5}
 # Also for `:latest` tags: images loaded into a node (kind load, make images) are used as they are.
 PULL_POLICY: Final = "IfNotPresent"
 
@@ -315,7 +317,7 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
         "command": ["bash", "-c", script],
         "env": [pod_name, *env],
         "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
-        "readinessProbe": {**probe, "periodSeconds": 5},
+        "readinessProbe": {**probe, **PROBE_TIMING, "periodSeconds": 5},
         "resources": {
             "requests": {"cpu": broker.resources.cpu, "memory": broker.resources.memory},
             "limits": {"memory": broker.resources.memory},
@@ -401,7 +403,10 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
             },
         ],
         "ports": [{"name": "s3", "containerPort": MINIO_PORT}],
-        "readinessProbe": {"httpGet": {"path": "/minio/health/ready", "port": MINIO_PORT}},
+        "readinessProbe": {
+            "httpGet": {"path": "/minio/health/ready", "port": MINIO_PORT},
+            **PROBE_TIMING,
+        },
         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
     }
     return {
@@ -446,7 +451,10 @@ def build_producer_deployment(pipeline: Pipeline) -> Manifest:
     container = _container(
         "producer", pipeline.images.producer, [], pipeline, PRODUCER_METRICS_PORT,
         env=producer_env(pipeline),
-        readinessProbe={"httpGet": {"path": "/healthz", "port": PRODUCER_METRICS_PORT}},
+        readinessProbe={
+            "httpGet": {"path": "/healthz", "port": PRODUCER_METRICS_PORT},
+            **PROBE_TIMING,
+        },
     )  # fmt: skip
     return _deployment(pipeline, "producer", 1, {"containers": [container]})
 
@@ -586,8 +594,16 @@ def build_api(pipeline: Pipeline) -> list[Manifest]:
         volumes.append({"name": "api-keys", "secret": {"secretName": api.auth_secret}})
     container = _container(
         "api", api.image or pipeline.images.api, [], pipeline, API_PORT, env=env,
-        readinessProbe={"httpGet": {"path": "/readyz", "port": API_PORT}, "periodSeconds": 5},
-        livenessProbe={"httpGet": {"path": "/healthz", "port": API_PORT}, "periodSeconds": 10},
+        readinessProbe={
+            "httpGet": {"path": "/readyz", "port": API_PORT}, **PROBE_TIMING, "periodSeconds": 5
+        },
+        # A slow answer while the node is busy (Spark starting) is no reason for a restart.
+        livenessProbe={
+            "httpGet": {"path": "/healthz", "port": API_PORT},
+            **PROBE_TIMING,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
         volumeMounts=mounts,
     )  # fmt: skip
     deployment = _deployment(

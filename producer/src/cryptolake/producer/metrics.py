@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -86,13 +88,21 @@ class ProducerMetrics:
         return generate_latest(self.registry)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A probe or scraper that gave up (timeout) before the answer: nothing to report.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class MetricsServer:
     """``/metrics`` (Prometheus text) and ``/healthz`` on a daemon thread."""
 
     def __init__(self, metrics: ProducerMetrics, port: int, host: str = "0.0.0.0") -> None:
         self.metrics = metrics
         handler = self._handler_class()
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _QuietServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)

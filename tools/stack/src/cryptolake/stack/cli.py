@@ -4,6 +4,7 @@ Kubernetes control plane, run the local stack."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from cryptolake.stack.backfill import BackfillFailed, run_backfill
 from cryptolake.stack.binaries import GO_PROGRAMS, BuildFailed, build_program, link_program
+from cryptolake.stack.cluster import Cluster, ClusterFailed, cluster_images
 from cryptolake.stack.jars import ToolingMissing, resolve_jars
 from cryptolake.stack.kafka import BrokerFailed, KafkaBroker, KafkaBrokerConfig
 from cryptolake.stack.kube import ControlPlane, ControlPlaneConfig, ControlPlaneFailed
@@ -83,6 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     kube.add_argument("--etcd-port", type=int, default=2379, help="etcd's client port")
     kube.add_argument("--etcd-peer-port", type=int, default=2380)
     kube.add_argument("--controller-manager-port", type=int, default=10257)
+    images = commands.add_parser(
+        "images",
+        help="build the project's images offline (debootstrap base, buildah) into OCI archives "
+        "in the cache, incrementally; with a running local cluster, import them",
+    )
+    images.add_argument("names", nargs="*", metavar="NAME", help="images (default: all)")
+    cluster = commands.add_parser(
+        "cluster",
+        help="a real single-node Kubernetes cluster in the `cryptolake` network namespace "
+        "(root; state in $CRYPTOLAKE_CLUSTER_DIR, default /var/lib/cryptolake/cluster)",
+    )
+    cluster.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="up: start what is not running, import the images, wait for the node and DNS; "
+        "down: stop everything, pods included (data kept); status: what runs",
+    )
+    cluster.add_argument(
+        "--images",
+        action="store_true",
+        help="up: also build (make images) and import the project's images",
+    )
+    cluster.add_argument("--json", action="store_true", help="status: JSON")
     commands.add_parser(
         "run",
         help="the local stack: Kafka broker, the producer and the Spark jobs "
@@ -133,6 +158,39 @@ def _run_minio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_images(args: argparse.Namespace) -> int:
+    from cryptolake.stack.images import build_images  # noqa: PLC0415
+
+    archives = build_images(args.names or None)
+    cluster = Cluster()
+    running = cluster.daemons["containerd"].pid() is not None
+    for archive in archives.values():
+        if running:
+            cluster.import_image(archive.reference, archive.path)
+        print(f"{archive.reference} {archive.path}", flush=True)
+    if not running:
+        print("(the local cluster is not running: `make cluster-up` imports them)", flush=True)
+    return 0
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    cluster = Cluster()
+    if args.action == "up":
+        cluster.up(cluster_images(build=args.images))
+        print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
+    elif args.action == "down":
+        cluster.down()
+    else:
+        report = cluster.status()
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for key, value in report.items():
+                print(f"{key}: {value}")
+        return 0 if report["up"] else 1
+    return 0
+
+
 def _run_kube(args: argparse.Namespace) -> int:
     control_plane = ControlPlane(
         ControlPlaneConfig(
@@ -177,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_minio(args)
         if args.command == "kube":
             return _run_kube(args)
+        if args.command == "cluster":
+            return _run_cluster(args)
+        if args.command == "images":
+            return _run_images(args)
         if args.command == "backfill":
             run_backfill(args.files, StackSettings().state_dir, args.symbol)
             return 0
@@ -188,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         MinioFailed,
         ControlPlaneFailed,
         BackfillFailed,
+        ClusterFailed,
     ) as exc:
         log.error("%s", exc)
         return 2

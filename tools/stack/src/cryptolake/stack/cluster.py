@@ -543,6 +543,11 @@ def _run(
     return done
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def _in_netns(*cmd: str) -> list[str]:
     # nsenter, not `ip netns exec`: that also makes a mount namespace with a fresh /sys, which
     # hides /sys/fs/cgroup from the kubelet and the container runtime.
@@ -799,12 +804,13 @@ class Cluster:
             path = files.kubeconfig_of(component)
             path.write_text(build_kubeconfig(self.server, ca_pem, user, token))
             path.chmod(0o600)
-        files.containerd_config.write_text(build_containerd_config(files, PAUSE_IMAGE))
-        (files.cni_conf_dir / "10-cryptolake.conflist").write_text(build_cni_config())
-        files.kubelet_config.write_text(build_kubelet_config(files))
-        files.kube_proxy_config.write_text(build_kube_proxy_config(files))
+        # Unchanged files are left alone: kube-proxy exits when its config file changes.
+        _write_if_changed(files.containerd_config, build_containerd_config(files, PAUSE_IMAGE))
+        _write_if_changed(files.cni_conf_dir / "10-cryptolake.conflist", build_cni_config())
+        _write_if_changed(files.kubelet_config, build_kubelet_config(files))
+        _write_if_changed(files.kube_proxy_config, build_kube_proxy_config(files))
         # Pods with dnsPolicy Default (CoreDNS) get no upstream: there is none to reach.
-        files.resolv_conf.write_text("")
+        _write_if_changed(files.resolv_conf, "")
 
     def _credentials(self) -> ClusterTokens:
         files = self.files

@@ -32,7 +32,16 @@ SERVICE_FIXTURES = {
     "s3_bucket",
     "kube_control_plane",
     "kube_namespace",
+    "cluster",
 }
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--keep-cluster",
+        action="store_true",
+        help="e2e: leave the cluster the `cluster` fixture started running (reuse it next time)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -208,3 +217,44 @@ def kube_namespace(kube_control_plane: KubeCluster) -> Iterator[str]:
         deleted = client.delete(f"/api/v1/namespaces/{name}")
         if deleted.status_code != 404:
             deleted.raise_for_status()
+
+
+# --- a cluster that runs pods (the e2e tier) -----------------------------------------------
+
+
+def _docker_answers() -> bool:
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    if shutil.which("docker") is None or shutil.which("kind") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
+    """A Kubernetes cluster that runs the project's pods, in this order: the one ``$KUBECONFIG``
+    names (its images must be there); kind where a Docker engine answers (kind-config.yaml, the
+    images built with docker and loaded with ``kind load``); else the local cluster of
+    ``make cluster-up`` with ``make images`` imported. A cluster this fixture started is taken
+    down afterwards unless ``--keep-cluster``."""
+    keep = bool(request.config.getoption("--keep-cluster"))
+    if os.environ.get("KUBECONFIG"):
+        yield read_kubeconfig(Path(os.environ["KUBECONFIG"]))
+        return
+    if _docker_answers():
+        from cryptolake.stack.kind import KindCluster  # noqa: PLC0415
+
+        kind = KindCluster()
+        kind.up()
+        yield read_kubeconfig(kind.kubeconfig)
+        if not keep:
+            kind.down()
+        return
+    from cryptolake.stack.cluster import Cluster, cluster_images  # noqa: PLC0415
+
+    local = Cluster()
+    local.up(cluster_images(build=True), timeout_s=600)
+    yield read_kubeconfig(local.kubeconfig)
+    if not keep:
+        local.down()

@@ -1,0 +1,363 @@
+"""The whole product on a cluster that runs pods (fixture `cluster`: $KUBECONFIG, kind, or the
+local cluster of `make cluster-up`): `helm install` the chart, `kubectl apply` the minimal
+sample, and check what a user would — every pod Ready, the simulator's trades out of the API
+as Gold candles equal to a Decimal recomputation, broker and Spark driver pods killed without
+losing or duplicating a trade, Spark executors created through the in-cluster API, suspend and
+resume, and nothing of ours left after the CR is deleted and the chart uninstalled.
+
+The tests share one pipeline and run in file order; each step's checks use the state the steps
+before left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cryptolake.stack.helm import CHART_DIR, REPO_DIR, Tool, helm, kubectl
+
+pytestmark = pytest.mark.e2e
+
+PIPELINE = "minimal"
+API_NODE_PORT = 30080
+# The local cluster's node address (cluster.py); another cluster: its first InternalIP.
+LOCAL_NODE_IP = "10.231.0.2"
+WORKLOADS = ("producer", "bronze-driver", "silver-driver", "gold-driver", "api")
+# What the trades topic holds, read inside the producer pod (its image has the Kafka client):
+# every record from the start of each partition to the end it had when the script began.
+DUMP_TOPIC = """
+import os, sys
+from confluent_kafka import Consumer, TopicPartition
+topic = os.environ.get("CRYPTOLAKE_TRADES_TOPIC", "crypto.trades.v1")
+consumer = Consumer({"bootstrap.servers": os.environ["CRYPTOLAKE_BOOTSTRAP_SERVERS"],
+                     "group.id": "e2e-ground-truth", "enable.auto.commit": False})
+partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in partitions}
+consumer.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items()])
+left = {p for p, (low, high) in ends.items() if high > low}
+while left:
+    message = consumer.poll(5)
+    if message is None or message.error():
+        continue
+    if message.offset() < ends[message.partition()][1]:
+        sys.stdout.write(message.value().decode() + "\\n")
+    if message.offset() >= ends[message.partition()][1] - 1:
+        left.discard(message.partition())
+consumer.close()
+"""
+
+
+@dataclass
+class Deployment:
+    namespace: str
+    kube: Tool
+    api_url: str
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return self.kube.run("-n", self.namespace, *args, stdin=stdin).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def wait_ready(self, timeout_s: int = 900) -> None:
+        self.kubectl("wait", "--for=condition=Ready", f"cpl/{PIPELINE}", f"--timeout={timeout_s}s")
+
+    def api(self, path: str, **params: str | int) -> Any:
+        url = f"{self.api_url}{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=15) as response:
+            return json.load(response)
+
+
+def eventually(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 5) -> Any:
+    """``check()`` until it returns something truthy; its last complaint on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, OSError, urllib.error.URLError, subprocess.SubprocessError) as e:
+            last = e
+        time.sleep(every_s)
+    raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Any) -> Iterator[Deployment]:
+    """The chart installed (its own namespace) and, at the end, uninstalled: nothing of ours
+    may be left."""
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    kube, chart = kubectl(cluster.kubeconfig), helm(cluster.kubeconfig)
+    kube.run("create", "namespace", namespace)
+    node_ip = LOCAL_NODE_IP
+    if cluster.server != f"https://{LOCAL_NODE_IP}:6443":
+        nodes = json.loads(kube.run("get", "nodes", "-o", "json").stdout)["items"]
+        addresses = nodes[0]["status"]["addresses"]
+        node_ip = next(a["address"] for a in addresses if a["type"] == "InternalIP")
+    chart.run(
+        "install", "cryptolake", str(CHART_DIR), "--namespace", namespace,
+        "--values", str(CHART_DIR / "ci" / "local-cluster-values.yaml"),
+        "--wait", "--timeout", "10m",
+    )  # fmt: skip
+    yield Deployment(namespace, kube, f"http://{node_ip}:{API_NODE_PORT}")
+    kube.run("delete", "cryptopipelines", "--all", "-n", namespace, "--wait", "--timeout=300s")
+    # Retained volumes (retainPolicy Retain) of a run that stopped before test 8.
+    kube.run("delete", "pvc", "--all", "-n", namespace, "--wait", "--timeout=120s")
+    chart.run("uninstall", "cryptolake", "--namespace", namespace, "--wait")
+    leftovers = kube.run(
+        "get", "all,configmaps,secrets,pvc,roles,rolebindings,cryptopipelines", "-n", namespace,
+        "-l", "app.kubernetes.io/part-of=cryptolake", "-o", "name",
+    ).stdout.split()  # fmt: skip
+    cluster_scoped = kube.run(
+        "get", "clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/instance=cryptolake",
+        "-o", "name",
+    ).stdout.split()  # fmt: skip
+    kube.run("delete", "namespace", namespace, "--wait=false")
+    assert not leftovers and not cluster_scoped, (leftovers, cluster_scoped)
+
+
+@pytest.fixture(scope="module")
+def pipeline(release: Deployment) -> Deployment:
+    release.kubectl("apply", "-f", str(REPO_DIR / "k8s" / "samples" / "minimal.yaml"))
+    release.wait_ready()
+    return release
+
+
+# --- ground truth ---------------------------------------------------------------------------
+
+
+def ground_truth(deployment: Deployment) -> list[dict[str, Any]]:
+    """Every trade the producer put into Kafka, duplicates removed as Silver removes them."""
+    text = deployment.kubectl(
+        "exec", "-i", f"deploy/{PIPELINE}-producer", "--", "python", "-", stdin=DUMP_TOPIC
+    )
+    trades: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for line in text.splitlines():
+        trade = json.loads(line)
+        trades.setdefault((trade["exchange"], trade["symbol"], trade["trade_id"]), trade)
+    return list(trades.values())
+
+
+def expected_bars(trades: list[dict[str, Any]], upto_minute: int) -> dict[tuple[str, int], dict]:
+    """1-minute bars recomputed with Decimal, for minutes before ``upto_minute`` (epoch min)."""
+    by_bar: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for trade in trades:
+        minute = trade["event_time"] // 60_000_000
+        if minute < upto_minute:
+            by_bar[(trade["symbol"], minute)].append(trade)
+    bars = {}
+    for key, group in by_bar.items():
+        ordered = sorted(group, key=lambda t: (t["event_time"], len(t["trade_id"]), t["trade_id"]))
+        prices = [Decimal(t["price"]) for t in group]
+        volume = sum(Decimal(t["qty"]) for t in group)
+        quote = sum(Decimal(t["price"]) * Decimal(t["qty"]) for t in group)
+        bars[key] = {
+            "open": Decimal(ordered[0]["price"]), "high": max(prices), "low": min(prices),
+            "close": Decimal(ordered[-1]["price"]), "volume": volume, "trades": len(group),
+            "vwap": quote / volume,
+        }  # fmt: skip
+    return bars
+
+
+def served_bars(deployment: Deployment, symbol: str, first: int, upto: int) -> dict[int, dict]:
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first * 60))
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(upto * 60))
+    body = deployment.api("/v1/candles", symbol=symbol, interval="1m", start=start, end=end,
+                          limit=1000)  # fmt: skip
+    return {bar["time_ms"] // 60_000: bar for bar in body["bars"]}
+
+
+def assert_gold_equals_ground_truth(deployment: Deployment, since_minute: int = 0) -> int:
+    """Gold, as the API serves it, equals the recomputation for every complete minute of the
+    ground truth (waiting for Gold to catch up); returns how many bars were compared."""
+    truth = ground_truth(deployment)
+    assert truth, "the producer has put no trade into Kafka"
+    last_minute = max(t["event_time"] for t in truth) // 60_000_000
+    # The newest minute may still be filling (and the one before may get late trades).
+    expected = {
+        key: bar
+        for key, bar in expected_bars(truth, last_minute - 1).items()
+        if key[1] >= since_minute
+    }
+    assert expected, f"no complete minute since {since_minute} yet"
+    symbols = sorted({symbol for symbol, _ in expected})
+    first = min(minute for _, minute in expected)
+
+    def caught_up() -> dict[tuple[str, int], dict]:
+        served = {
+            (symbol, minute): bar
+            for symbol in symbols
+            for minute, bar in served_bars(deployment, symbol, first, last_minute - 1).items()
+        }
+        behind = [
+            k for k, bar in expected.items() if served.get(k, {}).get("trades") != bar["trades"]
+        ]
+        assert not behind, f"{len(behind)} of {len(expected)} bars differ, e.g. {behind[:3]}"
+        return served
+
+    served = eventually("Gold catches up with the ground truth", caught_up, timeout_s=600)
+    for key, bar in expected.items():
+        got = served[key]
+        for field in ("open", "high", "low", "close", "volume"):
+            assert got[field] == float(bar[field]), (key, field, got[field], bar[field])
+        assert abs(Decimal(str(got["vwap"])) - bar["vwap"]) <= bar["vwap"] * Decimal("1e-9"), key
+    return len(expected)
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+
+def test_1_the_operator_is_installed_and_passes_helm_test(
+    release: Deployment, cluster: Any
+) -> None:
+    operator = release.json("deployment", "cryptolake-operator")
+    assert operator["status"].get("availableReplicas") == 1
+    done = helm(cluster.kubeconfig).run("test", "cryptolake", "--namespace", release.namespace)
+    assert "Phase:          Succeeded" in done.stdout, done.stdout
+
+
+def test_2_the_minimal_sample_becomes_ready(pipeline: Deployment) -> None:
+    status = pipeline.json("cpl", PIPELINE)["status"]
+    assert status["phase"] == "Running"
+    pods = pipeline.json("pods", "-l", f"app.kubernetes.io/instance={PIPELINE}")["items"]
+    components = {pod["metadata"]["labels"]["app.kubernetes.io/component"] for pod in pods}
+    assert {*WORKLOADS, "broker", "storage"} <= components
+    for pod in pods:
+        ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready and ready[0]["status"] == "True", pod["metadata"]["name"]
+
+
+def test_3_gold_candles_from_the_api_equal_the_ground_truth(pipeline: Deployment) -> None:
+    compared = assert_gold_equals_ground_truth(pipeline)
+    assert compared >= 2
+
+
+def _restart_and_recheck(pipeline: Deployment, selector: str, what: str) -> None:
+    (old,) = [p["metadata"]["uid"] for p in pipeline.json("pods", "-l", selector)["items"]]
+    killed_at = int(time.time() // 60)
+    pipeline.kubectl("delete", "pod", "-l", selector, "--grace-period=0", "--force")
+
+    def replaced() -> bool:
+        pods = pipeline.json("pods", "-l", selector)["items"]
+        return any(
+            p["metadata"]["uid"] != old
+            and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"]
+            )
+            for p in pods
+        )
+
+    eventually(f"a new {what} pod is Ready", replaced, timeout_s=600)
+    pipeline.wait_ready()
+    # Minutes around the kill: every trade exactly once (counts equal, prices equal).
+    eventually(
+        f"trades after the {what} kill reach Gold",
+        lambda: (
+            assert_gold_equals_ground_truth(pipeline, since_minute=killed_at - 2)
+            and max(t["event_time"] for t in ground_truth(pipeline)) // 60_000_000 > killed_at + 2
+        ),
+        timeout_s=900,
+        every_s=20,
+    )
+
+
+def test_4_killing_the_broker_loses_and_duplicates_nothing(pipeline: Deployment) -> None:
+    _restart_and_recheck(pipeline, f"app.kubernetes.io/instance={PIPELINE},"
+                         "app.kubernetes.io/component=broker", "broker")  # fmt: skip
+
+
+def test_5_a_killed_spark_driver_resumes_from_its_checkpoint(pipeline: Deployment) -> None:
+    _restart_and_recheck(pipeline, f"app.kubernetes.io/instance={PIPELINE},"
+                         "app.kubernetes.io/component=silver-driver", "silver driver")  # fmt: skip
+    logs = pipeline.kubectl("logs", f"deploy/{PIPELINE}-silver-driver")
+    assert "query silver_trades started" in logs
+
+
+def test_6_with_executors_spark_creates_executor_pods(pipeline: Deployment) -> None:
+    patch = {"spec": {"processing": {"executors": {"instances": 1, "memory": "1g"}}}}
+    pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", json.dumps(patch))
+    try:
+
+        def executors_running() -> list[str]:
+            pods = pipeline.json("pods", "-l", "spark-role=executor")["items"]
+            return [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
+
+        running = eventually("executor pods Running", executors_running, timeout_s=900)
+        assert any(name.startswith(f"{PIPELINE}-") for name in running), running
+    finally:
+        back = {"spec": {"processing": {"executors": {"instances": 0}}}}
+        pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", json.dumps(back))
+    pipeline.wait_ready()
+
+
+def test_7_suspend_keeps_the_broker_and_the_data(pipeline: Deployment) -> None:
+    before = len(ground_truth(pipeline))
+    pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+
+    def workloads_gone() -> bool:
+        pods = pipeline.json("pods", "-l", f"app.kubernetes.io/instance={PIPELINE}")["items"]
+        running = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods}
+        return not running & set(WORKLOADS) and {"broker", "storage"} <= running
+
+    eventually("suspended: workloads gone, broker and storage kept", workloads_gone, 300)
+    assert pipeline.json("pvc", "-l", f"app.kubernetes.io/instance={PIPELINE}")["items"]
+    pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    pipeline.wait_ready()
+    assert len(ground_truth(pipeline)) >= before
+    resumed_at = int(time.time() // 60)
+    eventually(
+        "trades after the resume reach Gold",
+        lambda: (
+            assert_gold_equals_ground_truth(pipeline)
+            and max(t["event_time"] for t in ground_truth(pipeline)) // 60_000_000 > resumed_at + 1
+        ),
+        timeout_s=900,
+        every_s=20,
+    )
+
+
+def test_8_deleting_the_pipeline_removes_its_children_and_keeps_the_volumes(
+    pipeline: Deployment,
+) -> None:
+    selector = f"app.kubernetes.io/instance={PIPELINE}"
+    pipeline.kubectl("delete", "cpl", PIPELINE, "--wait", "--timeout=300s")
+    eventually(
+        "children gone",
+        lambda: not pipeline.kubectl(
+            "get", "deployments,statefulsets,services,configmaps,cronjobs", "-l", selector,
+            "-o", "name",
+        ).split(),
+        timeout_s=120,
+    )  # fmt: skip
+    # retainPolicy Retain (the default): the broker's and MinIO's volumes stay.
+    claims = pipeline.json("pvc", "-l", selector)["items"]
+    assert {c["metadata"]["name"] for c in claims} == {
+        f"data-{PIPELINE}-broker-0",
+        f"data-{PIPELINE}-minio-0",
+    }
+    pipeline.kubectl("delete", "pvc", "-l", selector, "--wait", "--timeout=120s")
+
+
+def test_the_local_cluster_keeps_traffic_inside(cluster: Any) -> None:
+    """The node's namespace has no default route: pods cannot reach beyond this machine."""
+    if cluster.server != f"https://{LOCAL_NODE_IP}:6443":
+        pytest.skip("not the local cluster")
+    routes = subprocess.run(
+        ["ip", "netns", "exec", "cryptolake", "ip", "route", "show", "default"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert routes.strip() == ""
+    assert Path("/var/run/netns/cryptolake").exists()

@@ -28,7 +28,8 @@ import pytest
 
 from cryptolake.stack.helm import CHART_DIR, REPO_DIR, Tool, helm, kubectl
 
-pytestmark = pytest.mark.e2e
+# A pipeline on 2 cores: a step may take minutes (the whole tier, half an hour).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 PIPELINE = "minimal"
 API_NODE_PORT = 30080

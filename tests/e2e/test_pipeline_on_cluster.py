@@ -118,16 +118,32 @@ def release(cluster: Any) -> Iterator[Deployment]:
     # Retained volumes (retainPolicy Retain) of a run that stopped before test 8.
     kube.run("delete", "pvc", "--all", "-n", namespace, "--wait", "--timeout=120s")
     chart.run("uninstall", "cryptolake", "--namespace", namespace, "--wait")
-    leftovers = kube.run(
-        "get", "all,configmaps,secrets,pvc,roles,rolebindings,cryptopipelines", "-n", namespace,
-        "-l", "app.kubernetes.io/part-of=cryptolake", "-o", "name",
-    ).stdout.split()  # fmt: skip
-    cluster_scoped = kube.run(
-        "get", "clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/instance=cryptolake",
-        "-o", "name",
-    ).stdout.split()  # fmt: skip
+
+    def nothing_left() -> bool:
+        ours = kube.run(
+            "get",
+            "all,configmaps,secrets,pvc,roles,rolebindings,cryptopipelines",
+            "-n",
+            namespace,
+            "-l",
+            "app.kubernetes.io/part-of=cryptolake",
+            "-o",
+            "name",
+        ).stdout.split()
+        cluster_scoped = kube.run(
+            "get",
+            "clusterroles,clusterrolebindings",
+            "-l",
+            "app.kubernetes.io/instance=cryptolake",
+            "-o",
+            "name",
+        ).stdout.split()
+        assert not ours and not cluster_scoped, (ours, cluster_scoped)
+        return True
+
+    # Pods terminate a little after their owners are gone.
+    eventually("nothing of ours left after helm uninstall", nothing_left, timeout_s=180)
     kube.run("delete", "namespace", namespace, "--wait=false")
-    assert not leftovers and not cluster_scoped, (leftovers, cluster_scoped)
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,11 @@ class Tool:
     def run(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.binary), *args]
+        # Before the arguments: whatever follows `--` (kubectl exec) is the container's.
+        cmd = [str(self.binary)]
         if self.kubeconfig is not None:
             cmd += ["--kubeconfig", str(self.kubeconfig)]
+        cmd += args
         done = subprocess.run(
             cmd, input=stdin, capture_output=True, text=True, check=False, timeout=self.timeout_s
         )

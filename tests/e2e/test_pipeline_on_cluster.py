@@ -17,7 +17,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from cryptolake.common.candles import MINUTE_US, reference_bars
 from cryptolake.stack.helm import CHART_DIR, REPO_DIR, Tool, helm, kubectl
 
 # A pipeline on 2 cores: a step may take minutes (the whole tier, half an hour).
@@ -170,23 +170,7 @@ def ground_truth(deployment: Deployment) -> list[dict[str, Any]]:
 
 def expected_bars(trades: list[dict[str, Any]], upto_minute: int) -> dict[tuple[str, int], dict]:
     """1-minute bars recomputed with Decimal, for minutes before ``upto_minute`` (epoch min)."""
-    by_bar: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for trade in trades:
-        minute = trade["event_time"] // 60_000_000
-        if minute < upto_minute:
-            by_bar[(trade["symbol"], minute)].append(trade)
-    bars = {}
-    for key, group in by_bar.items():
-        ordered = sorted(group, key=lambda t: (t["event_time"], len(t["trade_id"]), t["trade_id"]))
-        prices = [Decimal(t["price"]) for t in group]
-        volume = sum(Decimal(t["qty"]) for t in group)
-        quote = sum(Decimal(t["price"]) * Decimal(t["qty"]) for t in group)
-        bars[key] = {
-            "open": Decimal(ordered[0]["price"]), "high": max(prices), "low": min(prices),
-            "close": Decimal(ordered[-1]["price"]), "volume": volume, "trades": len(group),
-            "vwap": quote / volume,
-        }  # fmt: skip
-    return bars
+    return reference_bars(t for t in trades if t["event_time"] // MINUTE_US < upto_minute)
 
 
 def served_bars(deployment: Deployment, symbol: str, first: int, upto: int) -> dict[int, dict]:
@@ -200,16 +184,23 @@ def served_bars(deployment: Deployment, symbol: str, first: int, upto: int) -> d
 def assert_gold_equals_ground_truth(deployment: Deployment, since_minute: int = 0) -> int:
     """Gold, as the API serves it, equals the recomputation for every complete minute of the
     ground truth (waiting for Gold to catch up); returns how many bars were compared."""
-    truth = ground_truth(deployment)
-    assert truth, "the producer has put no trade into Kafka"
-    last_minute = max(t["event_time"] for t in truth) // 60_000_000
-    # The newest minute may still be filling (and the one before may get late trades).
-    expected = {
-        key: bar
-        for key, bar in expected_bars(truth, last_minute - 1).items()
-        if key[1] >= since_minute
-    }
-    assert expected, f"no complete minute since {since_minute} yet"
+
+    def complete_minutes() -> tuple[int, dict]:
+        truth = ground_truth(deployment)
+        assert truth, "the producer has put no trade into Kafka"
+        last_minute = max(t["event_time"] for t in truth) // MINUTE_US
+        # The newest minute may still be filling (and the one before may get late trades).
+        expected = {
+            key: bar
+            for key, bar in expected_bars(truth, last_minute - 1).items()
+            if key[1] >= since_minute
+        }
+        assert len({minute for _, minute in expected}) >= 2, "under 2 complete minutes so far"
+        return last_minute, expected
+
+    last_minute, expected = eventually(
+        "two complete minutes of trades in Kafka", complete_minutes, timeout_s=600, every_s=20
+    )
     symbols = sorted({symbol for symbol, _ in expected})
     first = min(minute for _, minute in expected)
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -23,6 +22,7 @@ from pyspark.sql import functions as F
 
 from cryptolake.api.app import create_app
 from cryptolake.api.settings import ApiSettings
+from cryptolake.common.candles import reference_bars
 from cryptolake.common.s3 import s3a_spark_conf
 from cryptolake.jobs.cli import start_streams
 from cryptolake.jobs.metrics import JobMetrics, ProgressListener
@@ -141,23 +141,7 @@ def read(spark, settings: JobSettings, table: str):
 
 def expected_candles(truth: list[dict]) -> dict[tuple, dict]:
     """1-minute bars recomputed from the ground truth with Decimal (duplicates skipped)."""
-    bars: dict[tuple, list[dict]] = defaultdict(list)
-    for trade in truth:
-        if not trade["duplicate"]:
-            bars[(trade["symbol"], trade["event_time"] // 60_000_000)].append(trade)
-    result = {}
-    for key, trades in bars.items():
-        ordered = sorted(trades, key=lambda t: (t["event_time"], len(t["trade_id"]),
-                                                t["trade_id"]))  # fmt: skip
-        prices = [Decimal(t["price"]) for t in trades]
-        volume = sum(Decimal(t["qty"]) for t in trades)
-        quote = sum(Decimal(t["price"]) * Decimal(t["qty"]) for t in trades)
-        result[key] = {
-            "open": Decimal(ordered[0]["price"]), "high": max(prices), "low": min(prices),
-            "close": Decimal(ordered[-1]["price"]), "volume": volume, "trades": len(trades),
-            "vwap": quote / volume,
-        }  # fmt: skip
-    return result
+    return reference_bars(t for t in truth if not t["duplicate"])
 
 
 def gold_candles(spark, settings: JobSettings) -> dict[tuple, dict]:

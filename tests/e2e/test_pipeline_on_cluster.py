@@ -108,6 +108,8 @@ def release(cluster: Any) -> Iterator[Deployment]:
         nodes = json.loads(kube.run("get", "nodes", "-o", "json").stdout)["items"]
         addresses = nodes[0]["status"]["addresses"]
         node_ip = next(a["address"] for a in addresses if a["type"] == "InternalIP")
+    # A kept cluster may hold an older CRD, which Helm never upgrades: `make crd-upgrade`.
+    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CHART_DIR / "crds"))
     chart.run(
         "install", "cryptolake", str(CHART_DIR), "--namespace", namespace,
         "--values", str(CHART_DIR / "ci" / "local-cluster-values.yaml"),
@@ -295,7 +297,9 @@ def test_5_a_killed_spark_driver_resumes_from_its_checkpoint(pipeline: Deploymen
 
 
 def test_6_with_executors_spark_creates_executor_pods(pipeline: Deployment) -> None:
-    patch = {"spec": {"processing": {"executors": {"instances": 1, "memory": "1g"}}}}
+    # Small requests: three drivers each start one executor on a 2-core node.
+    executors = {"instances": 1, "memory": "1g", "cpu": "100m"}
+    patch = {"spec": {"processing": {"executors": executors}}}
     pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", json.dumps(patch))
     try:
 

@@ -481,6 +481,7 @@ def spark_settings(pipeline: Pipeline, layer: str) -> list[dict[str, Any]]:
         "spark.executor.instances": str(executors.instances),
         "spark.executor.cores": str(executors.cores),
         "spark.executor.memory": executors.memory,
+        "spark.kubernetes.executor.request.cores": executors.cpu or str(executors.cores),
         "spark.driver.host": f"{driver_service}.{pipeline.namespace}.svc",
         "spark.driver.bindAddress": "0.0.0.0",
         "spark.driver.port": str(SPARK_DRIVER_PORT),

@@ -195,7 +195,12 @@ class Executors(CrdModel):
     instances: int = Field(
         default=0, ge=0, le=200, description="0: local mode inside the driver pod."
     )
-    cores: int = Field(default=1, ge=1, le=32)
+    cores: int = Field(default=1, ge=1, le=32, description="spark.executor.cores")
+    cpu: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?m?$",
+        description="CPU request of each executor pod (default: cores).",
+    )
     memory: str = Field(default="2g", pattern=SPARK_MEMORY)
 
 

@@ -29,7 +29,7 @@ from cryptolake.common.candles import MINUTE_US, reference_bars
 from cryptolake.stack.helm import CHART_DIR, REPO_DIR, Tool, helm, kubectl
 
 # A pipeline on 2 cores: a step may take minutes (the whole tier, half an hour).
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 PIPELINE = "minimal"
 API_NODE_PORT = 30080

@@ -65,7 +65,7 @@ def test_controller_manager_signs_tokens_and_runs_without_leader_election(tmp_pa
 
 def test_kubeconfig_names_the_server_the_ca_and_the_token(tmp_path):
     files = ControlPlaneFiles(tmp_path)
-    make_credentials(files, "127.0.0.1", Tokens())
+    make_credentials(files, "127.0.0.1", build_token_file(Tokens()))
     path = tmp_path / "kubeconfig"
     path.write_text(
         build_kubeconfig("https://127.0.0.1:16443", files.ca_cert.read_bytes(), "me", "t0ken")

@@ -821,8 +821,7 @@ class Cluster:
             except KeyError:
                 pass  # an older layout: make everything anew
         tokens = ClusterTokens()
-        make_credentials(files, NODE_IP, tokens)  # type: ignore[arg-type]
-        files.token_file.write_text(build_cluster_token_file(tokens))
+        make_credentials(files, NODE_IP, build_cluster_token_file(tokens))
         # What kube-apiserver presents to kubelets (exec, logs, port-forward).
         run_openssl(
             "req",

@@ -244,12 +244,13 @@ def load_or_make_credentials(files: ControlPlaneFiles, host: str) -> Tokens:
     if files.token_file.exists() and all(path.exists() for path in kept):
         return Tokens.from_token_file(files.token_file.read_text())
     tokens = Tokens()
-    make_credentials(files, host, tokens)
+    make_credentials(files, host, build_token_file(tokens))
     return tokens
 
 
-def make_credentials(files: ControlPlaneFiles, host: str, tokens: Tokens) -> None:
-    """A CA, the API server's certificate from it, the service-account key pair, the tokens."""
+def make_credentials(files: ControlPlaneFiles, host: str, token_file: str) -> None:
+    """A CA, the API server's certificate from it, the service-account key pair, and the
+    token file (``build_token_file``'s text, or a larger cluster's)."""
     files.pki.mkdir(parents=True, exist_ok=True)
     run_openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
@@ -277,7 +278,7 @@ def make_credentials(files: ControlPlaneFiles, host: str, tokens: Tokens) -> Non
     )  # fmt: skip
     run_openssl("genrsa", "-out", str(files.sa_key), "2048")
     run_openssl("rsa", "-in", str(files.sa_key), "-pubout", "-out", str(files.sa_pub))
-    files.token_file.write_text(build_token_file(tokens))
+    files.token_file.write_text(token_file)
     for secret in (files.ca_key, files.serving_key, files.sa_key, files.token_file):
         secret.chmod(0o600)
 

@@ -957,8 +957,8 @@ class Cluster:
         return reference in listed or f"docker.io/{reference}" in listed
 
     def import_image(self, reference: str, archive: Path) -> None:
-        """``ctr images import`` unless containerd already has this very archive (its digest is
-        recorded next to the archive name in a label)."""
+        """``ctr images import`` unless containerd already has this very archive: a marker file
+        named after the archive (whose name carries its content key) records the import."""
         marker = self.files.root / "imported" / archive.name
         if marker.exists() and self.image_present(reference):
             return

@@ -131,32 +131,36 @@ def test_kafka_offsets_behind_takes_the_largest_kafka_source_figure() -> None:
     assert kafka_offsets_behind([]) is None
 
 
-def test_a_table_created_by_another_job_meanwhile_is_retried_not_fatal(monkeypatch) -> None:
-    from pyspark.errors import AnalysisException  # noqa: PLC0415
+def test_each_table_is_created_by_exactly_one_job() -> None:
+    from cryptolake.jobs import streams, tables  # noqa: PLC0415
 
+    owned = [name for names in streams.TABLE_CREATORS.values() for name in names]
+    assert sorted(owned) == sorted(tables.ALL_TABLES)
+    assert len(owned) == len(set(owned))
+    assert streams.creator_of(tables.SILVER_QUARANTINE) == "silver"
+
+
+def test_waiting_for_an_upstream_table_ends_with_what_to_start(monkeypatch) -> None:
     from cryptolake.jobs import streams  # noqa: PLC0415
+    from cryptolake.jobs.settings import JobSettings  # noqa: PLC0415
 
-    class Raced(AnalysisException):
-        def __init__(self, condition: str) -> None:
-            Exception.__init__(self, condition)
-            self.condition = condition
+    created: set[str] = set()
+    polls: list[str] = []
 
-        def getCondition(self) -> str:  # noqa: N802 (PySpark's name)
-            return self.condition
+    def is_delta_table(_spark, path: str) -> bool:
+        polls.append(path)
+        if len(polls) == 3:
+            created.add(path)  # the bronze job got there on the third look
+        return path in created
 
-    monkeypatch.setattr(streams.time, "sleep", lambda _: None)
-    calls: list[int] = []
+    monkeypatch.setattr(streams.DeltaTable, "isDeltaTable", is_delta_table)
+    settings = JobSettings(table_root="s3a://lake/x", upstream_wait_s=5)
+    streams.wait_for_tables(None, settings, ["bronze/trades"], poll_s=0.01)  # type: ignore[arg-type]
+    assert polls == ["s3a://lake/x/bronze/trades"] * 3
 
-    def create() -> None:
-        calls.append(1)
-        if len(calls) < 3:
-            raise Raced("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION")
-
-    streams._create_racing_other_jobs(create, "silver/quarantine")
-    assert len(calls) == 3
-
-    def broken() -> None:
-        raise Raced("DELTA_SOMETHING_ELSE")
-
-    with pytest.raises(AnalysisException):
-        streams._create_racing_other_jobs(broken, "silver/quarantine")
+    short = JobSettings(table_root="s3a://lake/x", upstream_wait_s=0.05)
+    with pytest.raises(
+        streams.UpstreamTableMissing,
+        match=r"silver/quarantine \(created by the silver job\).*start that job first",
+    ):
+        streams.wait_for_tables(None, short, ["silver/quarantine"], poll_s=0.01)  # type: ignore[arg-type]

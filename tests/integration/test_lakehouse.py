@@ -243,13 +243,9 @@ def test_the_api_serves_the_candles_spark_wrote(feed, clean_run):
         assert latest["trades"] and {t["trade_id"] for t in latest["trades"]} <= truth_ids
 
 
-@pytest.mark.timeout(900)
-def test_sigkill_at_random_points_then_restart_changes_nothing(
-    spark, feed, minio_server, lake_bucket, clean_run, tmp_path
-):
-    settings = lake_settings(feed, minio_server, lake_bucket, "killed",
-                             max_offsets_per_trigger=200)  # fmt: skip
-    env = {
+def job_env(settings: JobSettings, minio_server) -> dict[str, str]:
+    """The environment of a job process (`python -m cryptolake.jobs …`) on ``settings``."""
+    return {
         **os.environ,
         "CRYPTOLAKE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "CRYPTOLAKE_TRADES_TOPIC": settings.trades_topic,
@@ -257,11 +253,58 @@ def test_sigkill_at_random_points_then_restart_changes_nothing(
         "CRYPTOLAKE_S3_ENDPOINT": minio_server.endpoint,
         "CRYPTOLAKE_S3_ACCESS_KEY": minio_server.access_key,
         "CRYPTOLAKE_S3_SECRET_KEY": minio_server.secret_key,
+        "CRYPTOLAKE_METRICS_PORT": "0",
+        "CRYPTOLAKE_DRIVER_MEMORY": "768m",
+    }
+
+
+@pytest.mark.timeout(600)
+def test_three_jobs_started_at_once_create_each_table_once(
+    spark, feed, minio_server, lake_bucket, clean_run, tmp_path
+):
+    """As the operator starts them: one driver per layer, all at the same moment. Before each
+    table had one creating job, two drivers could both write its version 0 on S3 and leave a
+    table nobody could load (DELTA_STATE_RECOVER_ERROR)."""
+    settings = lake_settings(feed, minio_server, lake_bucket, "together")
+    env = job_env(settings, minio_server)
+    logs = {layer: tmp_path / f"{layer}.log" for layer in ("bronze", "silver", "gold")}
+    jobs = []
+    for layer, path in logs.items():
+        with path.open("wb") as log:
+            jobs.append(subprocess.Popen(
+                [sys.executable, "-m", "cryptolake.jobs", layer, "--available-now"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+    for job, (layer, path) in zip(jobs, logs.items(), strict=True):
+        assert job.wait(400) == 0, f"{layer}: " + path.read_text()[-3000:]
+    s3 = s3_client(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
+    for table in ("bronze/trades", "silver/trades", "silver/quarantine", "gold/candles_1m"):
+        key = f"together/{table}/_delta_log/00000000000000000000.json"
+        first = s3.get_object(Bucket=lake_bucket, Key=key)["Body"].read().decode()
+        commit = [json.loads(line) for line in first.splitlines()]
+        assert commit[0]["commitInfo"]["operation"] == "CREATE TABLE", (table, commit[0])
+        read(spark, settings, table).count()  # loads: version 0 is one writer's
+    # Whatever each layer saw at its start, a second pass ends where a clean run does.
+    with (tmp_path / "all.log").open("wb") as log:
+        finish = subprocess.run(
+            [sys.executable, "-m", "cryptolake.jobs", "all", "--available-now"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, timeout=400, check=False,
+        )  # fmt: skip
+    assert finish.returncode == 0, (tmp_path / "all.log").read_text()[-3000:]
+    assert gold_candles(spark, settings) == gold_candles(spark, clean_run)
+
+
+@pytest.mark.timeout(900)
+def test_sigkill_at_random_points_then_restart_changes_nothing(
+    spark, feed, minio_server, lake_bucket, clean_run, tmp_path
+):
+    settings = lake_settings(feed, minio_server, lake_bucket, "killed",
+                             max_offsets_per_trigger=200)  # fmt: skip
+    env = {
+        **job_env(settings, minio_server),
         "CRYPTOLAKE_MAX_OFFSETS_PER_TRIGGER": "200",
         "CRYPTOLAKE_BRONZE_TRIGGER": "1 second",
         "CRYPTOLAKE_GOLD_TRIGGER": "1 second",
-        "CRYPTOLAKE_METRICS_PORT": "0",
-        "CRYPTOLAKE_DRIVER_MEMORY": "768m",
     }
     rng = random.Random(5)
     command = [sys.executable, "-m", "cryptolake.jobs", "all"]

@@ -21,7 +21,12 @@ from cryptolake.jobs.metrics import JobMetrics, ProgressListener
 from cryptolake.jobs.monitor import all_status, render_json, render_text
 from cryptolake.jobs.session import SparkSetupError, build_session
 from cryptolake.jobs.settings import JobSettings
-from cryptolake.jobs.streams import start_bronze, start_gold, start_silver
+from cryptolake.jobs.streams import (
+    UpstreamTableMissing,
+    start_bronze,
+    start_gold,
+    start_silver,
+)
 
 log = logging.getLogger("cryptolake.jobs")
 
@@ -39,7 +44,8 @@ commands:
 environment: CRYPTOLAKE_BOOTSTRAP_SERVERS, CRYPTOLAKE_TRADES_TOPIC, CRYPTOLAKE_TABLE_ROOT,
 CRYPTOLAKE_CHECKPOINT_ROOT, CRYPTOLAKE_S3_ENDPOINT/_ACCESS_KEY/_SECRET_KEY,
 CRYPTOLAKE_{BRONZE,SILVER,GOLD}_TRIGGER, CRYPTOLAKE_{SILVER,GOLD}_WATERMARK,
-CRYPTOLAKE_STARTING_OFFSETS, CRYPTOLAKE_SPARK_MASTER, CRYPTOLAKE_METRICS_PORT (see README).
+CRYPTOLAKE_STARTING_OFFSETS, CRYPTOLAKE_SPARK_MASTER, CRYPTOLAKE_METRICS_PORT,
+CRYPTOLAKE_UPSTREAM_WAIT_S (see README).
 """
 
 
@@ -156,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     except SparkSetupError as exc:
         log.error("%s", exc)
         return 2
+    except UpstreamTableMissing as exc:
+        log.error("%s", exc)
+        return 3
     except PySparkException as exc:
         log.error("spark: %s", exc)
         return 1

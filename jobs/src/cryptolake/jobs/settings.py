@@ -55,6 +55,8 @@ class JobSettings(KafkaTopicsSettings):
     gold_watermark: str = "2 minutes"
     # Validation: how far ahead of its ingest time a trade's event time may be.
     max_future_skew_s: int = Field(default=300, ge=0)
+    # How long silver and gold wait at start for the tables the job upstream creates.
+    upstream_wait_s: float = Field(default=600, gt=0)
 
     # Maintenance: VACUUM keeps files younger than this; OPTIMIZE compacts small files.
     vacuum_retention_hours: int = Field(default=168, ge=0)

@@ -25,7 +25,6 @@ from delta.exceptions import (
     MetadataChangedException,
 )
 from delta.tables import DeltaTable
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -83,39 +82,57 @@ def table_schemas(spark: SparkSession) -> dict[str, T.StructType]:
     }
 
 
-def ensure_tables(spark: SparkSession, settings: JobSettings, names: list[str]) -> None:
-    """Create the named Delta tables if missing (idempotent), so readers and MERGEs find them."""
+# The one job that creates each table (and streams into it). Delta's log on S3 here has no
+# atomic put-if-absent: two drivers creating one table at once may each write version 0 (one
+# the .json, the other the .crc) and leave a table no reader can load
+# (DELTA_STATE_RECOVER_ERROR). So a job creates only its own tables and waits for upstream ones.
+TABLE_CREATORS: dict[str, list[str]] = {
+    "bronze": [tables.BRONZE_TRADES],
+    "silver": [tables.SILVER_TRADES, tables.SILVER_QUARANTINE],
+    "gold": [tables.GOLD_CANDLES_1M, tables.GOLD_SMA_5M, tables.GOLD_STATS_HOURLY,
+             tables.GOLD_STATS_DAILY],
+}  # fmt: skip
+
+
+def creator_of(table: str) -> str:
+    return next(job for job, owned in TABLE_CREATORS.items() if table in owned)
+
+
+def ensure_tables(spark: SparkSession, settings: JobSettings, job: str) -> None:
+    """Create the tables ``job`` owns if missing (idempotent), so readers and MERGEs find them."""
     schemas = table_schemas(spark)
-    for name in names:
+    for name in TABLE_CREATORS[job]:
         builder = DeltaTable.createIfNotExists(spark).location(settings.table_path(name))
-        builder = builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name])
-        _create_racing_other_jobs(builder.execute, name)
+        builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name]).execute()
 
 
-# Another job creating the same table at the same moment (silver and gold both write
-# silver/quarantine): its first files are there before its log is.
-_CREATE_RACE = ("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",)
-
-
-def _create_racing_other_jobs(create: Callable[[], Any], name: str, attempts: int = 5) -> None:
-    """``createIfNotExists`` again after a moment when another writer was creating the table:
-    by then it is a Delta table and the call does nothing."""
-    for attempt in range(1, attempts + 1):
-        try:
-            create()
+def wait_for_tables(
+    spark: SparkSession, settings: JobSettings, names: list[str], *, poll_s: float = 2.0
+) -> None:
+    """Block until the upstream jobs have created ``names`` (at most
+    ``settings.upstream_wait_s``, logging every 30 s what is missing and who creates it)."""
+    deadline = time.monotonic() + settings.upstream_wait_s
+    next_log = time.monotonic()
+    missing = list(names)
+    while True:
+        missing = [n for n in missing if not DeltaTable.isDeltaTable(spark, settings.table_path(n))]
+        if not missing:
             return
-        except CONCURRENT_COMMIT as exc:
-            problem = type(exc).__name__
-        except AnalysisException as exc:
-            condition = exc.getCondition() or ""
-            if condition not in _CREATE_RACE:
-                raise
-            problem = condition
-        if attempt == attempts:
-            raise RuntimeError(f"{name}: still {problem} after {attempts} attempts")
-        log.warning("%s: created concurrently by another job (%s), retry %d", name, problem,
-                    attempt)  # fmt: skip
-        time.sleep(1.0 * attempt)
+        waiting_for = ", ".join(f"{n} (created by the {creator_of(n)} job)" for n in missing)
+        if time.monotonic() >= deadline:
+            raise UpstreamTableMissing(
+                f"{waiting_for} still missing under {settings.table_root} after "
+                f"{settings.upstream_wait_s:.0f} s: start that job first "
+                "(CRYPTOLAKE_UPSTREAM_WAIT_S sets how long to wait)"
+            )
+        if time.monotonic() >= next_log:
+            log.info("waiting for %s", waiting_for)
+            next_log = time.monotonic() + 30
+        time.sleep(poll_s)
+
+
+class UpstreamTableMissing(RuntimeError):
+    """A table this job reads was never created by the job that owns it."""
 
 
 def kafka_stream(spark: SparkSession, settings: JobSettings) -> DataFrame:
@@ -140,7 +157,7 @@ def start_bronze(
     spark: SparkSession, settings: JobSettings, *, available_now: bool = False
 ) -> StreamingQuery:
     """Kafka → bronze/trades: the record as it came, partitioned by ingest date."""
-    ensure_tables(spark, settings, [tables.BRONZE_TRADES])
+    ensure_tables(spark, settings, "bronze")
     return (
         bronze_from_kafka(kafka_stream(spark, settings))
         .writeStream.format("delta")
@@ -156,8 +173,8 @@ def start_silver(
     spark: SparkSession, settings: JobSettings, *, available_now: bool = False
 ) -> list[StreamingQuery]:
     """bronze → silver/trades (valid, deduplicated) and silver/quarantine (with a reason)."""
-    ensure_tables(spark, settings, [tables.BRONZE_TRADES, tables.SILVER_TRADES,
-                                    tables.SILVER_QUARANTINE])  # fmt: skip
+    wait_for_tables(spark, settings, [tables.BRONZE_TRADES])
+    ensure_tables(spark, settings, "silver")
     bronze = spark.readStream.format("delta").load(settings.table_path(tables.BRONZE_TRADES))
     parsed = parse_trades(bronze, max_future_skew_s=settings.max_future_skew_s)
     trigger = _trigger(settings.silver_trigger, available_now)
@@ -371,12 +388,9 @@ def start_gold(
     on_batch: Callable[[dict[str, int]], None] | None = None,
 ) -> StreamingQuery:
     """silver → gold tables through ``GoldWriter``."""
-    ensure_tables(
-        spark,
-        settings,
-        [tables.SILVER_TRADES, tables.SILVER_QUARANTINE, tables.GOLD_CANDLES_1M,
-         tables.GOLD_SMA_5M, tables.GOLD_STATS_HOURLY, tables.GOLD_STATS_DAILY],
-    )  # fmt: skip
+    # Late trades go to silver/quarantine, which the silver job creates.
+    wait_for_tables(spark, settings, [tables.SILVER_TRADES, tables.SILVER_QUARANTINE])
+    ensure_tables(spark, settings, "gold")
     silver = spark.readStream.format("delta").load(settings.table_path(tables.SILVER_TRADES))
     return (
         silver.writeStream.queryName("gold")

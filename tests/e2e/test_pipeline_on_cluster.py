@@ -10,7 +10,9 @@ before left."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -26,10 +28,12 @@ from typing import Any
 import pytest
 
 from cryptolake.common.candles import MINUTE_US, reference_bars
-from cryptolake.stack.helm import CHART_DIR, REPO_DIR, Tool, helm, kubectl
+from cryptolake.stack.helm import CHART_DIR, REPO_DIR, CommandFailed, Tool, helm, kubectl
 
-# A pipeline on 2 cores: a step may take minutes (the whole tier, half an hour).
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+# A pipeline on 2 cores: a step may take minutes, the whole tier about half an hour. Every wait
+# is also capped by the tier's budget, so a broken pipeline fails the tier in bounded time.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+BUDGET_S = float(os.environ.get("CRYPTOLAKE_E2E_BUDGET_S", "2400"))
 
 PIPELINE = "minimal"
 API_NODE_PORT = 30080
@@ -73,7 +77,11 @@ class Deployment:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
 
     def wait_ready(self, timeout_s: int = 900) -> None:
-        self.kubectl("wait", "--for=condition=Ready", f"cpl/{PIPELINE}", f"--timeout={timeout_s}s")
+        timeout_s = int(Budget.cap(timeout_s))
+        # The Tool's own 300 s limit would cut a longer wait short.
+        waiting = dataclasses.replace(self.kube, timeout_s=timeout_s + 30)
+        waiting.run("-n", self.namespace, "wait", "--for=condition=Ready", f"cpl/{PIPELINE}",
+                    f"--timeout={timeout_s}s")  # fmt: skip
 
     def api(self, path: str, **params: str | int) -> Any:
         url = f"{self.api_url}{path}?{urllib.parse.urlencode(params)}"
@@ -81,8 +89,26 @@ class Deployment:
             return json.load(response)
 
 
+class Budget:
+    """What is left of the tier's time (``CRYPTOLAKE_E2E_BUDGET_S``, from the install on)."""
+
+    deadline: float | None = None
+
+    @classmethod
+    def start(cls) -> None:
+        cls.deadline = time.monotonic() + BUDGET_S
+
+    @classmethod
+    def cap(cls, timeout_s: float) -> float:
+        left = BUDGET_S if cls.deadline is None else cls.deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"the e2e tier's budget of {BUDGET_S:.0f} s is spent")
+        return min(timeout_s, left)
+
+
 def eventually(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 5) -> Any:
     """``check()`` until it returns something truthy; its last complaint on timeout."""
+    timeout_s = Budget.cap(timeout_s)
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -90,10 +116,64 @@ def eventually(what: str, check: Callable[[], Any], timeout_s: float, every_s: f
             last = check()
             if last:
                 return last
-        except (AssertionError, OSError, urllib.error.URLError, subprocess.SubprocessError) as e:
+        # A kubectl that failed under load (CommandFailed) is tried again like the rest.
+        except (AssertionError, OSError, urllib.error.URLError, CommandFailed,
+                subprocess.SubprocessError) as e:  # fmt: skip
             last = e
         time.sleep(every_s)
     raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {last!r})")
+
+
+# Namespaces this tier creates carry this label, so a later run can clean up after a killed one.
+E2E_LABEL = "cryptolake.io/e2e"
+_current: list[Deployment] = []
+
+
+def remove_stale_releases(kube: Tool, chart: Tool) -> None:
+    """What a killed run left: its namespace (pods still running after the next cluster-up,
+    doubling the load) and its release's cluster roles (which block a new install)."""
+    stale = kube.run("get", "namespaces", "-l", E2E_LABEL, "-o", "name").stdout.split()
+    for name in (n.removeprefix("namespace/") for n in stale):
+        # The operator that would remove the CR's finalizer is part of what goes.
+        for resource in kube.run("get", "cpl", "-n", name, "-o", "name").stdout.split():
+            kube.run("patch", resource, "-n", name, "--type=merge",
+                     "-p", '{"metadata":{"finalizers":[]}}')  # fmt: skip
+        chart.run("uninstall", "cryptolake", "--namespace", name, "--ignore-not-found", "--wait")
+        kube.run("delete", "namespace", name, "--wait", "--timeout=300s")
+
+
+def diagnostics() -> str:
+    """The pipeline's state for a failed step's report: pods, the CR's conditions, warnings,
+    and the last lines of every container that restarted or is not ready."""
+    if not _current:
+        return "no release installed"
+    deployment = _current[0]
+    out: list[str] = []
+
+    def run(*args: str) -> str:
+        try:
+            return deployment.kubectl(*args)
+        except CommandFailed as exc:
+            return f"({' '.join(args)}: {exc})"
+
+    out.append(run("get", "pods", "-o", "wide"))
+    out.append(run("get", "cpl", PIPELINE, "-o", "jsonpath={.status.conditions}"))
+    out.append(run("get", "events", "--field-selector", "type=Warning",
+                   "--sort-by=.lastTimestamp"))  # fmt: skip
+    try:
+        pods = deployment.json("pods")["items"]
+    except (CommandFailed, ValueError) as exc:
+        return "\n".join([*out, f"(pods: {exc})"])
+    for pod in pods:
+        for status in pod["status"].get("containerStatuses", []):
+            if status.get("ready") and not status.get("restartCount"):
+                continue
+            name, container = pod["metadata"]["name"], status["name"]
+            previous = ["--previous"] if status.get("restartCount") else []
+            tail = run("logs", name, "-c", container, "--tail=25", *previous)
+            out.append(f"--- {name}/{container} (restarts {status.get('restartCount', 0)})")
+            out.extend(line[:300] for line in tail.splitlines())
+    return "\n".join(out)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +182,10 @@ def release(cluster: Any) -> Iterator[Deployment]:
     may be left."""
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     kube, chart = kubectl(cluster.kubeconfig), helm(cluster.kubeconfig)
+    remove_stale_releases(kube, chart)
+    Budget.start()
     kube.run("create", "namespace", namespace)
+    kube.run("label", "namespace", namespace, f"{E2E_LABEL}=true")
     node_ip = LOCAL_NODE_IP
     if cluster.server != f"https://{LOCAL_NODE_IP}:6443":
         nodes = json.loads(kube.run("get", "nodes", "-o", "json").stdout)["items"]
@@ -115,7 +198,10 @@ def release(cluster: Any) -> Iterator[Deployment]:
         "--values", str(CHART_DIR / "ci" / "local-cluster-values.yaml"),
         "--wait", "--timeout", "10m",
     )  # fmt: skip
-    yield Deployment(namespace, kube, f"http://{node_ip}:{API_NODE_PORT}")
+    deployment = Deployment(namespace, kube, f"http://{node_ip}:{API_NODE_PORT}")
+    _current.append(deployment)
+    yield deployment
+    _current.clear()
     kube.run("delete", "cryptopipelines", "--all", "-n", namespace, "--wait", "--timeout=300s")
     # Retained volumes (retainPolicy Retain) of a run that stopped before test 8.
     kube.run("delete", "pvc", "--all", "-n", namespace, "--wait", "--timeout=120s")

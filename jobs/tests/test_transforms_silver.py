@@ -153,7 +153,7 @@ def test_waiting_for_an_upstream_table_ends_with_what_to_start(monkeypatch) -> N
             created.add(path)  # the bronze job got there on the third look
         return path in created
 
-    monkeypatch.setattr(streams.DeltaTable, "isDeltaTable", is_delta_table)
+    monkeypatch.setattr(streams, "_delta_table_exists", is_delta_table)
     settings = JobSettings(table_root="s3a://lake/x", upstream_wait_s=5)
     streams.wait_for_tables(None, settings, ["bronze/trades"], poll_s=0.01)  # type: ignore[arg-type]
     assert polls == ["s3a://lake/x/bronze/trades"] * 3
@@ -164,3 +164,18 @@ def test_waiting_for_an_upstream_table_ends_with_what_to_start(monkeypatch) -> N
         match=r"silver/quarantine \(created by the silver job\).*start that job first",
     ):
         streams.wait_for_tables(None, short, ["silver/quarantine"], poll_s=0.01)  # type: ignore[arg-type]
+
+
+def test_a_table_another_process_creates_after_a_first_look_is_seen(spark, tmp_path) -> None:
+    """The look happened between the upstream job's first object and its first commit: Delta
+    cached the table as missing, and gold waited 600 s for a silver/trades that was there."""
+    import deltalake  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
+
+    from cryptolake.jobs import streams  # noqa: PLC0415
+
+    path = tmp_path / "upstream"
+    (path / "_delta_log").mkdir(parents=True)
+    assert not streams._delta_table_exists(spark, str(path))
+    deltalake.write_deltalake(str(path), pa.table({"a": [1]}))  # another writer, not this JVM
+    assert streams._delta_table_exists(spark, str(path))

@@ -115,7 +115,7 @@ def wait_for_tables(
     next_log = time.monotonic()
     missing = list(names)
     while True:
-        missing = [n for n in missing if not DeltaTable.isDeltaTable(spark, settings.table_path(n))]
+        missing = [n for n in missing if not _delta_table_exists(spark, settings.table_path(n))]
         if not missing:
             return
         waiting_for = ", ".join(f"{n} (created by the {creator_of(n)} job)" for n in missing)
@@ -129,6 +129,16 @@ def wait_for_tables(
             log.info("waiting for %s", waiting_for)
             next_log = time.monotonic() + 30
         time.sleep(poll_s)
+
+
+def _delta_table_exists(spark: SparkSession, path: str) -> bool:
+    # Delta caches the log of a table it looked for too early (its _delta_log folder there, no
+    # commit yet) and would call it missing forever: forget it before each look.
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    jvm.org.apache.spark.sql.delta.DeltaLog.invalidateCache(spark._jsparkSession, hadoop_path)
+    return DeltaTable.isDeltaTable(spark, path)
 
 
 class UpstreamTableMissing(RuntimeError):
@@ -215,17 +225,33 @@ def _retry_on_conflict(action: Callable[[], _Result], what: str, attempts: int =
 
 
 def _ranges_condition(
-    ranges: list[tuple[str, str, Any, Any]], column: str, before: timedelta, after: timedelta
+    ranges: list[tuple[str, str, Any, Any]],
+    column: str,
+    before: timedelta,
+    after: timedelta,
+    *,
+    alias: str | None = None,
+    date_column: str | None = None,
 ) -> Column:
-    """Rows of the listed (exchange, symbol) whose ``column`` lies in [lo - before, hi + after)."""
+    """Rows of the listed (exchange, symbol) whose ``column`` lies in [lo - before, hi + after).
+    Literal bounds let Delta skip files by their min/max stats; ``date_column`` (the partition
+    column, which Delta cannot derive from ``column``) adds partition pruning."""
+
+    def col(name: str) -> Column:
+        return F.col(f"{alias}.{name}" if alias else name)
+
     condition = F.lit(False)
     for exchange, symbol, lo, hi in ranges:
-        condition = condition | (
-            (F.col("exchange") == exchange)
-            & (F.col("symbol") == symbol)
-            & (F.col(column) >= F.lit(lo - before))
-            & (F.col(column) < F.lit(hi + after))
+        start, end = F.lit(lo - before), F.lit(hi + after)
+        term = (
+            (col("exchange") == exchange)
+            & (col("symbol") == symbol)
+            & (col(column) >= start)
+            & (col(column) < end)
         )
+        if date_column is not None:
+            term = term & col(date_column).between(F.to_date(start), F.to_date(end))
+        condition = condition | term
     return condition
 
 
@@ -303,7 +329,7 @@ class GoldWriter:
                 .collect()
             ]
             if ranges:
-                _retry_on_conflict(lambda: self._merge_candles(spark, increment), "candles")
+                _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
                 self._refresh_derived(spark, ranges)
         finally:
             increment.unpersist()
@@ -311,9 +337,17 @@ class GoldWriter:
         if self.on_batch is not None:
             self.on_batch({"batch_id": batch_id, "late": summary["late"], "bars": len(ranges)})
 
-    def _merge_candles(self, spark: SparkSession, increment: DataFrame) -> None:
+    def _merge_candles(
+        self, spark: SparkSession, increment: DataFrame, ranges: list[tuple[str, str, Any, Any]]
+    ) -> None:
         path = self.settings.table_path(tables.GOLD_CANDLES_1M)
-        condition = " AND ".join(f"t.{key} = s.{key}" for key in [*CANDLE_KEY, "trade_date"])
+        keys = " AND ".join(f"t.{key} = s.{key}" for key in [*CANDLE_KEY, "trade_date"])
+        # Only the target files that can hold the batch's minutes are read and rewritten:
+        # without it every MERGE scans the whole table, and gets slower as the table grows.
+        condition = F.expr(keys) & _ranges_condition(
+            ranges, "minute", timedelta(0), timedelta(minutes=1), alias="t",
+            date_column="trade_date",
+        )  # fmt: skip
         (
             DeltaTable.forPath(spark, path)
             .alias("t")
@@ -341,19 +375,27 @@ class GoldWriter:
         daily_source = candles.where(
             _ranges_condition(_truncated(ranges, "day"), "minute", timedelta(0), day)
         )
+        # Each upsert's target side limited to the rows it can touch (file skipping, as for
+        # the candles MERGE).
         targets = [
-            (tables.GOLD_SMA_5M, sma, "window_start"),
-            (tables.GOLD_STATS_HOURLY, period_stats(hourly_source, "hour"), "period_start"),
-            (tables.GOLD_STATS_DAILY, period_stats(daily_source, "day"), "period_start"),
-        ]
-        for name, frame, start in targets:
-            condition = " AND ".join(
+            (tables.GOLD_SMA_5M, sma, "window_start",
+             _ranges_condition(ranges, "window_start", 4 * minute, minute, alias="t")),
+            (tables.GOLD_STATS_HOURLY, period_stats(hourly_source, "hour"), "period_start",
+             _ranges_condition(_truncated(ranges, "hour"), "period_start", timedelta(0), hour,
+                               alias="t")),
+            (tables.GOLD_STATS_DAILY, period_stats(daily_source, "day"), "period_start",
+             _ranges_condition(_truncated(ranges, "day"), "period_start", timedelta(0), day,
+                               alias="t")),
+        ]  # fmt: skip
+        for name, frame, start, touched in targets:
+            keys = " AND ".join(
                 f"t.{key} = s.{key}" for key in ("exchange", "symbol", start, "trade_date")
             )
+            condition = F.expr(keys) & touched
             path = settings.table_path(name)
 
             def upsert(
-                frame: DataFrame = frame, condition: str = condition, path: str = path
+                frame: DataFrame = frame, condition: Column = condition, path: str = path
             ) -> None:
                 (
                     DeltaTable.forPath(spark, path)

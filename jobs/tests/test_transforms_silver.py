@@ -25,7 +25,7 @@ GOOD = {
 }  # fmt: skip
 
 
-def bronze_rows(spark, values):
+def bronze_rows(spark, values, first_offset=0):
     rows = [
         (
             None,
@@ -37,7 +37,7 @@ def bronze_rows(spark, values):
             dt.datetime(2025, 1, 1),
             dt.date(2025, 1, 1),
         )
-        for offset, value in enumerate(values)
+        for offset, value in enumerate(values, start=first_offset)
     ]
     return spark.createDataFrame(rows, BRONZE_SCHEMA)
 
@@ -111,9 +111,47 @@ def test_duplicates_are_dropped_on_exchange_symbol_and_trade_id(spark):
         trade(exchange="kraken"),  # same id on another exchange is another trade
         trade(trade_id="1002"),
     ]
-    silver = deduplicate(valid_trades(parse_trades(bronze_rows(spark, values))), "10 minutes")
+    silver = valid_trades(deduplicate(parse_trades(bronze_rows(spark, values)), "10 minutes"))
     keys = sorted((r.exchange, r.trade_id) for r in silver.collect())
     assert keys == [("binance", "1001"), ("binance", "1002"), ("kraken", "1001")]
+
+
+def test_a_stream_keeps_each_trade_once_and_every_rejected_row(spark, tmp_path):
+    """The silver query's dedup, streamed over three batches: a repeated trade is dropped, a
+    repeated bad value (a new Kafka record) is not, and a rejected row's far-future event time
+    does not move the watermark (the old but on-time trade of the last batch is kept)."""
+    bronze, checkpoint = str(tmp_path / "bronze"), str(tmp_path / "checkpoint")
+    batches = [
+        [trade(), "{bad", trade(side="x")],
+        [trade(), "{bad", trade(trade_id="1002"), trade(event_time=T0 + 3_600_000_000)],
+        [trade(trade_id="1003", event_time=T0 + 2_000)],
+    ]
+    seen: list[list[tuple]] = []
+
+    def collect(batch, _batch_id):
+        seen.append(
+            sorted((r.trade_id or "", r.reason or "", r.kafka_offset) for r in batch.collect())
+        )
+
+    offset = 0
+    for values in batches:
+        bronze_rows(spark, values, offset).write.format("delta").mode("append").save(bronze)
+        offset += len(values)
+        stream = parse_trades(spark.readStream.format("delta").load(bronze))
+        query = (
+            deduplicate(stream, "10 minutes")
+            .writeStream.foreachBatch(collect)
+            .option("checkpointLocation", checkpoint)
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+    with_data = [rows for rows in seen if rows]
+    assert with_data == [
+        [("", "malformed_json", 1), ("1001", "", 0), ("1001", "bad_side", 2)],
+        [("", "malformed_json", 4), ("1001", "bad_timestamp", 6), ("1002", "", 5)],
+        [("1003", "", 7)],
+    ]
 
 
 def test_kafka_offsets_behind_takes_the_largest_kafka_source_figure() -> None:

@@ -123,7 +123,8 @@ def clean_metered_run(spark, feed, minio_server, lake_bucket) -> CleanRun:
         hadoop.set(key.removeprefix("spark.hadoop."), value)
     settings = lake_settings(feed, minio_server, lake_bucket, "clean")
     for layer in ("bronze", "silver", "gold"):
-        for query in start_streams(spark, settings, layer, available_now=True):
+        for query in start_streams(spark, settings, layer, available_now=True,
+                                   on_silver_batch=metrics.count_rules):  # fmt: skip
             query.awaitTermination()
     time.sleep(1)  # the listener bus delivers the last progress events asynchronously
     spark.streams.removeListener(listener)

@@ -69,12 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 def start_streams(
     spark: SparkSession, settings: JobSettings, command: str, *, available_now: bool,
     on_gold_batch: Callable[[dict[str, int]], None] | None = None,
+    on_silver_batch: Callable[[dict[str, int]], None] | None = None,
 ) -> list[StreamingQuery]:  # fmt: skip
     queries: list[StreamingQuery] = []
     if command in ("bronze", "all"):
         queries.append(start_bronze(spark, settings, available_now=available_now))
     if command in ("silver", "all"):
-        queries.extend(start_silver(spark, settings, available_now=available_now))
+        queries.append(
+            start_silver(spark, settings, available_now=available_now, on_batch=on_silver_batch)
+        )
     if command in ("gold", "all"):
         queries.append(
             start_gold(spark, settings, available_now=available_now, on_batch=on_gold_batch)
@@ -110,11 +113,13 @@ def run_streams(settings: JobSettings, command: str, *, available_now: bool) -> 
             # One layer after the other, each to the end of its input: a deterministic backfill.
             for layer in ("bronze", "silver", "gold") if command == "all" else (command,):
                 for query in start_streams(spark, settings, layer, available_now=True,
-                                           on_gold_batch=count_late):  # fmt: skip
+                                           on_gold_batch=count_late,
+                                           on_silver_batch=metrics.count_rules):  # fmt: skip
                     query.awaitTermination()
             return 0
         queries = start_streams(spark, settings, command, available_now=False,
-                                on_gold_batch=count_late)  # fmt: skip
+                                on_gold_batch=count_late,
+                                on_silver_batch=metrics.count_rules)  # fmt: skip
         log.info("%s running: %s; Ctrl-C or SIGTERM stops it", command,
                  ", ".join(q.name for q in queries))  # fmt: skip
         while not stop.is_set():

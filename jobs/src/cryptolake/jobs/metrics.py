@@ -12,8 +12,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from pyspark.sql.streaming.listener import StreamingQueryListener
 
-from cryptolake.jobs.streams import SILVER_RULES_METRIC
-
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +38,12 @@ class JobMetrics:
         self.last_batch = Gauge("cryptolake_jobs_last_batch_timestamp_seconds",
                                 "When the query last finished a batch", ["query"],
                                 registry=self.registry)  # fmt: skip
+
+    def count_rules(self, rule_rows: dict[str, int]) -> None:
+        """A silver batch's rows per validation outcome (``valid`` or a reason code)."""
+        for rule, count in rule_rows.items():
+            if count:
+                self.rule_rows.labels(rule).inc(count)
 
     def serve(self, port: int) -> None:
         if port:
@@ -90,11 +94,6 @@ class ProgressListener(StreamingQueryListener):
         behind = kafka_offsets_behind(progress.sources)
         if behind is not None:
             self.metrics.offsets_behind.labels(name).set(behind)
-        observed = progress.observedMetrics.get(SILVER_RULES_METRIC)
-        if observed is not None:
-            for rule, count in observed.asDict().items():
-                if count:
-                    self.metrics.rule_rows.labels(rule).inc(count)
         with self._lock:
             tally = self._tallies.setdefault(name, _QueryTally())
             tally.batches += 1

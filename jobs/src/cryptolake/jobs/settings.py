@@ -49,6 +49,8 @@ class JobSettings(KafkaTopicsSettings):
     bronze_trigger: str = "1 second"
     silver_trigger: str = "1 second"
     gold_trigger: str = "2 seconds"
+    # The SMA and hour/day tables are refreshed from the candles at most this often.
+    gold_derived_interval: str = "30 seconds"
     # Duplicates are dropped within this event-time horizon.
     silver_watermark: str = "10 minutes"
     # Trades older than the newest trade seen minus this go to quarantine as `late`.
@@ -64,7 +66,12 @@ class JobSettings(KafkaTopicsSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator(
-        "bronze_trigger", "silver_trigger", "gold_trigger", "silver_watermark", "gold_watermark"
+        "bronze_trigger",
+        "silver_trigger",
+        "gold_trigger",
+        "gold_derived_interval",
+        "silver_watermark",
+        "gold_watermark",
     )
     @classmethod
     def _durations(cls, value: str) -> str:

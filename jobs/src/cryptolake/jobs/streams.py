@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
-SILVER_RULES_METRIC = "silver_rules"
 _Result = TypeVar("_Result")
 # What a Delta commit raises when another writer (OPTIMIZE, a second job) committed first.
 CONCURRENT_COMMIT = (
@@ -86,11 +85,11 @@ def table_schemas(spark: SparkSession) -> dict[str, T.StructType]:
 # atomic put-if-absent: two drivers creating one table at once may each write version 0 (one
 # the .json, the other the .crc) and leave a table no reader can load
 # (DELTA_STATE_RECOVER_ERROR). So a job creates only its own tables and waits for upstream ones.
+DERIVED_TABLES = (tables.GOLD_SMA_5M, tables.GOLD_STATS_HOURLY, tables.GOLD_STATS_DAILY)
 TABLE_CREATORS: dict[str, list[str]] = {
     "bronze": [tables.BRONZE_TRADES],
     "silver": [tables.SILVER_TRADES, tables.SILVER_QUARANTINE],
-    "gold": [tables.GOLD_CANDLES_1M, tables.GOLD_SMA_5M, tables.GOLD_STATS_HOURLY,
-             tables.GOLD_STATS_DAILY],
+    "gold": [tables.GOLD_CANDLES_1M, *DERIVED_TABLES],
 }  # fmt: skip
 
 
@@ -179,36 +178,81 @@ def start_bronze(
     )
 
 
+@dataclass
+class SilverWriter:
+    """``foreachBatch`` function of the silver query: one parsed, deduplicated batch → valid
+    trades appended to silver/trades, rejected rows to silver/quarantine. Each append carries
+    ``txnAppId``/``txnVersion`` = (this query's id, batch id): a replayed batch appends nothing
+    twice. One query instead of two: every row is read and parsed once, and two cores run one
+    query's batches instead of two."""
+
+    settings: JobSettings
+    on_batch: Callable[[dict[str, int]], None] | None = None
+    _app_id: str | None = field(default=None, repr=False)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        if self._app_id is None:
+            self._app_id = checkpoint_app_id(spark, self.settings.checkpoint_path("silver"))
+        # Cached, so the dedup state is updated by one execution and both writes read it.
+        batch = batch.persist()
+        try:
+            counts = batch.select(*reason_counts(batch)).first()
+            rule_rows = {} if counts is None else counts.asDict()
+            valid = rule_rows.get("valid", 0)
+            outputs = [
+                (tables.SILVER_TRADES, valid_trades(batch), valid),
+                (tables.SILVER_QUARANTINE, rejected_rows(batch),
+                 sum(rule_rows.values()) - valid),
+            ]  # fmt: skip
+            for table, frame, rows in outputs:
+                if rows:  # no empty commits: gold would run a batch for each
+                    self._append(frame, table, batch_id)
+        finally:
+            batch.unpersist()
+        if self.on_batch is not None:
+            self.on_batch(rule_rows)
+
+    def _append(self, frame: DataFrame, table: str, batch_id: int) -> None:
+        writer = (
+            frame.write.format("delta")
+            .mode("append")
+            .option("txnAppId", self._app_id)
+            .option("txnVersion", str(batch_id))
+        )
+        path = self.settings.table_path(table)
+        _retry_on_conflict(lambda: writer.save(path), table)
+
+
 def start_silver(
-    spark: SparkSession, settings: JobSettings, *, available_now: bool = False
-) -> list[StreamingQuery]:
-    """bronze → silver/trades (valid, deduplicated) and silver/quarantine (with a reason)."""
+    spark: SparkSession,
+    settings: JobSettings,
+    *,
+    available_now: bool = False,
+    on_batch: Callable[[dict[str, int]], None] | None = None,
+) -> StreamingQuery:
+    """bronze → silver/trades (valid, deduplicated) and silver/quarantine (with a reason), in
+    one query; ``on_batch`` gets each batch's per-rule counts (DLT-style expectations)."""
     wait_for_tables(spark, settings, [tables.BRONZE_TRADES])
     ensure_tables(spark, settings, "silver")
     bronze = spark.readStream.format("delta").load(settings.table_path(tables.BRONZE_TRADES))
     parsed = parse_trades(bronze, max_future_skew_s=settings.max_future_skew_s)
-    trigger = _trigger(settings.silver_trigger, available_now)
-    trades = (
-        deduplicate(valid_trades(parsed), settings.silver_watermark)
-        .writeStream.format("delta")
-        .queryName("silver_trades")
-        .outputMode("append")
-        .option("checkpointLocation", settings.checkpoint_path("silver_trades"))
-        .trigger(**trigger)
-        .start(settings.table_path(tables.SILVER_TRADES))
+    return (
+        deduplicate(parsed, settings.silver_watermark)
+        .writeStream.queryName("silver")
+        .foreachBatch(SilverWriter(settings, on_batch=on_batch))
+        .option("checkpointLocation", settings.checkpoint_path("silver"))
+        .trigger(**_trigger(settings.silver_trigger, available_now))
+        .start()
     )
-    # The quarantine query sees every row, so it also counts each rule (DLT-style expectations).
-    observed = parsed.observe(SILVER_RULES_METRIC, *reason_counts(parsed))
-    quarantine = (
-        rejected_rows(observed)
-        .writeStream.format("delta")
-        .queryName("silver_quarantine")
-        .outputMode("append")
-        .option("checkpointLocation", settings.checkpoint_path("silver_quarantine"))
-        .trigger(**trigger)
-        .start(settings.table_path(tables.SILVER_QUARANTINE))
-    )
-    return [trades, quarantine]
+
+
+def checkpoint_app_id(spark: SparkSession, checkpoint: str) -> str:
+    """The query's id from its checkpoint, as a Delta ``txnAppId``: stable across restarts, new
+    with a new checkpoint (so a reset stream's batch 0 is never mistaken for an old batch 0)."""
+    text = spark.read.text(checkpoint + "/metadata").first()
+    query_id = json.loads(text[0])["id"] if text else "unknown"
+    return f"cryptolake-{checkpoint.rstrip('/').rsplit('/', 1)[-1]}-{query_id}"
 
 
 def _retry_on_conflict(action: Callable[[], _Result], what: str, attempts: int = 4) -> _Result:
@@ -262,16 +306,33 @@ class GoldWriter:
     settings: JobSettings
     on_batch: Callable[[dict[str, int]], None] | None = None
     max_event_us: int | None = None
+    # Seconds between refreshes of the SMA and hour/day tables (0: after every batch).
+    derived_interval_s: float = 0.0
     _app_id: str | None = field(default=None, repr=False)
+    # (exchange, symbol) → the minutes whose bars changed since the last derived refresh.
+    _pending: dict[tuple[str, str], tuple[Any, Any]] | None = field(default=None, repr=False)
+    _next_derived: float = field(default=0.0, repr=False)
 
-    def _query_app_id(self, spark: SparkSession) -> str:
-        """The query's id from its checkpoint: stable across restarts, new with a new
-        checkpoint (so a reset stream's batch 0 is never mistaken for an old batch 0)."""
-        if self._app_id is None:
-            text = spark.read.text(self.settings.checkpoint_path("gold") + "/metadata").first()
-            query_id = json.loads(text[0])["id"] if text else "unknown"
-            self._app_id = f"cryptolake-gold-{query_id}"
-        return self._app_id
+    def _unrefreshed_ranges(self, spark: SparkSession) -> dict[tuple[str, str], tuple[Any, Any]]:
+        """Bars merged after the last derived refresh (its ``updated_at`` in the three derived
+        tables; all bars if one was never refreshed): a stop between a candles MERGE and the
+        next refresh loses no update of the derived tables."""
+        settings = self.settings
+        candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
+        refreshed = []
+        for name in DERIVED_TABLES:
+            derived = spark.read.format("delta").load(settings.table_path(name))
+            row = derived.agg(F.max("updated_at").alias("last")).first()
+            if row is not None and row["last"] is not None:
+                refreshed.append(row["last"])
+        if len(refreshed) == len(DERIVED_TABLES):
+            candles = candles.where(F.col("updated_at") > F.lit(min(refreshed)))
+        return {
+            (row["exchange"], row["symbol"]): (row["lo"], row["hi"])
+            for row in candles.groupBy("exchange", "symbol")
+            .agg(F.min("minute").alias("lo"), F.max("minute").alias("hi"))
+            .collect()
+        }
 
     def _initial_max_event_us(self, spark: SparkSession) -> int | None:
         path = self.settings.table_path(tables.GOLD_CANDLES_1M)
@@ -285,10 +346,13 @@ class GoldWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
-        app_id = self._query_app_id(spark)
+        if self._app_id is None:
+            self._app_id = checkpoint_app_id(spark, self.settings.checkpoint_path("gold"))
         if self.max_event_us is None:
             self.max_event_us = self._initial_max_event_us(spark)
-        spark.conf.set(TXN_APP_ID, app_id)
+        if self._pending is None:
+            self._pending = self._unrefreshed_ranges(spark)
+        spark.conf.set(TXN_APP_ID, self._app_id)
         spark.conf.set(TXN_VERSION, str(batch_id))
         batch = batch.persist()
         try:
@@ -330,12 +394,27 @@ class GoldWriter:
             ]
             if ranges:
                 _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
-                self._refresh_derived(spark, ranges)
+                self._note_changed(ranges)
         finally:
             increment.unpersist()
+        if self._pending and time.monotonic() >= self._next_derived:
+            # The derived tables on their own, slower cadence: their three MERGEs would
+            # otherwise hold up every candles commit.
+            pending = [(ex, sym, lo, hi) for (ex, sym), (lo, hi) in self._pending.items()]
+            self._refresh_derived(spark, pending)
+            self._pending.clear()
+            self._next_derived = time.monotonic() + self.derived_interval_s
         self.max_event_us = max(self.max_event_us or 0, summary["newest"])
         if self.on_batch is not None:
             self.on_batch({"batch_id": batch_id, "late": summary["late"], "bars": len(ranges)})
+
+    def _note_changed(self, ranges: list[tuple[str, str, Any, Any]]) -> None:
+        assert self._pending is not None
+        for exchange, symbol, lo, hi in ranges:
+            known = self._pending.get((exchange, symbol))
+            self._pending[(exchange, symbol)] = (
+                (lo, hi) if known is None else (min(known[0], lo), max(known[1], hi))
+            )
 
     def _merge_candles(
         self, spark: SparkSession, increment: DataFrame, ranges: list[tuple[str, str, Any, Any]]
@@ -434,9 +513,11 @@ def start_gold(
     wait_for_tables(spark, settings, [tables.SILVER_TRADES, tables.SILVER_QUARANTINE])
     ensure_tables(spark, settings, "gold")
     silver = spark.readStream.format("delta").load(settings.table_path(tables.SILVER_TRADES))
+    # A run to the end of the input refreshes them after each batch: its last batch is unknown.
+    derived_s = 0.0 if available_now else duration_us(settings.gold_derived_interval) / 1e6
     return (
         silver.writeStream.queryName("gold")
-        .foreachBatch(GoldWriter(settings, on_batch=on_batch))
+        .foreachBatch(GoldWriter(settings, on_batch=on_batch, derived_interval_s=derived_s))
         .option("checkpointLocation", settings.checkpoint_path("gold"))
         .trigger(**_trigger(settings.gold_trigger, available_now))
         .start()

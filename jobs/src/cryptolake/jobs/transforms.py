@@ -191,11 +191,26 @@ def reason_counts(parsed: DataFrame) -> list[Column]:
     return [*counts, F.count(F.when(F.col("reason").isNull(), 1)).alias("valid")]
 
 
-def deduplicate(trades: DataFrame, watermark: str) -> DataFrame:
-    """One row per (exchange, symbol, trade_id); a stream keeps keys for the watermark."""
-    if not trades.isStreaming:
-        return trades.dropDuplicates(DEDUP_KEY)
-    return trades.withWatermark("event_time", watermark).dropDuplicatesWithinWatermark(DEDUP_KEY)
+def deduplicate(parsed: DataFrame, watermark: str) -> DataFrame:
+    """Parsed rows with each valid trade kept once per (exchange, symbol, trade_id); every
+    rejected row passes (keyed by its Kafka coordinates), so one silver query writes both
+    outputs from one parse. A stream keeps the keys for ``watermark`` of event time, taken
+    from valid rows only: a rejected row's event time may be garbage (years ahead) and must not
+    move the watermark, so it has none (such rows are never dropped as late)."""
+    valid = F.col("reason").isNull()
+    if not parsed.isStreaming:
+        return parsed.where(valid).dropDuplicates(DEDUP_KEY).unionByName(parsed.where(~valid))
+    key = F.when(valid, F.concat_ws("|", F.lit("trade"), *DEDUP_KEY)).otherwise(
+        F.concat_ws("|", F.lit("kafka"), "kafka_topic", "kafka_partition", "kafka_offset")
+    )
+    keyed = parsed.withColumn("_dedup_key", key).withColumn(
+        "_dedup_time", F.when(valid, F.col("event_time"))
+    )
+    return (
+        keyed.withWatermark("_dedup_time", watermark)
+        .dropDuplicatesWithinWatermark(["_dedup_key"])
+        .drop("_dedup_key", "_dedup_time")
+    )
 
 
 # --- gold: candles ----------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The I/O shell of the lakehouse: Kafka and Delta sources, Delta sinks, Gold's MERGEs.
 
-Exactly once: every query has its own checkpoint; Bronze and Silver use Delta's streaming sink
-(idempotent per batch); Gold folds each micro-batch into its tables with MERGEs tagged
-``txnAppId``/``txnVersion`` = (this query's id, batch id), so a replayed batch is skipped.
+Exactly once: every query has its own checkpoint. Bronze and Silver append each micro-batch
+once (``BatchAppender``: commits tagged with the batch, looked up after a restart). Gold folds
+each micro-batch into its tables with MERGEs tagged ``txnAppId``/``txnVersion`` = (this
+query's id, batch id), so a replayed batch is skipped.
 """
 
 from __future__ import annotations
@@ -162,38 +163,80 @@ def _trigger(settings_value: str, available_now: bool) -> dict[str, Any]:
     return {"availableNow": True} if available_now else {"processingTime": settings_value}
 
 
+@dataclass
+class BatchAppender:
+    """Appends a micro-batch's rows to Delta tables exactly once. Each commit carries
+    ``userMetadata`` = "<query id>:<batch id>"; only a run's first batch can replay a batch
+    that committed before a crash, so only then are the table's recent commits searched for
+    that tag. Not Delta's ``txnAppId``: its check rebuilds the table's whole state (every file
+    of it) on each commit, which made every append of a growing table slower."""
+
+    settings: JobSettings
+    query: str
+    _app_id: str | None = field(default=None, repr=False)
+    _checked: set[str] = field(default_factory=set, repr=False)
+
+    def append(self, frame: DataFrame, table: str, batch_id: int) -> None:
+        spark = frame.sparkSession
+        if self._app_id is None:
+            self._app_id = checkpoint_app_id(spark, self.settings.checkpoint_path(self.query))
+        tag = f"{self._app_id}:{batch_id}"
+        path = self.settings.table_path(table)
+        if table not in self._checked:
+            self._checked.add(table)
+            if _has_commit_tagged(spark, path, tag):
+                log.info("%s: batch %d is already in %s (replayed after a restart)",
+                         self.query, batch_id, table)  # fmt: skip
+                return
+        writer = frame.write.format("delta").mode("append").option("userMetadata", tag)
+        _retry_on_conflict(lambda: writer.save(path), table)
+
+
+# How far back a restarted query looks for its last batch's commit (other writers' commits,
+# e.g. gold's late rows in silver/quarantine, may have landed after it).
+RECENT_COMMITS = 100
+
+
+def _has_commit_tagged(spark: SparkSession, path: str, tag: str) -> bool:
+    history = DeltaTable.forPath(spark, path).history(RECENT_COMMITS)
+    return history.where(F.col("userMetadata") == tag).limit(1).count() > 0
+
+
 def start_bronze(
     spark: SparkSession, settings: JobSettings, *, available_now: bool = False
 ) -> StreamingQuery:
     """Kafka → bronze/trades: the record as it came, partitioned by ingest date."""
     ensure_tables(spark, settings, "bronze")
+    appender = BatchAppender(settings, "bronze")
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        appender.append(batch, tables.BRONZE_TRADES, batch_id)
+
     return (
         bronze_from_kafka(kafka_stream(spark, settings))
-        .writeStream.format("delta")
-        .queryName("bronze")
-        .outputMode("append")
+        .writeStream.queryName("bronze")
+        .foreachBatch(write)
         .option("checkpointLocation", settings.checkpoint_path("bronze"))
         .trigger(**_trigger(settings.bronze_trigger, available_now))
-        .start(settings.table_path(tables.BRONZE_TRADES))
+        .start()
     )
 
 
 @dataclass
 class SilverWriter:
     """``foreachBatch`` function of the silver query: one parsed, deduplicated batch → valid
-    trades appended to silver/trades, rejected rows to silver/quarantine. Each append carries
-    ``txnAppId``/``txnVersion`` = (this query's id, batch id): a replayed batch appends nothing
-    twice. One query instead of two: every row is read and parsed once, and two cores run one
-    query's batches instead of two."""
+    trades appended to silver/trades, rejected rows to silver/quarantine, each exactly once
+    (``BatchAppender``). One query instead of two: every row is read and parsed once, and two
+    cores run one query's batches instead of two."""
 
     settings: JobSettings
     on_batch: Callable[[dict[str, int]], None] | None = None
-    _app_id: str | None = field(default=None, repr=False)
+    appender: BatchAppender = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.appender = BatchAppender(self.settings, "silver")
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        spark = batch.sparkSession
-        if self._app_id is None:
-            self._app_id = checkpoint_app_id(spark, self.settings.checkpoint_path("silver"))
         # Cached, so the dedup state is updated by one execution and both writes read it.
         batch = batch.persist()
         try:
@@ -207,21 +250,11 @@ class SilverWriter:
             ]  # fmt: skip
             for table, frame, rows in outputs:
                 if rows:  # no empty commits: gold would run a batch for each
-                    self._append(frame, table, batch_id)
+                    self.appender.append(frame, table, batch_id)
         finally:
             batch.unpersist()
         if self.on_batch is not None:
             self.on_batch(rule_rows)
-
-    def _append(self, frame: DataFrame, table: str, batch_id: int) -> None:
-        writer = (
-            frame.write.format("delta")
-            .mode("append")
-            .option("txnAppId", self._app_id)
-            .option("txnVersion", str(batch_id))
-        )
-        path = self.settings.table_path(table)
-        _retry_on_conflict(lambda: writer.save(path), table)
 
 
 def start_silver(

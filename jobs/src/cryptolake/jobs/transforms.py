@@ -60,8 +60,12 @@ def bronze_from_kafka(kafka: DataFrame) -> DataFrame:
 
 
 def _is_json_string(raw: Column, field: str) -> Column:
-    """The field's JSON value is a quoted string (from_json would turn 1.50 into "1.5")."""
-    return raw.rlike(rf'"{field}"\s*:\s*"')
+    """The field's JSON value is a quoted string (from_json would turn 1.50 into "1.5").
+    Compact JSON (what the producer writes) is found by a plain substring search; the regex,
+    which allows whitespace, runs only when that misses (it cost a quarter of silver's CPU)."""
+    return F.when(F.instr(raw, f'"{field}":"') > 0, F.lit(True)).otherwise(
+        raw.rlike(rf'"{field}"\s*:\s*"')
+    )
 
 
 def _reject_reason(t: dict[str, Column], raw: Column, max_future_skew_us: int) -> Column:

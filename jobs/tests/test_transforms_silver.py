@@ -247,3 +247,25 @@ def test_a_batch_replayed_after_a_restart_is_appended_once(spark, tmp_path):
     (checkpoint / "metadata").write_text(json.dumps({"id": "query-2"}))
     BatchAppender(settings, "bronze").append(rows, "bronze/trades", 1)
     assert count() == 8
+
+
+def test_local_mode_puts_the_jars_on_the_class_path_instead_of_copying_them(tmp_path) -> None:
+    from cryptolake.jobs.session import build_spark_conf  # noqa: PLC0415
+    from cryptolake.jobs.settings import JobSettings  # noqa: PLC0415
+
+    jars = [tmp_path / "delta.jar", tmp_path / "kafka.jar"]
+    local = build_spark_conf(JobSettings(spark_master="local[2]"), jars)
+    assert local["spark.driver.extraClassPath"] == f"{jars[0]}:{jars[1]}"
+    assert "spark.jars" not in local
+    cluster = build_spark_conf(JobSettings(spark_master="k8s://https://kubernetes:443"), jars)
+    assert cluster["spark.jars"] == f"{jars[0]},{jars[1]}"
+
+
+def test_silver_refuses_the_checkpoints_of_the_old_two_query_layout(spark, tmp_path) -> None:
+    from cryptolake.jobs.settings import JobSettings  # noqa: PLC0415
+    from cryptolake.jobs.streams import LegacyCheckpoint, start_silver  # noqa: PLC0415
+
+    settings = JobSettings(table_root=str(tmp_path / "lake"), metrics_port=0)
+    (tmp_path / "lake" / "_checkpoints" / "silver_trades" / "offsets").mkdir(parents=True)
+    with pytest.raises(LegacyCheckpoint, match="delete the silver/ and gold/ tables"):
+        start_silver(spark, settings)

@@ -22,6 +22,7 @@ from cryptolake.jobs.monitor import all_status, render_json, render_text
 from cryptolake.jobs.session import SparkSetupError, build_session
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.jobs.streams import (
+    LegacyCheckpoint,
     UpstreamTableMissing,
     start_bronze,
     start_gold,
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             spark.stop()
         return 0
-    except SparkSetupError as exc:
+    except (SparkSetupError, LegacyCheckpoint) as exc:
         log.error("%s", exc)
         return 2
     except UpstreamTableMissing as exc:

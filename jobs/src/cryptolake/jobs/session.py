@@ -42,7 +42,6 @@ def build_spark_conf(settings: JobSettings, jars: list[Path]) -> dict[str, str]:
     """Pure: every Spark setting the jobs run with."""
     conf = {
         "spark.master": settings.spark_master,
-        "spark.jars": ",".join(str(jar) for jar in jars),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
@@ -65,6 +64,12 @@ def build_spark_conf(settings: JobSettings, jars: list[Path]) -> dict[str, str]:
         # Gold MERGEs read the candles table right after writing it.
         "spark.databricks.delta.stalenessLimit": "0",
     }
+    if settings.spark_master.startswith("local"):
+        # Tasks run in the driver's JVM, so its class path is enough. `spark.jars` would copy
+        # the 640 MB of jars into a /tmp/spark-* folder per session, which a killed JVM leaves.
+        conf["spark.driver.extraClassPath"] = ":".join(str(jar) for jar in jars)
+    else:
+        conf["spark.jars"] = ",".join(str(jar) for jar in jars)
     if settings.spark_master.startswith("local"):
         # Bind to loopback: the machine's other interfaces are not ours to use.
         conf["spark.driver.bindAddress"] = "127.0.0.1"

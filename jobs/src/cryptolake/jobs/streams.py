@@ -266,6 +266,7 @@ def start_silver(
 ) -> StreamingQuery:
     """bronze → silver/trades (valid, deduplicated) and silver/quarantine (with a reason), in
     one query; ``on_batch`` gets each batch's per-rule counts (DLT-style expectations)."""
+    refuse_legacy_silver_checkpoints(spark, settings)
     wait_for_tables(spark, settings, [tables.BRONZE_TRADES])
     ensure_tables(spark, settings, "silver")
     bronze = spark.readStream.format("delta").load(settings.table_path(tables.BRONZE_TRADES))
@@ -278,6 +279,37 @@ def start_silver(
         .trigger(**_trigger(settings.silver_trigger, available_now))
         .start()
     )
+
+
+# Before one query wrote both silver tables, two did, each with its own checkpoint.
+LEGACY_SILVER_CHECKPOINTS = ("silver_trades", "silver_quarantine")
+
+
+class LegacyCheckpoint(RuntimeError):
+    """Checkpoints of an older layout: starting over would write every row a second time."""
+
+
+def refuse_legacy_silver_checkpoints(spark: SparkSession, settings: JobSettings) -> None:
+    """A lakehouse whose silver ran as two queries has no ``silver`` checkpoint: the new query
+    would read bronze from its start and append every trade again (and gold would count them
+    twice), so say how to rebuild instead."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def exists(path: str) -> bool:
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+        return bool(hadoop_path.getFileSystem(hadoop_conf).exists(hadoop_path))
+
+    legacy = [name for name in LEGACY_SILVER_CHECKPOINTS if exists(settings.checkpoint_path(name))]
+    if legacy and not exists(settings.checkpoint_path("silver")):
+        raise LegacyCheckpoint(
+            f"{settings.checkpoints} holds the checkpoints of the old two-query silver job "
+            f"({', '.join(legacy)}); the one `silver` query would append every bronze row "
+            "again. Rebuild silver and gold from bronze: stop the jobs, delete the silver/ and "
+            "gold/ tables and the silver*, gold checkpoints under the table root, and start "
+            "the jobs again (bronze is kept)"
+        )
 
 
 def checkpoint_app_id(spark: SparkSession, checkpoint: str) -> str:

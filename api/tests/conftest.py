@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from cryptolake.api.settings import ApiSettings
 from cryptolake.stack.kafka import free_port
 
 # Three days ending "today" for the data (the hot window is the newest two partitions).
-LAKE_START = datetime(2026, 11, 22, tzinfo=UTC)
 LAKE_MINUTES = 3 * 24 * 60
 MARKETS = (
     ("simulator", "BTC-USDT", Decimal("42000.00")),
@@ -44,7 +43,10 @@ class SampleLake:
 
 @pytest.fixture(scope="session")
 def sample_trades() -> list[SampleTrade]:
-    return generate_trades(MARKETS, LAKE_START, LAKE_MINUTES, per_minute=2)
+    # Two days back to one day ahead of this hour: the endpoints' default windows end near
+    # now (a fixed start made the tests fail once "now" passed its last bar).
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+    return generate_trades(MARKETS, start, LAKE_MINUTES, per_minute=2)
 
 
 def _write_local_lake(folder: Path, trades: list[SampleTrade]) -> SampleLake:

@@ -2,7 +2,6 @@
 foreachBatch function on local Delta tables (the derived tables' cadence and restart)."""
 
 import datetime as dt
-import json
 from decimal import Decimal as D  # noqa: N817 (short: used in every expected row)
 
 from delta.tables import DeltaTable
@@ -10,8 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from cryptolake.jobs import tables
-from cryptolake.jobs.settings import JobSettings
-from cryptolake.jobs.streams import GoldWriter, ensure_tables
+from cryptolake.jobs.streams import GoldWriter
 from cryptolake.jobs.tables import SILVER_SCHEMA
 from cryptolake.jobs.transforms import (
     candle_merge_set,
@@ -148,12 +146,8 @@ def test_hourly_and_daily_stats_take_open_first_and_close_last(spark):
     assert daily.change_pct == D(-5)
 
 
-def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark, tmp_path):
-    settings = JobSettings(table_root=str(tmp_path / "lake"), metrics_port=0)
-    ensure_tables(spark, settings, "gold")
-    checkpoint = tmp_path / "lake" / "_checkpoints" / "gold"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "metadata").write_text(json.dumps({"id": "test-query"}))
+def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark, job_lake):
+    settings = job_lake("gold")
 
     def trade_in_minute(minute: int):
         return silver(

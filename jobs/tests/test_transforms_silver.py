@@ -219,15 +219,10 @@ def test_a_table_another_process_creates_after_a_first_look_is_seen(spark, tmp_p
     assert streams._delta_table_exists(spark, str(path))
 
 
-def test_a_batch_replayed_after_a_restart_is_appended_once(spark, tmp_path):
-    from cryptolake.jobs.settings import JobSettings  # noqa: PLC0415
-    from cryptolake.jobs.streams import BatchAppender, ensure_tables  # noqa: PLC0415
+def test_a_batch_replayed_after_a_restart_is_appended_once(spark, job_lake):
+    from cryptolake.jobs.streams import BatchAppender  # noqa: PLC0415
 
-    settings = JobSettings(table_root=str(tmp_path / "lake"), metrics_port=0)
-    ensure_tables(spark, settings, "bronze")
-    checkpoint = tmp_path / "lake" / "_checkpoints" / "bronze"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "metadata").write_text(json.dumps({"id": "query-1"}))
+    settings = job_lake("bronze", "query-1")
     rows = bronze_rows(spark, [trade(), trade(trade_id="1002")])
 
     def count() -> int:
@@ -244,7 +239,7 @@ def test_a_batch_replayed_after_a_restart_is_appended_once(spark, tmp_path):
     restarted.append(rows, "bronze/trades", 2)
     assert count() == 6
     # A new checkpoint is a new query: its batch 1 is new data.
-    (checkpoint / "metadata").write_text(json.dumps({"id": "query-2"}))
+    job_lake("bronze", "query-2")
     BatchAppender(settings, "bronze").append(rows, "bronze/trades", 1)
     assert count() == 8
 

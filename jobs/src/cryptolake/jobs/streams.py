@@ -313,8 +313,9 @@ def refuse_legacy_silver_checkpoints(spark: SparkSession, settings: JobSettings)
 
 
 def checkpoint_app_id(spark: SparkSession, checkpoint: str) -> str:
-    """The query's id from its checkpoint, as a Delta ``txnAppId``: stable across restarts, new
-    with a new checkpoint (so a reset stream's batch 0 is never mistaken for an old batch 0)."""
+    """The query's id from its checkpoint (gold's ``txnAppId``, bronze's and silver's commit
+    tag): stable across restarts, new with a new checkpoint (so a reset stream's batch 0 is
+    never mistaken for an old batch 0)."""
     text = spark.read.text(checkpoint + "/metadata").first()
     query_id = json.loads(text[0])["id"] if text else "unknown"
     return f"cryptolake-{checkpoint.rstrip('/').rsplit('/', 1)[-1]}-{query_id}"
@@ -378,7 +379,7 @@ class GoldWriter:
     _pending: dict[tuple[str, str], tuple[Any, Any]] | None = field(default=None, repr=False)
     _next_derived: float = field(default=0.0, repr=False)
 
-    def _unrefreshed_ranges(self, spark: SparkSession) -> dict[tuple[str, str], tuple[Any, Any]]:
+    def _unrefreshed_ranges(self, spark: SparkSession) -> list[tuple[str, str, Any, Any]]:
         """Bars merged after the last derived refresh (its ``updated_at`` in the three derived
         tables; all bars if one was never refreshed): a stop between a candles MERGE and the
         next refresh loses no update of the derived tables."""
@@ -392,12 +393,7 @@ class GoldWriter:
                 refreshed.append(row["last"])
         if len(refreshed) == len(DERIVED_TABLES):
             candles = candles.where(F.col("updated_at") > F.lit(min(refreshed)))
-        return {
-            (row["exchange"], row["symbol"]): (row["lo"], row["hi"])
-            for row in candles.groupBy("exchange", "symbol")
-            .agg(F.min("minute").alias("lo"), F.max("minute").alias("hi"))
-            .collect()
-        }
+        return _minute_ranges(candles)
 
     def _initial_max_event_us(self, spark: SparkSession) -> int | None:
         path = self.settings.table_path(tables.GOLD_CANDLES_1M)
@@ -416,7 +412,8 @@ class GoldWriter:
         if self.max_event_us is None:
             self.max_event_us = self._initial_max_event_us(spark)
         if self._pending is None:
-            self._pending = self._unrefreshed_ranges(spark)
+            self._pending = {}
+            self._note_changed(self._unrefreshed_ranges(spark))
         spark.conf.set(TXN_APP_ID, self._app_id)
         spark.conf.set(TXN_VERSION, str(batch_id))
         batch = batch.persist()
@@ -451,12 +448,7 @@ class GoldWriter:
             )
         increment = candles_1m(on_time).persist()
         try:
-            ranges = [
-                (row["exchange"], row["symbol"], row["lo"], row["hi"])
-                for row in increment.groupBy("exchange", "symbol")
-                .agg(F.min("minute").alias("lo"), F.max("minute").alias("hi"))
-                .collect()
-            ]
+            ranges = _minute_ranges(increment)
             if ranges:
                 _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
                 self._note_changed(ranges)
@@ -551,6 +543,16 @@ class GoldWriter:
                 )
 
             _retry_on_conflict(upsert, name)
+
+
+def _minute_ranges(bars: DataFrame) -> list[tuple[str, str, Any, Any]]:
+    """(exchange, symbol, first minute, last minute) of each market that ``bars`` hold."""
+    return [
+        (row["exchange"], row["symbol"], row["lo"], row["hi"])
+        for row in bars.groupBy("exchange", "symbol")
+        .agg(F.min("minute").alias("lo"), F.max("minute").alias("hi"))
+        .collect()
+    ]
 
 
 def _truncated(

@@ -23,6 +23,7 @@ GOOD = {
     "price": "94000.12000000", "qty": "0.00150000", "side": "buy", "event_time": T0 + 1_500,
     "ingest_time": T0 + 90_000,
 }  # fmt: skip
+HOUR_LATER = T0 + 3_600_000_000
 
 
 def bronze_rows(spark, values, first_offset=0):
@@ -118,14 +119,16 @@ def test_duplicates_are_dropped_on_exchange_symbol_and_trade_id(spark):
 
 def test_a_stream_keeps_each_trade_once_and_every_rejected_row(spark, tmp_path):
     """The silver query's dedup, streamed over three batches: a repeated trade is dropped, a
-    repeated bad value (a new Kafka record) is not, and a rejected row's far-future event time
-    does not move the watermark (the old but on-time trade of the last batch is kept)."""
+    repeated bad value (a new Kafka record) is not, and a trade an hour older than the newest
+    is kept for gold to judge (the watermark runs on Kafka time): nothing vanishes unseen."""
     bronze, checkpoint = str(tmp_path / "bronze"), str(tmp_path / "checkpoint")
     batches = [
         [trade(), "{bad", trade(side="x")],
-        [trade(), "{bad", trade(trade_id="1002"), trade(event_time=T0 + 3_600_000_000)],
-        [trade(trade_id="1003", event_time=T0 + 2_000)],
-    ]
+        [trade(), "{bad", trade(trade_id="1002"), trade(event_time=T0 + 3_600_000_000),
+         trade(trade_id="1004", event_time=HOUR_LATER, ingest_time=HOUR_LATER + 90_000)],
+        [trade(trade_id="1003", event_time=T0 + 2_000),
+         trade(trade_id="1004", event_time=HOUR_LATER, ingest_time=HOUR_LATER + 90_000)],
+    ]  # fmt: skip
     seen: list[list[tuple]] = []
 
     def collect(batch, _batch_id):
@@ -149,8 +152,9 @@ def test_a_stream_keeps_each_trade_once_and_every_rejected_row(spark, tmp_path):
     with_data = [rows for rows in seen if rows]
     assert with_data == [
         [("", "malformed_json", 1), ("1001", "", 0), ("1001", "bad_side", 2)],
-        [("", "malformed_json", 4), ("1001", "bad_timestamp", 6), ("1002", "", 5)],
-        [("1003", "", 7)],
+        [("", "malformed_json", 4), ("1001", "bad_timestamp", 6), ("1002", "", 5),
+         ("1004", "", 7)],
+        [("1003", "", 8)],
     ]
 
 

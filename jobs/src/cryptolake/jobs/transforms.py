@@ -130,6 +130,7 @@ def parse_trades(bronze: DataFrame, *, max_future_skew_s: int = 300) -> DataFram
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
+        F.col("kafka_timestamp"),
         F.col("ingest_date"),
         F.from_json(raw, _TRADE_TEXT_SCHEMA, {"columnNameOfCorruptRecord": _CORRUPT}).alias("t"),
     )
@@ -156,6 +157,7 @@ def parse_trades(bronze: DataFrame, *, max_future_skew_s: int = 300) -> DataFram
         "kafka_topic",
         "kafka_partition",
         "kafka_offset",
+        "kafka_timestamp",
         "raw_value",
         "ingest_date",
         "reason",
@@ -198,17 +200,20 @@ def reason_counts(parsed: DataFrame) -> list[Column]:
 def deduplicate(parsed: DataFrame, watermark: str) -> DataFrame:
     """Parsed rows with each valid trade kept once per (exchange, symbol, trade_id); every
     rejected row passes (keyed by its Kafka coordinates), so one silver query writes both
-    outputs from one parse. A stream keeps the keys for ``watermark`` of event time, taken
-    from valid rows only: a rejected row's event time may be garbage (years ahead) and must not
-    move the watermark, so it has none (such rows are never dropped as late)."""
+    outputs from one parse. A stream keeps each key for ``watermark`` of Kafka time (when the
+    record reached the broker), not event time: a valid trade whose event time is far behind
+    the newest is never dropped here unseen, it goes on to gold, which upserts its bar or
+    quarantines it as ``late``; so bronze = silver + quarantine + duplicates, always. Rejected
+    rows have no watermark time (never dropped, never kept as state)."""
     valid = F.col("reason").isNull()
     if not parsed.isStreaming:
         return parsed.where(valid).dropDuplicates(DEDUP_KEY).unionByName(parsed.where(~valid))
     key = F.when(valid, F.concat_ws("|", F.lit("trade"), *DEDUP_KEY)).otherwise(
         F.concat_ws("|", F.lit("kafka"), "kafka_topic", "kafka_partition", "kafka_offset")
     )
+    arrival = F.coalesce(F.col("kafka_timestamp"), F.col("event_time"))
     keyed = parsed.withColumn("_dedup_key", key).withColumn(
-        "_dedup_time", F.when(valid, F.col("event_time"))
+        "_dedup_time", F.when(valid, arrival)
     )
     return (
         keyed.withWatermark("_dedup_time", watermark)

@@ -2,14 +2,16 @@
 foreachBatch function on local Delta tables (the derived tables' cadence and restart)."""
 
 import datetime as dt
+import shutil
 from decimal import Decimal as D  # noqa: N817 (short: used in every expected row)
 
+import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from cryptolake.jobs import tables
-from cryptolake.jobs.streams import GoldWriter
+from cryptolake.jobs.streams import DerivedRefreshFailed, GoldWriter
 from cryptolake.jobs.tables import SILVER_SCHEMA
 from cryptolake.jobs.transforms import (
     candle_merge_set,
@@ -160,7 +162,8 @@ def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark,
 
     hourly_interval = 3600.0
     first_run = GoldWriter(settings, derived_interval_s=hourly_interval)
-    first_run(trade_in_minute(0), 0)  # nothing refreshed yet: refreshed at once
+    first_run(trade_in_minute(0), 0)  # nothing refreshed yet: refreshed at once, in background
+    first_run.wait_for_refresh()
     first_run(trade_in_minute(1), 1)  # inside the interval: the candles only
     assert (trades_in(tables.GOLD_CANDLES_1M), trades_in(tables.GOLD_STATS_HOURLY)) == (2, 1)
 
@@ -168,6 +171,7 @@ def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark,
     # own batch is an hour later, so only that catch-up can bring minute 1 into hour 12's stats.
     restarted = GoldWriter(settings, derived_interval_s=hourly_interval)
     restarted(trade_in_minute(61), 2)
+    restarted.wait_for_refresh()
     assert trades_in(tables.GOLD_CANDLES_1M) == 3
     hourly = spark.read.format("delta").load(settings.table_path(tables.GOLD_STATS_HOURLY))
     by_hour = {row.period_start.hour: row.trades for row in hourly.collect()}
@@ -176,3 +180,17 @@ def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark,
     sma = spark.read.format("delta").load(settings.table_path(tables.GOLD_SMA_5M))
     windows = {row.window_start.strftime("%H:%M"): row.trades for row in sma.collect()}
     assert windows["12:01"] == 1 and windows["12:00"] == 2 and windows["13:01"] == 1
+
+
+def test_a_failed_background_refresh_fails_the_next_batch(spark, job_lake):
+    settings = job_lake("gold")
+    writer = GoldWriter(settings, derived_interval_s=0.01)
+    batch = silver(spark, [("binance", "BTC-USDT", "1", "100", "1", "buy", 60.0)])
+    writer(batch, 0)
+    writer.wait_for_refresh()
+    # The refresh of the next batch's bar finds no hourly table to upsert into.
+    shutil.rmtree(settings.table_path(tables.GOLD_STATS_HOURLY))
+    writer(silver(spark, [("binance", "BTC-USDT", "2", "101", "1", "buy", 120.0)]), 1)
+    writer.wait_for_refresh()
+    with pytest.raises(DerivedRefreshFailed):
+        writer(silver(spark, [("binance", "BTC-USDT", "3", "102", "1", "buy", 180.0)]), 2)

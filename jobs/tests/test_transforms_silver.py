@@ -152,8 +152,7 @@ def test_a_stream_keeps_each_trade_once_and_every_rejected_row(spark, tmp_path):
     with_data = [rows for rows in seen if rows]
     assert with_data == [
         [("", "malformed_json", 1), ("1001", "", 0), ("1001", "bad_side", 2)],
-        [("", "malformed_json", 4), ("1001", "bad_timestamp", 6), ("1002", "", 5),
-         ("1004", "", 7)],
+        [("", "malformed_json", 4), ("1001", "bad_timestamp", 6), ("1002", "", 5), ("1004", "", 7)],
         [("1003", "", 8)],
     ]
 

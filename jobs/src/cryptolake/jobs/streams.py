@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from delta.exceptions import (
@@ -41,6 +42,7 @@ from cryptolake.jobs.transforms import (
     candles_1m,
     deduplicate,
     late_rows,
+    market_summary,
     parse_trades,
     period_stats,
     reason_counts,
@@ -367,17 +369,25 @@ def _ranges_condition(
 
 @dataclass
 class GoldWriter:
-    """``foreachBatch`` function of the gold query: late split, candle MERGE, derived tables."""
+    """``foreachBatch`` function of the gold query: late split, candle MERGE, derived tables.
+
+    The derived tables (SMA, hour and day statistics) are refreshed at most every
+    ``derived_interval_s``, on a thread of their own with its own Spark session, so their
+    three MERGEs never hold up a candles commit; with 0 (a run to the end of the input) after
+    every batch, in line. A failed refresh fails the query at its next batch."""
 
     settings: JobSettings
     on_batch: Callable[[dict[str, int]], None] | None = None
     max_event_us: int | None = None
-    # Seconds between refreshes of the SMA and hour/day tables (0: after every batch).
+    # Seconds between refreshes of the SMA and hour/day tables (0: after every batch, in line).
     derived_interval_s: float = 0.0
     _app_id: str | None = field(default=None, repr=False)
     # (exchange, symbol) → the minutes whose bars changed since the last derived refresh.
     _pending: dict[tuple[str, str], tuple[Any, Any]] | None = field(default=None, repr=False)
     _next_derived: float = field(default=0.0, repr=False)
+    _refresher: threading.Thread | None = field(default=None, repr=False)
+    _refresh_error: BaseException | None = field(default=None, repr=False)
+    _refresh_session: SparkSession | None = field(default=None, repr=False)
 
     def _unrefreshed_ranges(self, spark: SparkSession) -> list[tuple[str, str, Any, Any]]:
         """Bars merged after the last derived refresh (its ``updated_at`` in the three derived
@@ -406,6 +416,9 @@ class GoldWriter:
         return None if row is None else row["max_us"]
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        if self._refresh_error is not None:
+            error, self._refresh_error = self._refresh_error, None
+            raise DerivedRefreshFailed("refreshing gold's derived tables failed") from error
         spark = batch.sparkSession
         if self._app_id is None:
             self._app_id = checkpoint_app_id(spark, self.settings.checkpoint_path("gold"))
@@ -423,47 +436,84 @@ class GoldWriter:
             spark.conf.unset(TXN_APP_ID)
             spark.conf.unset(TXN_VERSION)
             batch.unpersist()
+        self._maybe_refresh_derived(spark)
 
     def _process(self, spark: SparkSession, batch: DataFrame, batch_id: int) -> None:
         settings = self.settings
         delay = duration_us(settings.gold_watermark)
         watermark = None if self.max_event_us is None else self.max_event_us - delay
-        # One pass over the batch for its size, newest trade and late count.
-        late_flag = (
-            F.lit(False) if watermark is None
-            else F.col("event_time") < F.timestamp_micros(F.lit(watermark))
-        )  # fmt: skip
-        summary = batch.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.unix_micros(F.max("event_time")).alias("newest"),
-            F.count(F.when(late_flag, 1)).alias("late"),
-        ).first()
-        if summary is None or summary["rows"] == 0:
+        # One pass over the batch: its size, newest trade, late count and minutes per market.
+        markets = market_summary(batch, watermark).collect()
+        if not markets:
             return  # nothing new: no commits (silver's no-data batches land here)
+        late_count = sum(row["late"] for row in markets)
         on_time, late = split_late(batch, watermark)
-        if watermark is not None and summary["late"]:
+        if watermark is not None and late_count:
             # Same txnAppId/txnVersion as the MERGEs: a replayed batch appends nothing.
             late_rows(late, watermark).write.format("delta").mode("append").save(
                 settings.table_path(tables.SILVER_QUARANTINE)
             )
-        increment = candles_1m(on_time).persist()
-        try:
-            ranges = _minute_ranges(increment)
-            if ranges:
-                _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
-                self._note_changed(ranges)
-        finally:
-            increment.unpersist()
-        if self._pending and time.monotonic() >= self._next_derived:
-            # The derived tables on their own, slower cadence: their three MERGEs would
-            # otherwise hold up every candles commit.
-            pending = [(ex, sym, lo, hi) for (ex, sym), (lo, hi) in self._pending.items()]
-            self._refresh_derived(spark, pending)
-            self._pending.clear()
-            self._next_derived = time.monotonic() + self.derived_interval_s
-        self.max_event_us = max(self.max_event_us or 0, summary["newest"])
+        ranges = [
+            (row["exchange"], row["symbol"], row["lo"], row["hi"])
+            for row in markets
+            if row["lo"] is not None
+        ]
+        if ranges:
+            increment = candles_1m(on_time)
+            _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
+            self._note_changed(ranges)
+        newest = max(row["newest"] for row in markets)
+        self.max_event_us = max(self.max_event_us or 0, newest)
         if self.on_batch is not None:
-            self.on_batch({"batch_id": batch_id, "late": summary["late"], "bars": len(ranges)})
+            self.on_batch({"batch_id": batch_id, "late": late_count, "bars": len(ranges)})
+
+    def _maybe_refresh_derived(self, spark: SparkSession) -> None:
+        """Refresh the derived tables for the bars merged since the last refresh, when due and
+        no refresh is running (the bars merged meanwhile wait for the next one)."""
+        if not self._pending or time.monotonic() < self._next_derived:
+            return
+        if self._refresher is not None and self._refresher.is_alive():
+            return
+        pending = [(ex, sym, lo, hi) for (ex, sym), (lo, hi) in self._pending.items()]
+        self._pending.clear()
+        # Pinned here, between two candles MERGEs: every bar with updated_at ≤ as_of is in
+        # this version, so a restart's catch-up (bars newer than the derived updated_at)
+        # cannot miss one merged while the refresh ran.
+        as_of = datetime.now(UTC)
+        version = _latest_version(spark, self.settings.table_path(tables.GOLD_CANDLES_1M))
+        self._next_derived = time.monotonic() + self.derived_interval_s
+        if self.derived_interval_s == 0:
+            self._refresh_derived(spark, pending, version, as_of)
+            return
+        if self._refresh_session is None:
+            # Its own SQL conf: the gold query's txnAppId/txnVersion must not tag these
+            # MERGEs (they are idempotent upserts recomputed from the candles).
+            self._refresh_session = spark.newSession()
+        self._refresher = threading.Thread(
+            target=self._refresh_in_background,
+            args=(self._refresh_session, pending, version, as_of),
+            name="gold-derived-refresh",
+            daemon=True,
+        )
+        self._refresher.start()
+
+    def _refresh_in_background(
+        self, spark: SparkSession, ranges: list[tuple[str, str, Any, Any]], version: int,
+        as_of: datetime,
+    ) -> None:  # fmt: skip
+        started = time.monotonic()
+        try:
+            self._refresh_derived(spark, ranges, version, as_of)
+        except Exception as exc:  # noqa: BLE001 - handed to the query thread, raised there
+            log.error("gold: refreshing the derived tables failed: %s", exc)
+            self._refresh_error = exc
+            return
+        log.debug("gold: derived tables refreshed in %.1f s", time.monotonic() - started)
+
+    def wait_for_refresh(self, timeout_s: float | None = None) -> None:
+        """Block until a background refresh has finished (tests, orderly stops)."""
+        if self._refresher is not None:
+            self._refresher.join(timeout_s)
 
     def _note_changed(self, ranges: list[tuple[str, str, Any, Any]]) -> None:
         assert self._pending is not None
@@ -494,12 +544,21 @@ class GoldWriter:
         )
 
     def _refresh_derived(
-        self, spark: SparkSession, ranges: list[tuple[str, str, Any, Any]]
+        self,
+        spark: SparkSession,
+        ranges: list[tuple[str, str, Any, Any]],
+        version: int,
+        as_of: datetime,
     ) -> None:
         """Recompute the SMA windows and hour/day statistics the new bars touch, from the
-        candles table (so a late bar corrects them), and upsert them."""
+        candles table at ``version`` (so a late bar corrects them), and upsert them with
+        ``updated_at`` = ``as_of``, the moment that version was taken."""
         settings = self.settings
-        candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
+        candles = (
+            spark.read.format("delta")
+            .option("versionAsOf", version)
+            .load(settings.table_path(tables.GOLD_CANDLES_1M))
+        )
         minute, hour, day = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
         sma_source = candles.where(_ranges_condition(ranges, "minute", 4 * minute, 5 * minute))
         sma = sma_5m(sma_source).where(
@@ -523,7 +582,8 @@ class GoldWriter:
              _ranges_condition(_truncated(ranges, "day"), "period_start", timedelta(0), day,
                                alias="t")),
         ]  # fmt: skip
-        for name, frame, start, touched in targets:
+        for name, rows, start, touched in targets:
+            frame = rows.withColumn("updated_at", F.lit(as_of))
             keys = " AND ".join(
                 f"t.{key} = s.{key}" for key in ("exchange", "symbol", start, "trade_date")
             )
@@ -543,6 +603,16 @@ class GoldWriter:
                 )
 
             _retry_on_conflict(upsert, name)
+
+
+class DerivedRefreshFailed(RuntimeError):
+    """Gold's background refresh of the SMA and hour/day tables raised (its cause says why)."""
+
+
+def _latest_version(spark: SparkSession, path: str) -> int:
+    last = DeltaTable.forPath(spark, path).history(1).first()
+    assert last is not None, f"{path} has no commit (ensure_tables creates it)"
+    return int(last["version"])
 
 
 def _minute_ranges(bars: DataFrame) -> list[tuple[str, str, Any, Any]]:

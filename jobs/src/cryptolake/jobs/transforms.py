@@ -212,9 +212,7 @@ def deduplicate(parsed: DataFrame, watermark: str) -> DataFrame:
         F.concat_ws("|", F.lit("kafka"), "kafka_topic", "kafka_partition", "kafka_offset")
     )
     arrival = F.coalesce(F.col("kafka_timestamp"), F.col("event_time"))
-    keyed = parsed.withColumn("_dedup_key", key).withColumn(
-        "_dedup_time", F.when(valid, arrival)
-    )
+    keyed = parsed.withColumn("_dedup_key", key).withColumn("_dedup_time", F.when(valid, arrival))
     return (
         keyed.withWatermark("_dedup_time", watermark)
         .dropDuplicatesWithinWatermark(["_dedup_key"])
@@ -360,6 +358,24 @@ def split_late(trades: DataFrame, watermark_us: int | None) -> tuple[DataFrame, 
         return trades, trades.limit(0)
     cutoff = F.timestamp_micros(F.lit(watermark_us))
     return trades.where(F.col("event_time") >= cutoff), trades.where(F.col("event_time") < cutoff)
+
+
+def market_summary(trades: DataFrame, watermark_us: int | None) -> DataFrame:
+    """Per (exchange, symbol): trades, newest event time (µs), late trades, and the first and
+    last minute of the on-time ones (null when all are late): everything gold needs to know
+    of a batch before merging it, in one pass."""
+    on_time = (
+        F.lit(True) if watermark_us is None
+        else F.col("event_time") >= F.timestamp_micros(F.lit(watermark_us))
+    )  # fmt: skip
+    minute = F.date_trunc("minute", "event_time")
+    return trades.groupBy("exchange", "symbol").agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.unix_micros(F.max("event_time")).alias("newest"),
+        F.count(F.when(~on_time, 1)).alias("late"),
+        F.min(F.when(on_time, minute)).alias("lo"),
+        F.max(F.when(on_time, minute)).alias("hi"),
+    )
 
 
 def late_rows(late: DataFrame, watermark_us: int) -> DataFrame:

@@ -459,8 +459,12 @@ class GoldWriter:
             if row["lo"] is not None
         ]
         if ranges:
-            increment = candles_1m(on_time)
-            _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
+            # Cached: the MERGE reads its source twice (matching, then writing).
+            increment = candles_1m(on_time).persist()
+            try:
+                _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
+            finally:
+                increment.unpersist()
             self._note_changed(ranges)
         newest = max(row["newest"] for row in markets)
         self.max_event_us = max(self.max_event_us or 0, newest)

@@ -515,7 +515,7 @@ class GoldWriter:
         log.debug("gold: derived tables refreshed in %.1f s", time.monotonic() - started)
 
     def wait_for_refresh(self, timeout_s: float | None = None) -> None:
-        """Block until a background refresh has finished (tests, orderly stops)."""
+        """Block until a background refresh has finished (tests)."""
         if self._refresher is not None:
             self._refresher.join(timeout_s)
 

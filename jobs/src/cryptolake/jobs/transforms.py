@@ -356,18 +356,22 @@ def split_late(trades: DataFrame, watermark_us: int | None) -> tuple[DataFrame, 
     """(on time, late): late trades are older than the watermark (newest seen minus delay)."""
     if watermark_us is None:
         return trades, trades.limit(0)
-    cutoff = F.timestamp_micros(F.lit(watermark_us))
-    return trades.where(F.col("event_time") >= cutoff), trades.where(F.col("event_time") < cutoff)
+    on_time = _on_time(watermark_us)
+    return trades.where(on_time), trades.where(~on_time)
+
+
+def _on_time(watermark_us: int | None) -> Column:
+    """Gold's lateness test: at or after the watermark (every trade when there is none yet)."""
+    if watermark_us is None:
+        return F.lit(True)
+    return F.col("event_time") >= F.timestamp_micros(F.lit(watermark_us))
 
 
 def market_summary(trades: DataFrame, watermark_us: int | None) -> DataFrame:
     """Per (exchange, symbol): trades, newest event time (µs), late trades, and the first and
     last minute of the on-time ones (null when all are late): everything gold needs to know
     of a batch before merging it, in one pass."""
-    on_time = (
-        F.lit(True) if watermark_us is None
-        else F.col("event_time") >= F.timestamp_micros(F.lit(watermark_us))
-    )  # fmt: skip
+    on_time = _on_time(watermark_us)
     minute = F.date_trunc("minute", "event_time")
     return trades.groupBy("exchange", "symbol").agg(
         F.count(F.lit(1)).alias("rows"),

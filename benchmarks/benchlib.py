@@ -16,6 +16,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cryptolake.common.trade import TOPIC_CONFIG
 from cryptolake.stack.kafka import KafkaBroker, KafkaBrokerConfig, free_port
 
 
@@ -72,8 +73,10 @@ def kafka_broker(root: Path, bootstrap_servers: str | None) -> Iterator[Broker]:
 
 
 def create_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
+    """A topic with the contract's ``TOPIC_CONFIG``, as the producer and the operator make it."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+    new = NewTopic(topic, partitions, 1, config=dict(TOPIC_CONFIG))
+    for future in admin.create_topics([new]).values():
         future.result(timeout=30)
 
 

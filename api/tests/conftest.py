@@ -46,7 +46,10 @@ def sample_trades() -> list[SampleTrade]:
     # Two days back to one day ahead of this hour: the endpoints' default windows end near
     # now (a fixed start made the tests fail once "now" passed its last bar).
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
-    return generate_trades(MARKETS, start, LAKE_MINUTES, per_minute=2)
+    # Prices with 2 to 8 decimals, 8-decimal quantities: exact answers differ from float ones.
+    return generate_trades(
+        MARKETS, start, LAKE_MINUTES, per_minute=2, price_decimals=range(2, 9), qty_decimals=8
+    )
 
 
 def _write_local_lake(folder: Path, trades: list[SampleTrade]) -> SampleLake:

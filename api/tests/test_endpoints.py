@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from cryptolake.api.queries import INTERVALS
-from cryptolake.api.sample import bars_from_trades
+from cryptolake.api.sample import bars_from_trades, rounded
 from cryptolake.api.settings import ApiSettings
+from cryptolake.api.store import LakeStore
 
 ClientFor = Callable[[ApiSettings], TestClient]
 
@@ -21,18 +25,28 @@ def iso(moment: Any) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def exact(response: httpx.Response) -> Any:
+    """The body with JSON numbers read as Decimal: the digits as sent, no float in between."""
+    assert response.status_code == 200, response.text
+    return json.loads(response.text, parse_float=Decimal)
+
+
 def expected_bars(lake: Any, exchange: str, symbol: str, interval: str) -> list[dict[str, Any]]:
     mine = [t for t in lake.trades if (t.exchange, t.symbol) == (exchange, symbol)]
     return bars_from_trades(mine, INTERVALS[interval])
 
 
+BAR_NUMBERS = (
+    "open", "high", "low", "close", "volume", "quote_volume", "vwap", "buy_volume", "sell_volume",
+)  # fmt: skip
+
+
 def assert_same_bars(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
     assert [bar["time_ms"] for bar in got] == [int(w["minute"].timestamp() * 1000) for w in want]
     for bar, w in zip(got, want, strict=True):
-        for name in ("open", "high", "low", "close", "volume", "buy_volume", "sell_volume"):
-            assert bar[name] == float(w[name]), (bar["time"], name)
+        for name in BAR_NUMBERS:
+            assert bar[name] == w[name], (bar["time"], name)
         assert bar["trades"] == w["trades"]
-        assert bar["vwap"] == pytest.approx(float(w["vwap"]), rel=1e-9)
 
 
 @pytest.mark.parametrize("interval", ["1m", "5m", "15m", "1h", "4h", "1d"])
@@ -48,9 +62,7 @@ def test_candles_over_a_range_match_bars_built_from_the_trades(
         params |= {"start": iso(start), "limit": 5000}
         if end is not None:
             params["end"] = iso(end)
-        response = local_client.get("/v1/candles", params=params)
-        assert response.status_code == 200, response.text
-        body = response.json()
+        body = exact(local_client.get("/v1/candles", params=params))
         assert (body["exchange"], body["symbol"], body["interval"]) == (
             "simulator", "BTC-USDT", interval,
         )  # fmt: skip
@@ -58,9 +70,31 @@ def test_candles_over_a_range_match_bars_built_from_the_trades(
         assert_same_bars(body["bars"], in_range)
 
 
+@pytest.mark.parametrize("interval", ["5m", "1h"])
+def test_limit_bars_from_a_start_inside_a_bar(
+    local_lake: Any, local_client: TestClient, interval: str
+) -> None:
+    want = expected_bars(local_lake, "simulator", "BTC-USDT", interval)
+    # Two minutes into a bar: that bar started before start, the answer begins with the next.
+    start = want[len(want) // 2]["minute"] + timedelta(minutes=2)
+    params = {"symbol": "BTC-USDT", "exchange": "simulator", "interval": interval}
+    body = exact(local_client.get("/v1/candles", params=params | {"start": iso(start), "limit": 3}))
+    assert_same_bars(body["bars"], [w for w in want if w["minute"] >= start][:3])
+
+
+def test_sma_from_a_start(local_lake: Any, local_client: TestClient) -> None:
+    bars = expected_bars(local_lake, "simulator", "BTC-USDT", "1m")
+    start = bars[len(bars) // 2]["minute"]
+    params = {"symbol": "BTC-USDT", "exchange": "simulator", "start": iso(start), "limit": 3}
+    points = exact(local_client.get("/v1/indicators/sma", params=params))["points"]
+    assert [p["window_start_ms"] for p in points] == [
+        int((start + timedelta(minutes=i)).timestamp() * 1000) for i in range(3)
+    ]
+
+
 def test_latest_candles_without_a_range(local_lake: Any, local_client: TestClient) -> None:
     want = expected_bars(local_lake, "simulator", "ETH-USDT", "1m")[-7:]
-    body = local_client.get("/v1/candles", params={"symbol": "ETH-USDT", "limit": 7}).json()
+    body = exact(local_client.get("/v1/candles", params={"symbol": "ETH-USDT", "limit": 7}))
     assert body["exchange"] == "simulator"  # the only one with ETH-USDT
     assert_same_bars(body["bars"], want)
 
@@ -68,9 +102,11 @@ def test_latest_candles_without_a_range(local_lake: Any, local_client: TestClien
 def test_exchange_defaults_to_the_newest_and_can_be_chosen(
     local_lake: Any, local_client: TestClient
 ) -> None:
-    binance = local_client.get(
-        "/v1/candles", params={"symbol": "BTC-USDT", "exchange": "binance", "limit": 3}
-    ).json()
+    binance = exact(
+        local_client.get(
+            "/v1/candles", params={"symbol": "BTC-USDT", "exchange": "binance", "limit": 3}
+        )
+    )
     assert binance["exchange"] == "binance"
     assert_same_bars(binance["bars"], expected_bars(local_lake, "binance", "BTC-USDT", "1m")[-3:])
 
@@ -93,34 +129,45 @@ def test_symbols_list_first_and_last_trade(local_lake: Any, local_client: TestCl
 def test_latest_trades_are_the_newest_from_silver(
     local_lake: Any, local_client: TestClient
 ) -> None:
-    body = local_client.get("/v1/trades/latest", params={"symbol": "ETH-USDT", "limit": 5}).json()
+    params = {"symbol": "ETH-USDT", "limit": 5}
+    body = exact(local_client.get("/v1/trades/latest", params=params))
     mine = [t for t in local_lake.trades if t.symbol == "ETH-USDT"]
     newest = sorted(mine, key=lambda t: (t.event_time, t.trade_id), reverse=True)[:5]
     assert [t["trade_id"] for t in body["trades"]] == [t.trade_id for t in newest]
-    assert body["trades"][0]["price"] == float(newest[0].price)
+    assert [(t["price"], t["qty"]) for t in body["trades"]] == [(t.price, t.qty) for t in newest]
 
 
 def test_sma_stats_and_kpis(local_lake: Any, local_client: TestClient) -> None:
     sim_btc = {"symbol": "BTC-USDT", "exchange": "simulator"}
-    sma = local_client.get("/v1/indicators/sma", params={**sim_btc, "limit": 3}).json()
+    sma = exact(local_client.get("/v1/indicators/sma", params={**sim_btc, "limit": 3}))
     bars = expected_bars(local_lake, "simulator", "BTC-USDT", "1m")
     last_bar = bars[-1]["minute"]
     assert sma["points"][-1]["time_ms"] == int(last_bar.timestamp() * 1000)
-    closes = [float(b["close"]) for b in bars if b["minute"] > last_bar - timedelta(minutes=5)]
-    assert sma["points"][-1]["sma"] == pytest.approx(sum(closes) / len(closes), rel=1e-12)
+    window = [b for b in bars if b["minute"] > last_bar - timedelta(minutes=5)]
+    closes = sum((b["close"] for b in window), Decimal(0))
+    quote = sum((b["quote_volume"] for b in window), Decimal(0))
+    volume = sum((b["volume"] for b in window), Decimal(0))
+    assert sma["points"][-1]["sma"] == rounded(closes, len(window))
+    assert sma["points"][-1]["vwap"] == rounded(quote, volume)
 
-    daily = local_client.get("/v1/stats/daily", params=sim_btc).json()["stats"]
-    assert [d["open"] for d in daily] == [
-        float(b["open"]) for b in expected_bars(local_lake, "simulator", "BTC-USDT", "1d")
+    daily = exact(local_client.get("/v1/stats/daily", params=sim_btc))["stats"]
+    want_daily = expected_bars(local_lake, "simulator", "BTC-USDT", "1d")
+    for name in ("open", "close", "high", "low", "volume", "quote_volume", "vwap"):
+        assert [d[name] for d in daily] == [b[name] for b in want_daily], name
+    assert [d["change_pct"] for d in daily] == [
+        rounded((b["close"] - b["open"]) * 100, b["open"]) for b in want_daily
     ]
     hourly = local_client.get("/v1/stats/hourly", params={"limit": 4}).json()["stats"]
     assert len(hourly) == 4
 
-    kpis = {(k["exchange"], k["symbol"]): k for k in local_client.get("/v1/kpis").json()["kpis"]}
+    kpis = {(k["exchange"], k["symbol"]): k for k in exact(local_client.get("/v1/kpis"))["kpis"]}
     btc = kpis[("simulator", "BTC-USDT")]
-    assert btc["last_price"] == float(bars[-1]["close"])
+    assert btc["last_price"] == bars[-1]["close"]
+    day = [b for b in bars if b["minute"] > bars[-1]["minute"] - timedelta(hours=24)]
+    assert btc["volume_24h"] == sum((b["volume"] for b in day), Decimal(0))
     hour_ago = [b for b in bars if b["minute"] <= bars[-1]["minute"] - timedelta(hours=1)][-1]
-    assert btc["change_1h_pct"] == pytest.approx(
+    # A percentage for a tile, computed in floats: not one of the exact figures.
+    assert float(btc["change_1h_pct"]) == pytest.approx(
         (float(bars[-1]["close"]) / float(hour_ago["close"]) - 1) * 100
     )
 
@@ -130,7 +177,15 @@ def test_sma_stats_and_kpis(local_lake: Any, local_client: TestClient) -> None:
     [
         ({"symbol": "DOGE-USDT"}, 404, "symbol"),
         ({"symbol": "BTC-USDT", "exchange": "kraken"}, 404, "symbol"),
-        ({"symbol": "BTCUSDT"}, 422, "symbol"),
+        ({"symbol": "BT\u0421-USDT"}, 422, "symbol"),  # a Cyrillic Es
+        ({"symbol": "BTC\u200b-USDT"}, 422, "symbol"),  # a zero-width space
+        ({"symbol": "A" * 21 + "-USDT"}, 422, "symbol"),
+        ({"symbol": "BTC-"}, 422, "symbol"),
+        ({"symbol": "-"}, 422, "symbol"),
+        ({"symbol": "BTC\x01-USDT"}, 422, "symbol"),
+        ({"symbol": "BTC-USDT" * 10}, 422, "symbol"),
+        ({"symbol": "BTC-USDT", "exchange": "ftx"}, 422, "exchange"),
+        ({"symbol": "BTC-USDT", "exchange": "k\u0440aken"}, 422, "exchange"),
         ({}, 422, "symbol"),
         ({"symbol": "BTC-USDT", "interval": "2m"}, 422, "interval"),
         ({"symbol": "BTC-USDT", "start": "yesterday"}, 422, "start"),
@@ -151,6 +206,35 @@ def test_bad_parameters_get_a_message_naming_them(
     assert error["status"] == status
     assert error["parameter"] == parameter
     assert error["message"]
+
+
+def test_spellings_of_a_symbol_and_exchange_answer_as_the_canonical_one(
+    local_lake: Any, local_client: TestClient
+) -> None:
+    want = expected_bars(local_lake, "binance", "BTC-USDT", "1m")[-2:]
+    for symbol, exchange in (("btc/usdt", "binance"), ("BTCUSDT", "Binance"), (" btc_usdt", None)):
+        params = {"symbol": symbol, "limit": 2} | ({"exchange": exchange} if exchange else {})
+        body = exact(local_client.get("/v1/candles", params=params))
+        assert (body["exchange"], body["symbol"]) == ("binance", "BTC-USDT"), symbol
+        assert_same_bars(body["bars"], want)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/candles", "/v1/indicators/sma", "/v1/stats/hourly", "/v1/trades/latest"]
+)
+def test_a_symbol_that_cannot_exist_reads_nothing(
+    local_client: TestClient, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    for method in ("read_candles_history", "table_rows", "symbols", "exchanges_of"):
+
+        def refuse(*_: Any, method: str = method, **__: Any) -> None:
+            raise AssertionError(f"{method} called for an impossible symbol")
+
+        monkeypatch.setattr(LakeStore, method, refuse)
+    for symbol in ("BT\u0421-USDT", "BTC-", "X" * 30 + "-USDT"):
+        response = local_client.get(path, params={"symbol": symbol})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["parameter"] == "symbol"
 
 
 def test_unknown_path_gets_the_error_body(local_client: TestClient) -> None:
@@ -225,15 +309,8 @@ def test_same_answers_from_minio(s3_lake: Any, client_for: ClientFor) -> None:
     assert client.get("/readyz").status_code == 200
     want = expected_bars(s3_lake, "simulator", "BTC-USDT", "1h")
     first_day = iso(want[0]["minute"])
-    body = client.get(
-        "/v1/candles",
-        params={
-            "symbol": "BTC-USDT",
-            "exchange": "simulator",
-            "interval": "1h",
-            "start": first_day,
-        },
-    ).json()
+    params = {"symbol": "BTC-USDT", "exchange": "simulator", "interval": "1h", "start": first_day}
+    body = exact(client.get("/v1/candles", params=params))
     assert_same_bars(body["bars"], want)
     trades = client.get("/v1/trades/latest", params={"symbol": "ETH-USDT"}).json()["trades"]
     assert len(trades) == 50

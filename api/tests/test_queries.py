@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import polars as pl
@@ -12,15 +15,20 @@ import pytest
 
 from cryptolake.api import queries
 from cryptolake.api.errors import ApiError
-from cryptolake.api.params import parse_range, parse_time
+from cryptolake.api.params import parse_exchange, parse_range, parse_symbol, parse_time
 from cryptolake.api.sample import (
     CANDLES_SCHEMA,
     SampleTrade,
     bars_from_trades,
     generate_trades,
+    rounded,
 )
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
+BAR_FIELDS = (
+    "exchange", "symbol", "open", "high", "low", "close", "volume", "quote_volume", "vwap",
+    "trades", "buy_volume", "sell_volume", "first_trade_time", "last_trade_time",
+)  # fmt: skip
 
 
 def frame(rows: list[dict[str, object]]) -> pl.DataFrame:
@@ -34,19 +42,102 @@ def trades() -> list[SampleTrade]:
     return generate_trades([("simulator", "BTC-USDT", Decimal("42000"))], START, 6 * 60, 3)
 
 
-@pytest.mark.parametrize("interval", ["5m", "15m", "1h", "4h"])
+@pytest.fixture(scope="module")
+def fine_trades() -> list[SampleTrade]:
+    """Prices with 2 to 8 decimals, quantities with 8: quote volumes with up to 16 decimals and
+    vwaps with more significant digits than a float holds."""
+    return generate_trades(
+        [("binance", "ETH-BTC", Decimal("0.05123456")), ("kraken", "BTC-EUR", Decimal("38000"))],
+        START, 6 * 60, 3, price_decimals=range(2, 9), qty_decimals=8,
+    )  # fmt: skip
+
+
+def float_vwap(bar: dict[str, Any]) -> Decimal:
+    return Decimal(float(bar["quote_volume"]) / float(bar["volume"]))
+
+
+def six_decimals(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("1e-6"))
+
+
+def assert_same_bars(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    assert [bar["minute"] for bar in got] == [bar["minute"] for bar in want]
+    for bar, expected in zip(got, want, strict=True):
+        for name in BAR_FIELDS:
+            assert bar[name] == expected[name], (bar["minute"], name)
+
+
+@pytest.mark.parametrize("interval", ["5m", "15m", "1h", "4h", "1d"])
 def test_resample_equals_bars_built_from_the_trades(
     trades: list[SampleTrade], interval: str
 ) -> None:
     expected = bars_from_trades(trades, queries.INTERVALS[interval])
-    got = queries.resample(frame(bars_from_trades(trades)), interval).to_dicts()
-    assert len(got) == len(expected)
-    for bar, want in zip(got, expected, strict=True):
-        assert bar["minute"] == want["minute"]
-        for name in ("open", "high", "low", "close", "volume", "quote_volume", "trades"):
-            assert bar[name] == want[name], (interval, bar["minute"], name)
-        assert bar["buy_volume"] == want["buy_volume"]
-        assert bar["vwap"] == pytest.approx(float(want["vwap"]), rel=1e-12)
+    got = queries.resample(frame(bars_from_trades(trades)), interval)
+    assert_same_bars(got.to_dicts(), expected)
+
+
+@pytest.mark.parametrize("interval", ["5m", "1h", "1d"])
+def test_resampled_volumes_and_vwap_are_exact_with_fine_decimals(
+    fine_trades: list[SampleTrade], interval: str
+) -> None:
+    for market in (("binance", "ETH-BTC"), ("kraken", "BTC-EUR")):
+        mine = [t for t in fine_trades if (t.exchange, t.symbol) == market]
+        expected = bars_from_trades(mine, queries.INTERVALS[interval])
+        # The premise: float vwaps, or quote volumes cut to 6 decimals, would not pass.
+        assert any(bar["vwap"] != float_vwap(bar) for bar in expected)
+        assert any(bar["quote_volume"] != six_decimals(bar["quote_volume"]) for bar in expected)
+        got = queries.resample(frame(bars_from_trades(mine)), interval)
+        assert got.schema["quote_volume"] == pl.Decimal(38, 18)
+        assert got.schema["volume"] == pl.Decimal(38, 8)
+        assert got.schema["vwap"] == pl.Decimal(38, 18)
+        assert_same_bars(got.to_dicts(), expected)
+
+
+def big_bars(column: str, values: list[str]) -> pl.DataFrame:
+    """One-minute bars of one trade each, with ``column`` set to ``values`` in turn."""
+    one = SampleTrade("x", "BTC-USDT", "1", Decimal(1), Decimal(1), "buy", START)
+    bars = []
+    for minute, value in enumerate(values):
+        (bar,) = bars_from_trades([replace(one, event_time=START + timedelta(minutes=minute))])
+        bars.append({**bar, column: Decimal(value)})
+    return frame(bars)
+
+
+def test_a_sum_that_overflows_its_column_is_null_never_wrapped() -> None:
+    # DECIMAL(38,18) holds < 1e20: 6e19 + 6e19 does not fit.
+    over = queries.resample(big_bars("quote_volume", ["6e19", "6e19", "1"]), "5m")
+    assert over["quote_volume"].to_list() == [None]
+    assert over["vwap"].to_list() == [None]
+    assert over["volume"].to_list() == [Decimal(3)]
+    largest = "99999999999999999999.999999999999999999"
+    at_the_limit = queries.resample(big_bars("quote_volume", [largest, "0"]), "5m")
+    assert at_the_limit["quote_volume"].to_list() == [Decimal(largest)]
+    # Far past Int128 (where polars' own group sum wraps around): still null.
+    wrapped = queries.resample(big_bars("volume", ["9e29"] * 250), "1d")
+    assert wrapped["volume"].to_list() == [None]
+
+
+@pytest.mark.parametrize(
+    ("quotes", "vwap"),
+    [
+        (["1e-18", "2e-18"], "2e-18"),  # 1.5e-18 rounds up to the even 2
+        (["2e-18", "3e-18"], "2e-18"),  # 2.5e-18 rounds down to the even 2
+        (["7", "1e-18"], "3.500000000000000000"),  # 3.5000000000000000005: down to the even 0
+    ],
+)
+def test_resampled_vwap_rounds_half_even(quotes: list[str], vwap: str) -> None:
+    bars = big_bars("quote_volume", quotes)  # two bars of volume 1
+    (got,) = queries.resample(bars, "5m")["vwap"].to_list()
+    assert got == Decimal(vwap) == rounded(sum(map(Decimal, quotes), Decimal(0)), 2)
+
+
+def test_a_null_quote_volume_makes_its_bar_null() -> None:
+    bars = big_bars("quote_volume", ["1", "2"]).with_columns(
+        quote_volume=pl.when(pl.col("minute") == START).then(None).otherwise(pl.col("quote_volume"))
+    )
+    got = queries.resample(bars, "5m")
+    assert got["quote_volume"].to_list() == [None]
+    assert got["vwap"].to_list() == [None]
 
 
 def test_daily_bars_start_at_midnight_utc() -> None:
@@ -94,6 +185,35 @@ def test_bars_json_gives_numbers_and_both_time_forms(trades: list[SampleTrade]) 
     assert isinstance(first["trades"], int)
 
 
+def test_json_numbers_carry_every_digit(fine_trades: list[SampleTrade]) -> None:
+    bars = queries.resample(frame(bars_from_trades(fine_trades)), "1h")
+    rendered = queries.bars_json(bars)
+    assert b'"vwap":"' not in rendered  # numbers, not strings
+    for got, want in zip(json.loads(rendered, parse_float=Decimal), bars.to_dicts(), strict=True):
+        for name in ("open", "high", "low", "close", "volume", "quote_volume", "vwap"):
+            assert got[name] == want[name], name
+    # Trailing zeros are dropped, one decimal kept: 42000.0, not 42000.0000000000.
+    round_numbers = SampleTrade("x", "A-B", "1", Decimal(42000), Decimal(2), "buy", START)
+    rendered = queries.bars_json(frame(bars_from_trades([round_numbers])))
+    assert b'"open":42000.0,' in rendered
+    assert b'"quote_volume":84000.0,' in rendered
+
+
+def test_a_string_that_looks_like_a_key_stays_a_string() -> None:
+    trade = pl.DataFrame(
+        {
+            "exchange": ['x","price":"1'], "symbol": ["A-B"], "trade_id": ["7"],
+            "price": pl.Series([Decimal("2.50")], dtype=pl.Decimal(19, 10)),
+            "qty": pl.Series([Decimal("0.1")], dtype=pl.Decimal(18, 8)),
+            "side": ["buy"], "event_time": [START],
+        }
+    )  # fmt: skip
+    (row,) = orjson.loads(queries.trades_json(trade))
+    assert (row["exchange"], row["trade_id"], row["price"], row["qty"]) == (
+        'x","price":"1', "7", 2.5, 0.1,
+    )  # fmt: skip
+
+
 def test_kpis_compare_with_the_bar_an_hour_and_a_day_before() -> None:
     def trade(minutes: int, price: int) -> SampleTrade:
         at = START + timedelta(minutes=minutes)
@@ -102,10 +222,15 @@ def test_kpis_compare_with_the_bar_an_hour_and_a_day_before() -> None:
     bars = frame(bars_from_trades([trade(0, 100), trade(24 * 60 - 60, 200), trade(24 * 60, 250)]))
     (row,) = queries.kpis(bars).to_dicts()
     assert row["last_price"] == Decimal(250)
-    assert row["change_1h_pct"] == pytest.approx(25.0)
-    assert row["change_24h_pct"] == pytest.approx(150.0)
+    assert row["change_1h_pct"] == 25.0
+    assert row["change_24h_pct"] == 150.0
     # The bar at minute 0 is exactly 24 h old: outside the (last - 24 h, last] volume window.
     assert row["volume_24h"] == Decimal(4)
+
+
+def test_kpi_volume_is_null_when_it_overflows() -> None:
+    (row,) = queries.kpis(big_bars("volume", ["6e29", "6e29"])).to_dicts()
+    assert row["volume_24h"] is None
 
 
 def test_kpis_have_no_change_without_history() -> None:
@@ -155,3 +280,60 @@ def test_inverted_range_is_rejected() -> None:
     with pytest.raises(ApiError) as raised:
         parse_range("2026-11-24T10:00:00Z", "2026-11-24T09:00:00Z")
     assert raised.value.parameter == "end"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("BTC-USDT", "BTC-USDT"),
+        ("btc-usdt", "BTC-USDT"),
+        ("btc/usdt", "BTC-USDT"),
+        (" ETH_BTC ", "ETH-BTC"),
+        ("BTCUSDT", "BTC-USDT"),
+        ("XBT-EUR", "BTC-EUR"),
+        ("1INCH-USDT", "1INCH-USDT"),
+        ("A" * 20 + "-" + "B" * 20, "A" * 20 + "-" + "B" * 20),
+    ],
+)
+def test_parse_symbol_normalizes_the_usual_spellings(text: str, expected: str) -> None:
+    assert parse_symbol(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "BT\u0421-USDT",  # a Cyrillic Es for the C
+        "BTC\u200b-USDT",  # a zero-width space
+        "\u017fol-usdt",  # long s: its upper() is 'S', but this is not SOL-USDT
+        "\uff22\uff34\uff23-USDT",  # full-width BTC
+        "BTC-USDT\n",
+        "BTC\x00-USDT",
+        "\tBTC-USDT",
+        "A" * 21 + "-USDT",
+        "BTC-" + "U" * 21,
+        "BTC-",
+        "-USDT",
+        "-",
+        "",
+        "BTC--USDT",
+        "BTC-USDT-X",
+        "BTC USDT",
+        "BTC.USDT",
+        "DOGE",
+    ],
+)
+def test_parse_symbol_rejects_what_cannot_be_a_symbol(text: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        parse_symbol(text)
+    assert raised.value.status == 422
+    assert raised.value.parameter == "symbol"
+    assert "BASE-QUOTE" in raised.value.message or "ASCII" in raised.value.message
+
+
+def test_parse_exchange_takes_the_known_ones_in_any_case() -> None:
+    assert parse_exchange("binance") == "binance"
+    assert parse_exchange(" Kraken ") == "kraken"
+    for text in ("ftx", "", "binance2", "\u212araken", "coin base"):  # \u212a: Kelvin sign
+        with pytest.raises(ApiError) as raised:
+            parse_exchange(text)
+        assert (raised.value.status, raised.value.parameter) == (422, "exchange")

@@ -6,18 +6,18 @@ import shutil
 from decimal import Decimal as D  # noqa: N817 (short: used in every expected row)
 
 import pytest
-from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from cryptolake.common.candles import half_even_quotient
 from cryptolake.jobs import tables
 from cryptolake.jobs.streams import DerivedRefreshFailed, GoldWriter
 from cryptolake.jobs.tables import SILVER_SCHEMA
 from cryptolake.jobs.transforms import (
-    candle_merge_set,
     candles_1m,
     fold_candles,
     late_rows,
+    market_id,
     period_stats,
     sma_5m,
     split_late,
@@ -57,8 +57,7 @@ def test_candle_follows_kline_semantics(spark):
     first = bars.orderBy("minute").first()
     assert (first.buy_volume, first.sell_volume) == (D("2.5"), D(2))
     assert first.quote_volume == D("100") + D("210") + D("95") + D("50.5")
-    # vwap is computed in doubles: exact to ~15 significant digits.
-    assert abs(first.vwap - D("455.5") / D("4.5")) < D("1e-12")
+    assert first.vwap == half_even_quotient(D("455.5"), D("4.5"))  # 101.222…222 (18 decimals)
     assert (first.first_trade_id, first.last_trade_id) == ("10", "13")
 
 
@@ -79,36 +78,60 @@ def test_folding_an_increment_equals_computing_the_whole_minute_at_once(spark):
     assertDataFrameEqual(folded.drop("updated_at"), whole)
 
 
-def test_candle_merge_set_is_what_the_delta_merge_applies(spark, tmp_path):
-    early = [("binance", "BTC-USDT", "1", "50", "1", "buy", 30.0)]
-    later = [("binance", "BTC-USDT", "2", "40", "3", "sell", 10.0),
-             ("binance", "BTC-USDT", "3", "60", "1", "buy", 45.0)]  # fmt: skip
-    path = str(tmp_path / "candles")
-    candles_1m(silver(spark, early)).write.format("delta").save(path)
-    increment = candles_1m(silver(spark, later))
-    DeltaTable.forPath(spark, path).alias("t").merge(
-        increment.alias("s"),
-        "t.exchange = s.exchange AND t.symbol = s.symbol AND t.minute = s.minute",
-    ).whenMatchedUpdate(set=candle_merge_set()).whenNotMatchedInsertAll().execute()
-    merged = spark.read.format("delta").load(path)
+def test_gold_merge_of_a_later_batch_equals_the_whole_minute_at_once(spark, job_lake):
+    early = [("binance", "BTC-USDT", "1", "50.01", "1.00000001", "buy", 30.0)]
+    later = [("binance", "BTC-USDT", "2", "40.12345678", "3.12345678", "sell", 10.0),
+             ("binance", "BTC-USDT", "3", "60", "0.00000001", "buy", 45.0),
+             ("binance", "ETH-USDT", "4", "3000.5", "2", "buy", 45.0)]  # fmt: skip
+    settings = job_lake("gold")
+    writer = GoldWriter(settings)
+    writer(silver(spark, early), 0)
+    writer(silver(spark, later), 1)
+    merged = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
     whole = candles_1m(silver(spark, early + later))
     assertDataFrameEqual(merged.drop("updated_at"), whole.drop("updated_at"))
-    assert merged.first().open == D(40) and merged.first().close == D(60)
+    btc = merged.where(F.col("symbol") == "BTC-USDT").first()
+    assert (btc.open, btc.close, btc.trades) == (D("40.12345678"), D(60), 3)
+    quote = D("50.01") * D("1.00000001") + D("40.12345678") * D("3.12345678") + D("60e-8")
+    assert btc.quote_volume == quote  # 16 decimals: a 6-decimal cut would differ
+    assert btc.vwap == half_even_quotient(quote, D("4.12345680"))
 
 
-def test_late_trades_split_off_at_the_watermark_and_carry_reason_late(spark):
+def minute_us(minutes: float) -> int:
+    return int((BASE + dt.timedelta(minutes=minutes)).replace(tzinfo=dt.UTC).timestamp() * 1e6)
+
+
+def test_late_trades_split_off_at_their_markets_watermark_and_carry_reason_late(spark):
     trades = silver(spark, [
         ("binance", "BTC-USDT", "1", "10", "1", "buy", 0.0),
         ("binance", "BTC-USDT", "2", "11", "1", "buy", 200.0),
+        ("binance", "ETH-USDT", "3", "12", "1", "buy", 0.0),   # its own watermark is earlier
+        ("kraken", "BTC-USDT", "4", "13", "1", "buy", 0.0),    # a market with no watermark yet
     ])  # fmt: skip
-    watermark = int((BASE + dt.timedelta(seconds=100)).replace(tzinfo=dt.UTC).timestamp() * 1e6)
-    on_time, late = split_late(trades, watermark)
-    assert [r.trade_id for r in on_time.collect()] == ["2"]
-    rows = late_rows(late, watermark).collect()
+    watermarks = {market_id("binance", "BTC-USDT"): minute_us(100 / 60),
+                  market_id("binance", "ETH-USDT"): minute_us(-1)}  # fmt: skip
+    on_time, late = split_late(trades, watermarks)
+    assert sorted(r.trade_id for r in on_time.collect()) == ["2", "3", "4"]
+    rows = late_rows(late, watermarks).collect()
     assert [(r.reason, r.layer, r.kafka_topic) for r in rows] == [("late", "gold", "t")]
     assert '"trade_id":"1"' in rows[0].raw_value
-    everything, nothing = split_late(trades, None)
-    assert (everything.count(), nothing.count()) == (2, 0)
+    assert "2025-03-01 12:01:40" in rows[0].detail
+    everything, nothing = split_late(trades, {})
+    assert (everything.count(), nothing.count()) == (4, 0)
+
+
+def test_one_markets_clock_never_makes_another_markets_trades_late(spark, job_lake):
+    """Lateness is per (exchange, symbol): a market whose newest trade is two hours ahead does
+    not move the cut-off of the others (it did when gold kept one watermark for all)."""
+    settings = job_lake("gold")
+    quarantined = []
+    writer = GoldWriter(settings, on_batch=lambda info: quarantined.append(info["late"]))
+    writer(silver(spark, [("binance", "BTC-USDT", "1", "100", "1", "buy", 0.0),
+                          ("binance", "ETH-USDT", "2", "10", "1", "buy", 7200.0)]), 0)  # fmt: skip
+    writer(silver(spark, [("binance", "BTC-USDT", "3", "101", "1", "buy", 60.0)]), 1)
+    candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
+    assert candles.agg(F.sum("trades")).first()[0] == 3
+    assert quarantined == [0, 0]
 
 
 def test_sma_5m_slides_by_one_minute_over_closes(spark):

@@ -26,7 +26,8 @@ GOOD = {
 HOUR_LATER = T0 + 3_600_000_000
 
 
-def bronze_rows(spark, values, first_offset=0):
+def bronze_rows(spark, values, first_offset=0, broker_time=dt.datetime(2025, 1, 1, 0, 0, 1)):
+    """Bronze rows as the broker stamped them: ``broker_time`` is their Kafka append time."""
     rows = [
         (
             None,
@@ -34,8 +35,8 @@ def bronze_rows(spark, values, first_offset=0):
             "crypto.trades.v1",
             0,
             offset,
-            dt.datetime(2025, 1, 1),
-            dt.datetime(2025, 1, 1),
+            broker_time,
+            broker_time,
             dt.date(2025, 1, 1),
         )
         for offset, value in enumerate(values, start=first_offset)
@@ -73,7 +74,7 @@ def without(field):
         (trade(schema_version=2), "unknown_schema_version"),
         (without("schema_version"), "missing_field"),
         (without("price"), "missing_field"),
-        (trade(exchange="bitstamp"), "bad_type"),
+        (trade(exchange="bitstamp"), "bad_exchange"),
         (trade(event_time="yesterday"), "bad_type"),
         (trade(price=94000.12), "bad_type"),  # a JSON number would not be exact
         (trade(symbol="btcusdt"), "bad_symbol"),
@@ -83,7 +84,7 @@ def without(field):
         (trade(qty="0"), "bad_qty"),
         (trade(side="BUY"), "bad_side"),
         (trade(event_time=1_000_000), "bad_timestamp"),  # 1970
-        (trade(event_time=T0 + 3_600_000_000), "bad_timestamp"),  # 1 h ahead of ingest
+        (trade(event_time=T0 + 3_600_000_000), "bad_timestamp"),  # 1 h ahead of the broker
     ],
 )
 def test_each_rule_sends_a_row_to_quarantine_with_its_reason(spark, value, reason):
@@ -122,12 +123,14 @@ def test_a_stream_keeps_each_trade_once_and_every_rejected_row(spark, tmp_path):
     repeated bad value (a new Kafka record) is not, and a trade an hour older than the newest
     is kept for gold to judge (the watermark runs on Kafka time): nothing vanishes unseen."""
     bronze, checkpoint = str(tmp_path / "bronze"), str(tmp_path / "checkpoint")
-    batches = [
-        [trade(), "{bad", trade(side="x")],
-        [trade(), "{bad", trade(trade_id="1002"), trade(event_time=T0 + 3_600_000_000),
-         trade(trade_id="1004", event_time=HOUR_LATER, ingest_time=HOUR_LATER + 90_000)],
-        [trade(trade_id="1003", event_time=T0 + 2_000),
-         trade(trade_id="1004", event_time=HOUR_LATER, ingest_time=HOUR_LATER + 90_000)],
+    batches = [  # (values, their Kafka append time)
+        ([trade(), "{bad", trade(side="x")], dt.datetime(2025, 1, 1)),
+        ([trade(), "{bad", trade(trade_id="1002"), trade(event_time=HOUR_LATER + 3_600_000_000),
+          trade(trade_id="1004", event_time=HOUR_LATER, ingest_time=HOUR_LATER + 90_000)],
+         dt.datetime(2025, 1, 1, 1, 0, 1)),
+        ([trade(trade_id="1003", event_time=T0 + 2_000),
+          trade(trade_id="1004", event_time=HOUR_LATER, ingest_time=HOUR_LATER + 90_000)],
+         dt.datetime(2025, 1, 1, 1, 1)),
     ]  # fmt: skip
     seen: list[list[tuple]] = []
 
@@ -137,8 +140,10 @@ def test_a_stream_keeps_each_trade_once_and_every_rejected_row(spark, tmp_path):
         )
 
     offset = 0
-    for values in batches:
-        bronze_rows(spark, values, offset).write.format("delta").mode("append").save(bronze)
+    for values, broker_time in batches:
+        bronze_rows(spark, values, offset, broker_time).write.format("delta").mode("append").save(
+            bronze
+        )
         offset += len(values)
         stream = parse_trades(spark.readStream.format("delta").load(bronze))
         query = (

@@ -1,8 +1,10 @@
-"""Properties every exchange adapter keeps whatever arrives: ``parse`` never raises, and
-everything it returns is a valid trade or a dead letter with a reason code."""
+"""Properties every exchange adapter and the dump replay keep whatever arrives: nothing
+raises, and everything they return is a valid trade (it passes ``make_trade`` again) or a
+bounded dead letter with a reason code."""
 
 from __future__ import annotations
 
+import io
 import json
 from decimal import Decimal
 from typing import Any
@@ -13,12 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryptolake.common.timeutil import us_to_rfc3339
-from cryptolake.common.trade import RejectReason, Trade
+from cryptolake.common.trade import (
+    MAX_VALUE_BYTES,
+    RAW_PREFIX_CHARS,
+    DeadLetter,
+    RejectReason,
+    Trade,
+)
 from cryptolake.producer.exchanges import ADAPTERS, adapter_class
 from cryptolake.producer.exchanges.base import ExchangeAdapter, FrameKind, ParsedFrame
 from cryptolake.producer.exchanges.binance import BinanceAdapter
 from cryptolake.producer.exchanges.coinbase import CoinbaseAdapter
 from cryptolake.producer.exchanges.kraken import KrakenAdapter
+from cryptolake.producer.replay import dump_items
 
 NOW_US = 1_700_000_000_000_000
 FUZZ = settings(max_examples=300, deadline=None)
@@ -71,17 +80,29 @@ def adapter_id(adapter: ExchangeAdapter) -> str:
 ALL_ADAPTERS = [adapter for cls in ADAPTERS.values() for adapter in adapters(cls)]
 
 
+def assert_valid_trade(trade: Trade) -> None:
+    """The trade's fields pass make_trade again (from_json validates through it)."""
+    assert Trade.from_json(trade.to_json()) == trade
+
+
+def assert_bounded_dead_letter(letter: DeadLetter) -> None:
+    assert isinstance(letter.reason, RejectReason)
+    assert len(letter.raw) <= RAW_PREFIX_CHARS
+    value = letter.to_json()
+    assert len(value) <= MAX_VALUE_BYTES
+    assert orjson.loads(value)["reason"] == letter.reason
+
+
 def assert_well_formed(adapter: ExchangeAdapter, parsed: ParsedFrame) -> None:
     assert isinstance(parsed, ParsedFrame)
     assert parsed.kind in FrameKind
     for trade in parsed.trades:
         assert trade.exchange == adapter.label
         assert trade.ingest_time == NOW_US
-        assert Trade.from_json(trade.to_json()) == trade
+        assert_valid_trade(trade)
     for letter in parsed.dead_letters:
-        assert isinstance(letter.reason, RejectReason)
         assert letter.source == adapter.label
-        assert orjson.loads(letter.to_json())["reason"] == letter.reason
+        assert_bounded_dead_letter(letter)
     if parsed.kind is FrameKind.REJECTED:
         assert (len(parsed.dead_letters), parsed.trades) == (1, [])
 
@@ -228,7 +249,11 @@ def test_plausible_coinbase_frames_never_raise(adapter: ExchangeAdapter, frame: 
 
 
 @FUZZ
-@given(price=st.decimals(min_value=Decimal("1e-12"), max_value=Decimal("1e15"), places=12))
+@given(
+    price=st.decimals(
+        min_value=Decimal("1e-10"), max_value=Decimal("999999999.9999999999"), places=10
+    )
+)
 def test_kraken_prices_survive_with_their_exact_value(price: Decimal) -> None:
     trade = {
         "symbol": "XBT/USD",
@@ -244,7 +269,7 @@ def test_kraken_prices_survive_with_their_exact_value(price: Decimal) -> None:
 
 
 @FUZZ
-@given(price=st.from_regex(r"[1-9][0-9]{0,9}\.[0-9]{1,10}", fullmatch=True))
+@given(price=st.from_regex(r"[1-9][0-9]{0,8}\.[0-9]{1,10}", fullmatch=True))
 def test_binance_and_coinbase_price_strings_pass_through_unchanged(price: str) -> None:
     time_ms = NOW_US // 1000
     binance = {"e": "trade", "s": "BTCUSDT", "t": 1, "p": price, "q": "1", "T": time_ms, "m": True}
@@ -266,3 +291,233 @@ def test_binance_and_coinbase_price_strings_pass_through_unchanged(price: str) -
 def test_adapter_class_names_the_choices_for_an_unknown_exchange() -> None:
     with pytest.raises(ValueError, match="unknown exchange 'x': choose one of binance, coinbase"):
         adapter_class("x")
+
+
+# --- Hostile values: what a broken or malicious feed could put in any field, inside otherwise
+# valid frames (one field or a few changed, or added), then the frame itself mangled.
+
+BIG = 200_000  # a 200 KB value
+
+hostile_texts = st.sampled_from(
+    [
+        "",
+        "abc",
+        "1,5",
+        "1e5",
+        "1E-8",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "-0",
+        "-0.0",
+        "+1",
+        "0x1A",
+        "1_000",
+        "9" * 39,  # more than 38 digits
+        "0." + "1" * 39,
+        "1.00000000001",  # 11 decimals
+        "1000000000",  # 1e9: the first price out of bounds
+        "\u0664\u0662",  # Arabic-Indic 42
+        "\uff14\uff12",  # full-width 42
+        "4\u200b2",  # zero-width space
+        "\ufeff42",  # byte-order mark
+        "4\x002",
+        "42\n",
+        " 42",
+        "4\u202e2",  # right-to-left override
+        "BTC-USDT",
+        "buy",
+        "2023-09-25T07:49:37.708706Z",
+        "A" * BIG,
+        "1." + "0" * BIG,  # a valid price: trailing zeros past the scale are allowed
+    ]
+)
+# JSON number tokens written as they are (orjson.Fragment): exponents, -0, more than 38 digits,
+# beyond 64 bits, and the non-standard NaN/Infinity that make a frame invalid JSON.
+hostile_numbers = st.sampled_from(
+    [
+        "1e5",
+        "1E-8",
+        "1e400",
+        "-0",
+        "-0.0",
+        "0",
+        "1" * 39,
+        "0." + "1" * 39,
+        "18446744073709551616",
+        "0.30000000000000004",
+        "123456789.0000000001",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1" + "0" * BIG,
+    ]
+).map(orjson.Fragment)
+# Texts and number tokens weigh most: they reach the value checks past the type checks.
+hostile = st.one_of(
+    hostile_texts,
+    hostile_texts,
+    hostile_texts,
+    hostile_numbers,
+    hostile_numbers,
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.lists(scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=4), scalars, max_size=3),
+)
+INVALID_UTF8 = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xc0\xaf"]
+
+
+def changed(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with fields replaced or added (a change to a key it lacks is an extra field)."""
+    return {**base, **changes}
+
+
+def changes_to(keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    """One (mostly: so a value gets past the other fields' checks) to three of ``keys`` or
+    extra fields, given hostile values."""
+    names = st.sampled_from([*keys, "extra", "ts"])
+    return st.one_of(
+        st.dictionaries(names, hostile, min_size=1, max_size=1),
+        st.dictionaries(names, hostile, min_size=1, max_size=1),
+        st.dictionaries(names, hostile, min_size=1, max_size=3),
+    )
+
+
+@st.composite
+def on_the_wire(draw: st.DrawFn, body: dict[str, Any]) -> str | bytes:
+    """The frame as text or bytes, or truncated, or with invalid UTF-8 spliced in."""
+    value = orjson.dumps(body)
+    how = draw(st.sampled_from(["text", "text", "text", "bytes", "truncated", "invalid_utf8"]))
+    if how == "text":
+        return value.decode()
+    if how == "bytes":
+        return value
+    cut = draw(st.integers(min_value=0, max_value=len(value) - 1))
+    if how == "truncated":
+        return value[:cut]
+    return value[:cut] + draw(st.sampled_from(INVALID_UTF8)) + value[cut:]
+
+
+NEIGHBOUR_ID = 777  # a valid trade next to the hostile one in multi-trade frames
+
+BINANCE_TRADE = {
+    "e": "trade",
+    "E": NOW_US // 1000,
+    "s": "BTCUSDT",
+    "t": 1,
+    "p": "42000.10",
+    "q": "0.00100000",
+    "T": NOW_US // 1000,
+    "m": True,
+    "M": True,
+}
+KRAKEN_TRADE = {
+    "symbol": "XBT/USD",
+    "side": "sell",
+    "price": orjson.Fragment("26571.8"),
+    "qty": orjson.Fragment("0.1"),
+    "ord_type": "market",
+    "trade_id": 1,
+    "timestamp": us_to_rfc3339(NOW_US),
+}
+COINBASE_TRADE = {
+    "trade_id": "1",
+    "product_id": "BTC-USD",
+    "price": "1260.01",
+    "size": "0.3",
+    "side": "BUY",
+    "time": us_to_rfc3339(NOW_US),
+}
+
+
+def binance_hostile(trade: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+    return changed({"stream": "btcusdt@trade", "data": changed(BINANCE_TRADE, trade)}, frame)
+
+
+def kraken_hostile(trade: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+    data = [changed(KRAKEN_TRADE, trade), {**KRAKEN_TRADE, "trade_id": NEIGHBOUR_ID}]
+    return changed({"channel": "trade", "type": "update", "data": data}, frame)
+
+
+def coinbase_hostile(trade: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+    trades = [changed(COINBASE_TRADE, trade), {**COINBASE_TRADE, "trade_id": str(NEIGHBOUR_ID)}]
+    body = {
+        "channel": "market_trades",
+        "client_id": "",
+        "timestamp": us_to_rfc3339(NOW_US),
+        "sequence_num": 0,
+        "events": [{"type": "update", "trades": trades}],
+    }
+    return changed(body, frame)
+
+
+# Per adapter: the hostile frame, the trade fields and the envelope fields it may change.
+HOSTILE = {
+    "binance": (binance_hostile, list(BINANCE_TRADE), ["stream", "data"]),
+    "kraken": (kraken_hostile, list(KRAKEN_TRADE), ["channel", "type", "data"]),
+    "coinbase": (coinbase_hostile, list(COINBASE_TRADE), ["channel", "sequence_num", "events"]),
+}
+
+
+@pytest.mark.parametrize("adapter", ALL_ADAPTERS, ids=adapter_id)
+@FUZZ
+@given(data=st.data())
+def test_hostile_values_in_every_field_never_raise(
+    adapter: ExchangeAdapter, data: st.DataObject
+) -> None:
+    build, trade_keys, frame_keys = HOSTILE[adapter.name]
+    trade = data.draw(changes_to(trade_keys), label="trade changes")
+    unchanged: st.SearchStrategy[dict[str, Any]] = st.just({})
+    frame = data.draw(
+        st.one_of(unchanged, unchanged, unchanged, changes_to(frame_keys)), label="frame changes"
+    )
+    raw = data.draw(on_the_wire(build(trade, frame)), label="wire")
+    parsed = adapter.parse(raw, NOW_US)
+    assert_well_formed(adapter, parsed)
+    if parsed.kind is FrameKind.TRADES and not frame and adapter.name != "binance":
+        # One bad trade never takes its valid neighbour with it.
+        assert str(NEIGHBOUR_ID) in [t.trade_id for t in parsed.trades]
+
+
+# The dump replay: CSV text, no JSON types, so the hostile values are texts (commas, quotes
+# and line breaks included), in a row between two valid ones, the line maybe mangled.
+DUMP_ROW = ["2", "42000.01000000", "0.00100000", "42.00001000", str(NOW_US // 1000), "True", "True"]
+dump_texts = hostile_texts | st.sampled_from(['"1"', "1,2", "1\r2", "1\n2", "\x1b[31m", "true"])
+
+
+@FUZZ
+@given(
+    changes=st.dictionaries(st.integers(min_value=0, max_value=7), dump_texts, max_size=3),
+    how=st.sampled_from(["as is", "truncated", "invalid_utf8", "crlf"]),
+    cut=st.integers(min_value=0, max_value=60),
+    bad=st.sampled_from(INVALID_UTF8),
+)
+def test_hostile_dump_rows_never_raise(
+    changes: dict[int, str], how: str, cut: int, bad: bytes
+) -> None:
+    row = DUMP_ROW + [""] * (max(changes, default=0) + 1 - len(DUMP_ROW))  # extra columns
+    for column, text in changes.items():
+        row[column] = text
+    line = ",".join(row).encode()
+    if how == "truncated":
+        line = line[:cut]
+    elif how == "invalid_utf8":
+        line = line[:cut] + bad + line[cut:]
+    elif how == "crlf":
+        line += b"\r"
+    first, last = (",".join([trade_id, *DUMP_ROW[1:]]).encode() for trade_id in "13")
+    dump = b"\n".join([first, line, last]) + b"\n"
+    items = list(dump_items(io.BytesIO(dump), "BTCUSDT-trades-2023-11-14.csv", "BTC-USDT"))
+    for item in items:
+        assert (item.trade is None) != (item.dead_letter is None)
+        if item.trade is not None:
+            assert (item.trade.exchange, item.trade.symbol) == ("binance", "BTC-USDT")
+            assert_valid_trade(item.trade)
+        if item.dead_letter is not None:
+            assert item.dead_letter.source == "binance"
+            assert_bounded_dead_letter(item.dead_letter)
+    trade_ids = [item.trade.trade_id for item in items if item.trade is not None]
+    assert trade_ids[0] == "1" and trade_ids[-1] == "3"

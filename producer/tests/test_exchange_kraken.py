@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cryptolake.common.trade import RejectReason, Trade
+from cryptolake.common.trade import RAW_PREFIX_CHARS, RejectReason, Trade
 from cryptolake.producer.exchanges import adapter_class
 from cryptolake.producer.exchanges.base import FrameKind
 from cryptolake.producer.exchanges.kraken import KrakenAdapter
@@ -109,8 +109,8 @@ def test_xbt_becomes_btc_and_the_taker_side_is_kept(adapter: KrakenAdapter) -> N
 @pytest.mark.parametrize(
     ("number", "text"),
     [
-        ("0.30000000000000004", "0.30000000000000004"),
-        ("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827"),
+        ("123456789.0000000001", "123456789.0000000001"),  # a binary float: 123456789.0
+        ("0.3000000004", "0.3000000004"),
         ("1.10", "1.10"),
         ("1e-8", "0.00000001"),
         ("5.1E+2", "510"),
@@ -124,6 +124,19 @@ def test_json_numbers_keep_their_exact_digits(
     raw = trade_frame(element(price=Decimal("1"))).replace('"price":1', f'"price":{number}')
     [trade] = adapter.parse(raw, RECV_US).trades
     assert trade.price == text
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["0.30000000000000004", "0.1000000000000000055511151231257827", "1e-11", "1E+9", "-0.0"],
+)
+def test_json_numbers_beyond_the_price_bounds_are_rejected_not_rounded(
+    adapter: KrakenAdapter, number: str
+) -> None:
+    raw = trade_frame(element(price=Decimal("1"))).replace('"price":1', f'"price":{number}')
+    parsed = adapter.parse(raw, RECV_US)
+    assert parsed.trades == []
+    assert [letter.reason for letter in parsed.dead_letters] == [RejectReason.BAD_PRICE]
 
 
 def test_bytes_frames_parse_like_text(adapter: KrakenAdapter) -> None:
@@ -193,7 +206,9 @@ def test_a_bad_frame_goes_whole_to_the_dlq(
     [letter] = parsed.dead_letters
     assert (letter.source, letter.reason, letter.ingest_time) == ("kraken", reason, RECV_US)
     assert detail in letter.detail
-    assert letter.raw == (raw if isinstance(raw, str) else raw.decode(errors="replace"))
+    # The frame as text, or its first RAW_PREFIX_CHARS characters when it is longer.
+    text = raw if isinstance(raw, str) else raw.decode(errors="replace")
+    assert letter.raw == text[:RAW_PREFIX_CHARS]
 
 
 @pytest.mark.parametrize(

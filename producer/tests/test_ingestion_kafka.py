@@ -3,15 +3,26 @@ for. The simulator writes its ground truth (every item it put on a socket) to a 
 
 import asyncio
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from cryptolake.common.trade import Trade
+from cryptolake.common.trade import (
+    MAX_VALUE_BYTES,
+    RAW_PREFIX_CHARS,
+    DeadLetter,
+    RejectReason,
+    Trade,
+)
 from cryptolake.producer.app import Producer, run_until
-from cryptolake.producer.kafka_sink import ensure_topics
+from cryptolake.producer.exchanges.binance import BinanceAdapter
+from cryptolake.producer.exchanges.kraken import KrakenAdapter
+from cryptolake.producer.kafka_sink import KafkaSink, ensure_topics
+from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
 from cryptolake.stack.kafka import read_topic
@@ -200,3 +211,66 @@ def test_auto_falls_back_to_the_labelled_simulator_when_no_exchange_answers(kafk
     assert summary.source == "simulator"
     records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.trades, expected=100)
     assert {Trade.from_json(r.value).exchange for r in records} == {"simulator"}
+
+
+def topic_setting(bootstrap: str, topic: str, name: str) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    return str(admin.describe_configs([resource])[resource].result(timeout=10)[name].value)
+
+
+def test_topics_are_created_with_the_broker_append_time(kafka_topics):
+    ensure_topics(settings_for(kafka_topics))
+    for topic in (kafka_topics.trades, kafka_topics.dlq):
+        timestamps = topic_setting(kafka_topics.bootstrap_servers, topic, "message.timestamp.type")
+        assert timestamps == "LogAppendTime"
+
+
+def test_an_existing_topic_with_producer_time_is_left_as_is_with_a_warning(kafka_topics, caplog):
+    admin = AdminClient({"bootstrap.servers": kafka_topics.bootstrap_servers})
+    for future in admin.create_topics([NewTopic(kafka_topics.trades, 1, 1)]).values():
+        future.result(timeout=30)
+    with caplog.at_level(logging.WARNING, logger="cryptolake.producer.kafka_sink"):
+        ensure_topics(settings_for(kafka_topics))
+    timestamps = topic_setting(
+        kafka_topics.bootstrap_servers, kafka_topics.trades, "message.timestamp.type"
+    )
+    assert timestamps == "CreateTime"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        kafka_topics.trades in w and "message.timestamp.type=CreateTime" in w for w in warnings
+    )
+
+
+def test_a_2mb_frame_reaches_the_dlq_bounded_and_nothing_oversized_stops_the_sink(kafka_topics):
+    """Dead letters from 2 MB frames are cut to their prefix and delivered; a dead letter or a
+    trade that skipped the bounds is refused by produce(), counted, and the sink goes on."""
+    settings = settings_for(kafka_topics)
+    ensure_topics(settings)
+    now_us = 1_700_000_000_000_000
+    pad = "A" * (2 * 1024 * 1024)
+    frames = [
+        (BinanceAdapter(["BTC-USDT"]), f'{{"e":"trade","s":"{pad}","t":1}}'),
+        (KrakenAdapter(["BTC-USD"]), f'{{"channel":"trade","data":[{{"symbol":"{pad}"}}]}}'),
+    ]
+    letters = [letter for a, f in frames for letter in a.parse(f.encode(), now_us).dead_letters]
+    assert len(letters) == 2
+    unbounded = DeadLetter("binance", RejectReason.BAD_SYMBOL, "by hand", pad, now_us)
+    huge_trade = Trade("binance", "BTC-USDT", "1", "1." + pad.replace("A", "0"), "1", "buy", 1, 1)
+    sink = KafkaSink(settings, ProducerMetrics())
+    sink.publish_dead_letters([letters[0], unbounded, letters[1]])
+    sink.publish_trades([huge_trade])
+    assert sink.flush(30) == 0
+    sink.serve()
+    assert (sink.dlq_delivered, sink.failed, sink.too_large) == (2, 2, 2)
+
+    records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.dlq, expected=2)
+    assert all(len(record.value) <= MAX_VALUE_BYTES for record in records)
+    values = sorted((orjson.loads(record.value) for record in records), key=lambda v: v["source"])
+    assert [(v["source"], v["reason"]) for v in values] == [
+        ("binance", "missing_field"),
+        ("kraken", "missing_field"),
+    ]
+    assert [v["raw"] for v in values] == [letter.raw for letter in letters]
+    assert all(len(v["raw"]) == RAW_PREFIX_CHARS for v in values)
+    assert all(v["raw_length"] > RAW_PREFIX_CHARS for v in values)

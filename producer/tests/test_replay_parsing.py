@@ -6,6 +6,7 @@ import pytest
 from cryptolake.common.trade import RejectReason, TradeRejected
 from cryptolake.producer.replay import (
     ReplayError,
+    dump_items,
     parse_dump_row,
     read_dump,
     symbol_from_filename,
@@ -51,6 +52,12 @@ def test_row_becomes_a_binance_trade_with_the_taker_side():
         ("1,42000,0.1,1,yesterday,True,True", RejectReason.BAD_TIMESTAMP),
         ("1,42000,0.1,1,17040672,True,True", RejectReason.BAD_TIMESTAMP),
         ("1,42000,0.1,1,1704067200012,maybe,True", RejectReason.BAD_SIDE),
+        ("1,42000,0.1,1,\u0661704067200012,True,True", RejectReason.BAD_TIMESTAMP),
+        ("1,42000,0.1,1,1_704_067_200_012,True,True", RejectReason.BAD_TIMESTAMP),
+        ("1,42000,0.1,1,+1704067200012,True,True", RejectReason.BAD_TIMESTAMP),
+        ("1 2,42000,0.1,1,1704067200012,True,True", RejectReason.BAD_TRADE_ID),
+        ("1,42000.00000000001,0.1,1,1704067200012,True,True", RejectReason.BAD_PRICE),
+        ("1,42000,0.000000001,1,1704067200012,True,True", RejectReason.BAD_QTY),
     ],
 )
 def test_bad_rows_are_rejected_with_a_reason(row, reason):
@@ -95,3 +102,19 @@ def test_unreadable_archive_says_so(tmp_path):
     broken.write_bytes(b"not a zip")
     with pytest.raises(ReplayError, match="not a readable zip"):
         list(read_dump(broken))
+
+
+def test_crlf_lines_parse_and_a_line_that_is_not_utf8_is_a_dead_letter():
+    rows = ROWS_MS.replace("\n", "\r\n").encode()
+    dump = rows + b"3417891002,42283.5\xff,0.1,1,1704067200034,True,True\r\n" + rows
+    items = list(dump_items(io.BytesIO(dump), "BTCUSDT-trades-2024-01-01.csv", "BTC-USDT"))
+    assert [item.trade.trade_id for item in items if item.trade] == [
+        "3417891000",
+        "3417891001",
+        "3417891000",
+        "3417891001",
+    ]
+    [letter] = [item.dead_letter for item in items if item.dead_letter]
+    assert letter.reason is RejectReason.BAD_ENCODING
+    assert letter.detail.startswith("BTCUSDT-trades-2024-01-01.csv line 3: not UTF-8 at byte 18")
+    assert letter.raw == "3417891002,42283.5\ufffd,0.1,1,1704067200034,True,True"

@@ -181,9 +181,11 @@ def test_topics_and_bucket_follow_the_spec_and_an_outage_degrades(
         return all(t in found and len(found[t].partitions) >= 4 for t in TOPICS)
 
     eventually(topics_ready, 15, "topics with 4 partitions")
-    resource = ConfigResource(ConfigResource.Type.TOPIC, TOPICS[0])
-    config = admin.describe_configs([resource])[resource].result(timeout=10)
-    assert config["retention.ms"].value == str(24 * 3_600_000)
+    for topic in TOPICS:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        config = admin.describe_configs([resource])[resource].result(timeout=10)
+        assert config["retention.ms"].value == str(24 * 3_600_000)
+        assert config["message.timestamp.type"].value == "LogAppendTime"
     s3 = s3_client(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
     eventually(lambda: bucket in {b["Name"] for b in s3.list_buckets()["Buckets"]}, 15, "bucket")
 

@@ -7,10 +7,17 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from opentelemetry.trace import Tracer
 
+from cryptolake.api.params import SYMBOL_FORM, parse_exchange, parse_symbol
 from cryptolake.api.store import LakeStore
+from cryptolake.common.trade import EXCHANGES
 
-SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}-[A-Za-z0-9]{1,20}$"
-EXCHANGE_PATTERN = r"^[a-z0-9_]{1,32}$"
+# Longer values are refused before parsing (a canonical symbol has at most 41 characters).
+_MAX_LENGTH = 64
+_SYMBOL = Query(max_length=_MAX_LENGTH, description=SYMBOL_FORM)
+_EXCHANGE = Query(
+    max_length=_MAX_LENGTH,
+    description=f"{', '.join(EXCHANGES)}; default: the one with the newest data for the symbol",
+)
 
 
 async def get_store(request: Request) -> LakeStore:
@@ -23,19 +30,22 @@ async def get_tracer(request: Request) -> Tracer:
     return tracer
 
 
+async def symbol_query(symbol: Annotated[str, _SYMBOL]) -> str:
+    return parse_symbol(symbol)
+
+
+async def optional_symbol_query(symbol: Annotated[str | None, _SYMBOL] = None) -> str | None:
+    return None if symbol is None else parse_symbol(symbol)
+
+
+async def exchange_query(exchange: Annotated[str | None, _EXCHANGE] = None) -> str | None:
+    return None if exchange is None else parse_exchange(exchange)
+
+
 StoreDep = Annotated[LakeStore, Depends(get_store)]
 TracerDep = Annotated[Tracer, Depends(get_tracer)]
-SymbolQuery = Annotated[
-    str, Query(pattern=SYMBOL_PATTERN, description="Canonical BASE-QUOTE, e.g. BTC-USDT")
-]
-OptionalSymbolQuery = Annotated[
-    str | None, Query(pattern=SYMBOL_PATTERN, description="Canonical BASE-QUOTE, e.g. BTC-USDT")
-]
-ExchangeQuery = Annotated[
-    str | None,
-    Query(
-        pattern=EXCHANGE_PATTERN,
-        description="binance, kraken, coinbase or simulator; default: the one with the newest data",
-    ),
-]
+# The canonical symbol and exchange: the routes see nothing else.
+SymbolQuery = Annotated[str, Depends(symbol_query)]
+OptionalSymbolQuery = Annotated[str | None, Depends(optional_symbol_query)]
+ExchangeQuery = Annotated[str | None, Depends(exchange_query)]
 TimeQuery = Annotated[str | None, Query(description="ISO-8601 UTC or epoch milliseconds")]

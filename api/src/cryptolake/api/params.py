@@ -5,10 +5,43 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cryptolake.api.errors import bad_parameter
+from cryptolake.common.symbols import canonical_symbol
+from cryptolake.common.trade import EXCHANGES, is_canonical_symbol
 
 # Before this, no crypto exchange traded; after it, a typo.
 _EARLIEST = datetime(2009, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+SYMBOL_FORM = "BASE-QUOTE, each 1-20 ASCII letters or digits (BTC-USDT; btc/usdt and BTCUSDT too)"
+
+
+def _printable_ascii(parameter: str, text: str) -> str:
+    # Checked before any case mapping: str.upper() and .lower() turn some non-ASCII letters into
+    # ASCII ones (U+017F long s → 'S', U+00DF sharp s → 'SS', U+212A Kelvin sign → 'k'), so a
+    # look-alike would pass as another name.
+    if not (text.isascii() and text.isprintable()):
+        raise bad_parameter(parameter, f"{text[:50]!a} has characters other than printable ASCII")
+    return text
+
+
+def parse_symbol(text: str) -> str:
+    """A symbol in its canonical form (``btc/usdt``, ``BTC_USDT``, ``BTCUSDT`` → ``BTC-USDT``;
+    Kraken's ``XBT`` → ``BTC``), or 422 when the normalized form does not match the contract's
+    SYMBOL_PATTERN: no such symbol can be in the lake, so nothing is read for it."""
+    try:
+        symbol = canonical_symbol(_printable_ascii("symbol", text))
+    except ValueError:
+        symbol = None
+    if symbol is None or not is_canonical_symbol(symbol):
+        raise bad_parameter("symbol", f"{text[:50]!a} is not {SYMBOL_FORM}")
+    return symbol
+
+
+def parse_exchange(text: str) -> str:
+    """One of EXCHANGES (any case), or 422."""
+    exchange = _printable_ascii("exchange", text).strip().lower()
+    if exchange not in EXCHANGES:
+        raise bad_parameter("exchange", f"{text[:50]!a} is not one of {', '.join(EXCHANGES)}")
+    return exchange
 
 
 def parse_time(parameter: str, text: str | None) -> datetime | None:

@@ -1,16 +1,23 @@
 """The pure core of the API: polars frames in, frames or JSON bytes out. No I/O here.
 
-Frames keep the Delta tables' column names and types (DECIMAL(38,18) prices, µs UTC
-timestamps); sums are exact in decimals and only the response casts to JSON numbers.
+Frames keep the Delta tables' column names and types (DECIMAL prices, volumes and vwaps, µs UTC
+timestamps). Every figure stays exact: resampled sums are exact decimals (null where one would
+not fit its column), resampled vwaps follow the contract's rule (``exact_vwap``), and JSON
+numbers carry the decimals' exact digits.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import cache
 from typing import Final
 
 import orjson
 import polars as pl
+
+from cryptolake.common.trade import VWAP_SCALE, exact_vwap
 
 # Interval name → width. Bars are aligned to the Unix epoch (1d bars start at 00:00 UTC).
 INTERVALS: Final = {
@@ -24,6 +31,12 @@ INTERVALS: Final = {
 SMA_WINDOWS: Final = {"5m": timedelta(minutes=5)}
 
 BAR_SUM_COLUMNS: Final = ("volume", "quote_volume", "buy_volume", "sell_volume")
+# Decimal sums: in a group_by, polars 2.1 sums a DECIMAL(38, s) column into its Int128 with no
+# check: a total past 38 digits comes out as a value the column cannot hold, one past Int128
+# wraps around (a negative sum), and neither raises. So each value's unscaled integer is split
+# at 10**19 and the halves are summed as Int128 (room for 10**19 rows), then joined.
+_SPLIT: Final = 10**19
+_MAX_UNSCALED: Final = 10**38
 _ISO_SECONDS: Final = "%Y-%m-%dT%H:%M:%SZ"
 _ISO_MICROS: Final = "%Y-%m-%dT%H:%M:%S%.6fZ"
 
@@ -53,7 +66,9 @@ def select_range(
 def resample(bars_1m: pl.DataFrame, interval: str) -> pl.DataFrame:
     """1-minute bars of one symbol → bars of ``interval``, as an exchange would build them:
     open = first bar's open, close = last bar's close, high/low = extremes, volumes and trades
-    summed, vwap = quote volume / volume. The bar's ``minute`` is the interval's start."""
+    summed exactly (null where a sum overflows its column), vwap = quote volume / volume by the
+    contract's rule (:func:`exact_vwap`; null without volume). The bar's ``minute`` is the
+    interval's start."""
     if interval == "1m":
         return bars_1m.sort("minute")
     every = _polars_duration(INTERVALS[interval])
@@ -67,23 +82,59 @@ def resample(bars_1m: pl.DataFrame, interval: str) -> pl.DataFrame:
             pl.col("high").max(),
             pl.col("low").min(),
             pl.col("close").last(),
-            *(pl.col(name).sum() for name in BAR_SUM_COLUMNS),
+            *(part for name in BAR_SUM_COLUMNS for part in _sum_parts(name)),
             pl.col("trades").sum(),
             pl.col("first_trade_time").first(),
             pl.col("last_trade_time").last(),
             pl.col("updated_at").max(),
         )
     )
-    return grouped.with_columns(vwap=_vwap(pl.col("quote_volume"), pl.col("volume")))
+    sums = grouped.select(_exact_sum(name, _scale(bars_1m, name)) for name in BAR_SUM_COLUMNS)
+    vwap = [
+        exact_vwap(quote, volume) if quote is not None and volume else None
+        for quote, volume in sums.select("quote_volume", "volume").iter_rows()
+    ]
+    return grouped.drop(_part_names(*BAR_SUM_COLUMNS)).with_columns(
+        sums, vwap=pl.Series(vwap, dtype=pl.Decimal(38, VWAP_SCALE))
+    )
 
 
 def _polars_duration(width: timedelta) -> str:
     return f"{int(width.total_seconds())}s"
 
 
-def _vwap(quote_volume: pl.Expr, volume: pl.Expr) -> pl.Expr:
-    volume_f = volume.cast(pl.Float64)
-    return pl.when(volume_f > 0).then(quote_volume.cast(pl.Float64) / volume_f).otherwise(None)
+def _scale(frame: pl.DataFrame, column: str) -> int:
+    dtype = frame.schema[column]
+    assert isinstance(dtype, pl.Decimal), f"{column} is {dtype}, not a decimal"
+    return dtype.scale
+
+
+def _part_names(*names: str) -> list[str]:
+    return [f"{name}:{part}" for name in names for part in ("high", "low", "nulls")]
+
+
+def _sum_parts(name: str) -> list[pl.Expr]:
+    """Aggregations from which :func:`_exact_sum` makes the sum of ``name``."""
+    unscaled = pl.col(name).to_physical()
+    high = unscaled // _SPLIT
+    high_sum, low_sum, nulls = _part_names(name)
+    return [
+        high.sum().alias(high_sum),
+        (unscaled - high * _SPLIT).sum().alias(low_sum),
+        pl.col(name).null_count().alias(nulls),
+    ]
+
+
+def _exact_sum(name: str, scale: int) -> pl.Expr:
+    """The sum of ``name`` (``scale`` decimals) from its :func:`_sum_parts`, exact; null where a
+    value was null or where the sum does not fit 38 digits (what the Delta column holds)."""
+    high, low, nulls = (pl.col(part) for part in _part_names(name))
+    carry = low // _SPLIT
+    high, low = high + carry, low - carry * _SPLIT  # 0 <= low < 10**19
+    total = pl.when(high.abs() <= _SPLIT).then(high * _SPLIT + low)  # inside Int128
+    unscaled = pl.when((nulls == 0) & (total.abs() < _MAX_UNSCALED)).then(total)
+    # DECIMAL(38,0) times 1e-scale: the same unscaled integer with ``scale`` decimals.
+    return (unscaled.cast(pl.Decimal(38, 0)) * Decimal(f"1e-{scale}")).alias(name)
 
 
 def range_bars(start: datetime, end: datetime, interval: str) -> float:
@@ -102,11 +153,35 @@ def _time_fields(column: str, name: str, fmt: str = _ISO_SECONDS) -> list[pl.Exp
 
 
 def _number(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.Float64)
+    """A decimal column as its exact digits without trailing zeros (``42000.5``, ``3.0``), for
+    :func:`_unquoted` to turn into a JSON number."""
+    digits = pl.col(column).cast(pl.String)
+    return digits.str.replace(r"^(-?[0-9]+\.[0-9]+?)0+$", "${1}").alias(column)
+
+
+@cache
+def _quoted_numbers(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """``name":"digits"`` after a quote, for each of ``names``: two groups, ``name":`` and the
+    digits. (Inside a JSON string every quote is escaped, so this only matches a key.)"""
+    keys = "|".join(re.escape(name) for name in names)
+    return re.compile(rf'(?<=")((?:{keys})":)"(-?[0-9]+(?:\.[0-9]+)?)"'.encode())
+
+
+def _unquoted(rendered: str, numbers: tuple[str, ...]) -> bytes:
+    """polars writes decimals as JSON strings; the fields ``numbers`` become JSON numbers with
+    the same digits."""
+    # split() gives the text around the matches and the groups of each: joined, the same text
+    # without the quotes around the digits (a few times faster than sub() with a template).
+    return b"".join(_quoted_numbers(numbers).split(rendered.encode()))
+
+
+_BAR_NUMBERS: Final = (
+    "open", "high", "low", "close", "volume", "quote_volume", "vwap", "buy_volume", "sell_volume",
+)  # fmt: skip
 
 
 def _bar_fields(bars: pl.DataFrame) -> pl.DataFrame:
-    """Candles in their JSON shape (numbers for prices and volumes)."""
+    """Candles in their JSON shape (decimal digits for prices and volumes)."""
     return bars.select(
         *_time_fields("minute", "time"),
         *(_number(name) for name in ("open", "high", "low", "close")),
@@ -119,21 +194,20 @@ def _bar_fields(bars: pl.DataFrame) -> pl.DataFrame:
 
 def bars_json(bars: pl.DataFrame) -> bytes:
     """Candles as a JSON array of objects."""
-    return _bar_fields(bars).write_json().encode()
+    return _unquoted(_bar_fields(bars).write_json(), _BAR_NUMBERS)
 
 
-def complete_windows(points: pl.DataFrame) -> pl.DataFrame:
-    """Drop the trailing windows that end after the newest bar (the newest window start is the
-    newest bar's minute): their plot time would lie in the future."""
-    if points.is_empty():
+def complete_windows(points: pl.DataFrame, newest_bar: datetime | None) -> pl.DataFrame:
+    """Drop the trailing windows that end after the symbol's newest bar (``newest_bar``, its
+    minute): their plot time would lie in the future."""
+    if newest_bar is None:
         return points
-    newest_bar = points["window_start"].max()
     return points.filter(pl.col("window_end") - timedelta(minutes=1) <= newest_bar)
 
 
 def sma_json(points: pl.DataFrame) -> bytes:
     """SMA windows; ``time`` is the last minute inside the window (where a chart plots it)."""
-    return (
+    rendered = (
         points.with_columns(plot_at=pl.col("window_end") - timedelta(minutes=1))
         .select(
             *_time_fields("plot_at", "time"),
@@ -145,40 +219,38 @@ def sma_json(points: pl.DataFrame) -> bytes:
             pl.col("trades"),
         )
         .write_json()
-        .encode()
     )
+    return _unquoted(rendered, ("sma", "vwap"))
+
+
+_STATS_NUMBERS: Final = (
+    "open", "close", "high", "low", "change_pct", "volume", "quote_volume", "vwap",
+)  # fmt: skip
 
 
 def stats_json(stats: pl.DataFrame) -> bytes:
-    return (
-        stats.select(
-            pl.col("exchange"),
-            pl.col("symbol"),
-            *_time_fields("period_start", "period_start"),
-            *_time_fields("period_end", "period_end"),
-            *(_number(name) for name in ("open", "close", "high", "low", "change_pct")),
-            *(_number(name) for name in ("volume", "quote_volume", "vwap")),
-            pl.col("trades"),
-        )
-        .write_json()
-        .encode()
-    )
+    rendered = stats.select(
+        pl.col("exchange"),
+        pl.col("symbol"),
+        *_time_fields("period_start", "period_start"),
+        *_time_fields("period_end", "period_end"),
+        *(_number(name) for name in _STATS_NUMBERS),
+        pl.col("trades"),
+    ).write_json()
+    return _unquoted(rendered, _STATS_NUMBERS)
 
 
 def trades_json(trades: pl.DataFrame) -> bytes:
-    return (
-        trades.select(
-            pl.col("exchange"),
-            pl.col("symbol"),
-            pl.col("trade_id"),
-            _number("price"),
-            _number("qty"),
-            pl.col("side"),
-            *_time_fields("event_time", "time", _ISO_MICROS),
-        )
-        .write_json()
-        .encode()
-    )
+    rendered = trades.select(
+        pl.col("exchange"),
+        pl.col("symbol"),
+        pl.col("trade_id"),
+        _number("price"),
+        _number("qty"),
+        pl.col("side"),
+        *_time_fields("event_time", "time", _ISO_MICROS),
+    ).write_json()
+    return _unquoted(rendered, ("price", "qty"))
 
 
 # --- symbols and KPIs ----------------------------------------------------------------------
@@ -242,7 +314,12 @@ def kpis(candles: pl.DataFrame) -> pl.DataFrame:
         ordered.join(latest, on=["exchange", "symbol"])
         .filter(pl.col("minute") > pl.col("last_minute") - timedelta(hours=24))
         .group_by("exchange", "symbol")
-        .agg(pl.col("volume").sum().alias("volume_24h"))
+        .agg(_sum_parts("volume"))
+        .select(
+            "exchange",
+            "symbol",
+            _exact_sum("volume", _scale(candles, "volume")).alias("volume_24h"),
+        )
     )
     result = (
         latest.join(
@@ -264,19 +341,16 @@ def kpis(candles: pl.DataFrame) -> pl.DataFrame:
 
 
 def kpis_json(table: pl.DataFrame) -> bytes:
-    return (
-        table.select(
-            "exchange",
-            "symbol",
-            _number("last_price"),
-            *_time_fields("last_time", "last_time", _ISO_MICROS),
-            "change_1h_pct",
-            "change_24h_pct",
-            _number("volume_24h"),
-        )
-        .write_json()
-        .encode()
-    )
+    rendered = table.select(
+        "exchange",
+        "symbol",
+        _number("last_price"),
+        *_time_fields("last_time", "last_time", _ISO_MICROS),
+        "change_1h_pct",
+        "change_24h_pct",
+        _number("volume_24h"),
+    ).write_json()
+    return _unquoted(rendered, ("last_price", "volume_24h"))
 
 
 def latest_trades(trades: pl.DataFrame, per_symbol: int) -> pl.DataFrame:
@@ -303,7 +377,7 @@ def bar_events(bars: pl.DataFrame) -> dict[tuple[str, str], list[bytes]]:
     ):
         head = orjson.dumps({"exchange": exchange, "symbol": symbol})[:-1] + b',"bar":'
         # One JSON object a line: one event a bar.
-        lines = _bar_fields(part).write_ndjson().encode().splitlines()
+        lines = _unquoted(_bar_fields(part).write_ndjson(), _BAR_NUMBERS).splitlines()
         events[(str(exchange), str(symbol))] = [
             b"event: candle\ndata: " + head + line + b"}\n\n" for line in lines
         ]

@@ -11,7 +11,16 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from typing import Any, Final
 
 import pyarrow as pa
@@ -25,16 +34,22 @@ from cryptolake.common.tables import (
     SILVER_TRADES,
 )
 
-DECIMAL: Final = pa.decimal128(38, 18)
+# The contract's column types (cryptolake.common.trade): every figure exact.
+PRICE: Final = pa.decimal128(19, 10)
+QTY: Final = pa.decimal128(18, 8)
+VOLUME: Final = pa.decimal128(38, 8)  # sums of quantities
+QUOTE: Final = pa.decimal128(38, 18)  # sums of price * qty
+# vwap, sma and change_pct: quotients rounded half-even to 18 decimals.
+RATIO: Final = pa.decimal128(38, 18)
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 QUANTUM: Final = Decimal("1e-18")
 
 CANDLES_SCHEMA: Final = pa.schema(
     [
         ("exchange", pa.string()), ("symbol", pa.string()), ("minute", TIMESTAMP),
-        ("trade_date", pa.date32()), ("open", DECIMAL), ("high", DECIMAL), ("low", DECIMAL),
-        ("close", DECIMAL), ("volume", DECIMAL), ("quote_volume", DECIMAL), ("vwap", DECIMAL),
-        ("trades", pa.int64()), ("buy_volume", DECIMAL), ("sell_volume", DECIMAL),
+        ("trade_date", pa.date32()), ("open", PRICE), ("high", PRICE), ("low", PRICE),
+        ("close", PRICE), ("volume", VOLUME), ("quote_volume", QUOTE), ("vwap", RATIO),
+        ("trades", pa.int64()), ("buy_volume", VOLUME), ("sell_volume", VOLUME),
         ("first_trade_time", TIMESTAMP), ("first_trade_id", pa.string()),
         ("last_trade_time", TIMESTAMP), ("last_trade_id", pa.string()), ("updated_at", TIMESTAMP),
     ]
@@ -42,28 +57,41 @@ CANDLES_SCHEMA: Final = pa.schema(
 SMA_SCHEMA: Final = pa.schema(
     [
         ("exchange", pa.string()), ("symbol", pa.string()), ("window_start", TIMESTAMP),
-        ("window_end", TIMESTAMP), ("trade_date", pa.date32()), ("sma", DECIMAL),
-        ("vwap", DECIMAL), ("bars", pa.int32()), ("trades", pa.int64()), ("updated_at", TIMESTAMP),
+        ("window_end", TIMESTAMP), ("trade_date", pa.date32()), ("sma", RATIO),
+        ("vwap", RATIO), ("bars", pa.int32()), ("trades", pa.int64()), ("updated_at", TIMESTAMP),
     ]
 )  # fmt: skip
 STATS_SCHEMA: Final = pa.schema(
     [
         ("exchange", pa.string()), ("symbol", pa.string()), ("period_start", TIMESTAMP),
-        ("period_end", TIMESTAMP), ("trade_date", pa.date32()), ("open", DECIMAL),
-        ("close", DECIMAL), ("high", DECIMAL), ("low", DECIMAL), ("change_pct", DECIMAL),
-        ("volume", DECIMAL), ("quote_volume", DECIMAL), ("vwap", DECIMAL), ("trades", pa.int64()),
+        ("period_end", TIMESTAMP), ("trade_date", pa.date32()), ("open", PRICE),
+        ("close", PRICE), ("high", PRICE), ("low", PRICE), ("change_pct", RATIO),
+        ("volume", VOLUME), ("quote_volume", QUOTE), ("vwap", RATIO), ("trades", pa.int64()),
         ("updated_at", TIMESTAMP),
     ]
 )  # fmt: skip
 SILVER_SCHEMA: Final = pa.schema(
     [
         ("exchange", pa.string()), ("symbol", pa.string()), ("trade_id", pa.string()),
-        ("price", DECIMAL), ("qty", DECIMAL), ("side", pa.string()), ("event_time", TIMESTAMP),
+        ("price", PRICE), ("qty", QTY), ("side", pa.string()), ("event_time", TIMESTAMP),
         ("ingest_time", TIMESTAMP), ("trade_date", pa.date32()), ("year", pa.int32()),
         ("month", pa.int32()), ("day", pa.int32()), ("hour", pa.int32()),
         ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
     ]
 )  # fmt: skip
+
+
+# The tests' oracle computes on its own, not with the code it checks: sums and products exact
+# (one that would round raises Inexact), quotients by ``rounded``.
+EXACT: Final = Context(prec=100, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+
+
+def rounded(numerator: Decimal, denominator: Decimal | int) -> Decimal:
+    """numerator / denominator rounded half-even to 18 decimals. The quotient is taken to 100
+    digits first: with operands of at most 38 digits and 18 decimals, a quotient that is not a
+    tie lies at least 1e-75 from one, so that first rounding (under 1e-78 here) never makes one."""
+    with localcontext(prec=100, rounding=ROUND_HALF_EVEN):
+        return (numerator / denominator).quantize(QUANTUM)
 
 
 @dataclass(frozen=True)
@@ -85,9 +113,13 @@ def generate_trades(
     seed: int = 7,
     *,
     empty_minutes: bool = True,
+    price_decimals: Sequence[int] = (2,),
+    qty_decimals: int = 3,
 ) -> list[SampleTrade]:
     """A random walk per (exchange, symbol, first price): ``per_minute`` trades a minute on
-    average (some minutes empty unless ``empty_minutes`` is false; some ties on event time)."""
+    average (some minutes empty unless ``empty_minutes`` is false; some ties on event time).
+    Prices take the numbers of decimals in ``price_decimals`` in turn; quantities (up to 5)
+    have ``qty_decimals``."""
     rng = random.Random(seed)
     trades: list[SampleTrade] = []
     for exchange, symbol, first_price in markets:
@@ -95,10 +127,11 @@ def generate_trades(
         for minute in range(minutes):
             fewest = 0 if empty_minutes else 1
             for _ in range(rng.randint(fewest, 2 * per_minute - fewest)):
-                price = max(price * (1 + Decimal(rng.randint(-50, 50)) / 10_000), Decimal("0.01"))
-                price = price.quantize(Decimal("0.01"))
+                step = price * (1 + Decimal(rng.randint(-50, 50)) / 10_000)
+                decimals = price_decimals[trade_id % len(price_decimals)]
+                price = max(step.quantize(Decimal(1).scaleb(-decimals)), Decimal("0.01"))
                 offset = timedelta(minutes=minute, milliseconds=rng.randrange(0, 60_000, 250))
-                qty = (Decimal(rng.randint(1, 5000)) / 1000).quantize(Decimal("0.001"))
+                qty = Decimal(rng.randint(1, 5 * 10**qty_decimals)).scaleb(-qty_decimals)
                 side = rng.choice(("buy", "sell"))
                 trade_id += 1
                 trades.append(
@@ -129,17 +162,19 @@ def bars_from_trades(
     bars = []
     for (exchange, symbol, start), group in sorted(groups.items()):
         group.sort(key=trade_order)
-        volume = sum((t.qty for t in group), Decimal(0))
-        quote = sum((t.price * t.qty for t in group), Decimal(0))
+        with localcontext(EXACT):
+            volume = sum((t.qty for t in group), Decimal(0))
+            quote = sum((t.price * t.qty for t in group), Decimal(0))
+            buy_volume = sum((t.qty for t in group if t.side == "buy"), Decimal(0))
+            sell_volume = sum((t.qty for t in group if t.side == "sell"), Decimal(0))
         bars.append(
             {
                 "exchange": exchange, "symbol": symbol, "minute": start,
                 "trade_date": start.date(), "open": group[0].price,
                 "high": max(t.price for t in group), "low": min(t.price for t in group),
                 "close": group[-1].price, "volume": volume, "quote_volume": quote,
-                "vwap": (quote / volume).quantize(QUANTUM), "trades": len(group),
-                "buy_volume": sum((t.qty for t in group if t.side == "buy"), Decimal(0)),
-                "sell_volume": sum((t.qty for t in group if t.side == "sell"), Decimal(0)),
+                "vwap": rounded(quote, volume), "trades": len(group),
+                "buy_volume": buy_volume, "sell_volume": sell_volume,
                 "first_trade_time": group[0].event_time, "first_trade_id": group[0].trade_id,
                 "last_trade_time": group[-1].event_time, "last_trade_id": group[-1].trade_id,
                 "updated_at": updated_at,
@@ -157,15 +192,16 @@ def sma_from_bars(bars: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             windows.setdefault((bar["exchange"], bar["symbol"], start), []).append(bar)
     rows = []
     for (exchange, symbol, start), group in sorted(windows.items()):
-        closes = sum((b["close"] for b in group), Decimal(0))
-        volume = sum((b["volume"] for b in group), Decimal(0))
-        quote = sum((b["quote_volume"] for b in group), Decimal(0))
+        with localcontext(EXACT):
+            closes = sum((b["close"] for b in group), Decimal(0))
+            volume = sum((b["volume"] for b in group), Decimal(0))
+            quote = sum((b["quote_volume"] for b in group), Decimal(0))
         rows.append(
             {
                 "exchange": exchange, "symbol": symbol, "window_start": start,
                 "window_end": start + timedelta(minutes=5), "trade_date": start.date(),
-                "sma": (closes / len(group)).quantize(QUANTUM),
-                "vwap": (quote / volume).quantize(QUANTUM), "bars": len(group),
+                "sma": rounded(closes, len(group)), "vwap": rounded(quote, volume),
+                "bars": len(group),
                 "trades": sum(b["trades"] for b in group), "updated_at": datetime.now(UTC),
             }
         )  # fmt: skip
@@ -182,16 +218,18 @@ def stats_from_bars(bars: Sequence[dict[str, Any]], period: timedelta) -> list[d
     for (exchange, symbol, start), group in sorted(groups.items()):
         group.sort(key=lambda b: b["minute"])
         first, last = group[0]["open"], group[-1]["close"]
-        volume = sum((b["volume"] for b in group), Decimal(0))
-        quote = sum((b["quote_volume"] for b in group), Decimal(0))
+        with localcontext(EXACT):
+            volume = sum((b["volume"] for b in group), Decimal(0))
+            quote = sum((b["quote_volume"] for b in group), Decimal(0))
+            change = (last - first) * 100
         rows.append(
             {
                 "exchange": exchange, "symbol": symbol, "period_start": start,
                 "period_end": start + period, "trade_date": start.date(), "open": first,
                 "close": last, "high": max(b["high"] for b in group),
                 "low": min(b["low"] for b in group),
-                "change_pct": ((last - first) / first * 100).quantize(QUANTUM),
-                "volume": volume, "quote_volume": quote, "vwap": (quote / volume).quantize(QUANTUM),
+                "change_pct": rounded(change, first),
+                "volume": volume, "quote_volume": quote, "vwap": rounded(quote, volume),
                 "trades": sum(b["trades"] for b in group), "updated_at": datetime.now(UTC),
             }
         )  # fmt: skip

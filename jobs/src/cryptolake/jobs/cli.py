@@ -23,6 +23,7 @@ from cryptolake.jobs.session import SparkSetupError, build_session
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.jobs.streams import (
     LegacyCheckpoint,
+    LegacyTables,
     UpstreamTableMissing,
     start_bronze,
     start_gold,
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             spark.stop()
         return 0
-    except (SparkSetupError, LegacyCheckpoint) as exc:
+    except (SparkSetupError, LegacyCheckpoint, LegacyTables) as exc:
         log.error("%s", exc)
         return 2
     except UpstreamTableMissing as exc:

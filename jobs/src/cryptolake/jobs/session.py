@@ -4,6 +4,8 @@ downloaded at run time), UTC, small shuffles, loopback networking in local mode.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -85,6 +87,9 @@ def build_spark_conf(settings: JobSettings, jars: list[Path]) -> dict[str, str]:
 
 
 def build_session(settings: JobSettings, app_name: str) -> SparkSession:
+    # Python UDF workers (Gold's exact vwap) import cryptolake: run them on this interpreter,
+    # not on whatever python3 is first on PATH. Images set PYSPARK_PYTHON to their venv.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     for key, value in build_spark_conf(settings, spark_jars(settings)).items():
         builder = builder.config(key, value)

@@ -38,10 +38,12 @@ from cryptolake.jobs.tables import PARTITION_COLUMNS
 from cryptolake.jobs.transforms import (
     CANDLE_KEY,
     bronze_from_kafka,
-    candle_merge_set,
     candles_1m,
     deduplicate,
+    fold_candles,
     late_rows,
+    market_id,
+    market_key,
     market_summary,
     parse_trades,
     period_stats,
@@ -101,11 +103,39 @@ def creator_of(table: str) -> str:
 
 
 def ensure_tables(spark: SparkSession, settings: JobSettings, job: str) -> None:
-    """Create the tables ``job`` owns if missing (idempotent), so readers and MERGEs find them."""
+    """Create the tables ``job`` owns if missing (idempotent), so readers and MERGEs find them;
+    refuse tables written with other column types (an older contract)."""
     schemas = table_schemas(spark)
     for name in TABLE_CREATORS[job]:
-        builder = DeltaTable.createIfNotExists(spark).location(settings.table_path(name))
+        path = settings.table_path(name)
+        if _delta_table_exists(spark, path):
+            _refuse_other_types(name, DeltaTable.forPath(spark, path).toDF().schema, schemas[name])
+            continue
+        builder = DeltaTable.createIfNotExists(spark).location(path)
         builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name]).execute()
+
+
+class LegacyTables(RuntimeError):
+    """Tables written under an older contract (other column types): rebuild them."""
+
+
+def _refuse_other_types(name: str, found: T.StructType, wanted: T.StructType) -> None:
+    """Before exact decimals, prices, quantities and Gold's sums were DECIMAL(38,18); appending
+    or merging the new types into them would cut scales again, so say how to rebuild."""
+    found_types = {field.name: field.dataType for field in found.fields}
+    changed = [
+        f"{field.name} {found_types[field.name].simpleString()} (now "
+        f"{field.dataType.simpleString()})"
+        for field in wanted.fields
+        if field.name in found_types and found_types[field.name] != field.dataType
+    ]
+    if changed:
+        raise LegacyTables(
+            f"{name} was written with other column types: {', '.join(changed)}. Rebuild silver "
+            "and gold from bronze: stop the jobs, delete the silver/ and gold/ tables and the "
+            "silver and gold checkpoints under the table root, and start the jobs again "
+            "(bronze is kept)"
+        )
 
 
 def wait_for_tables(
@@ -378,7 +408,9 @@ class GoldWriter:
 
     settings: JobSettings
     on_batch: Callable[[dict[str, int]], None] | None = None
-    max_event_us: int | None = None
+    # Market key → its newest event time merged (µs): each market's lateness is judged by its
+    # own trades, so one market's clock never makes another's trades late.
+    newest_us: dict[str, int] | None = None
     # Seconds between refreshes of the SMA and hour/day tables (0: after every batch, in line).
     derived_interval_s: float = 0.0
     _app_id: str | None = field(default=None, repr=False)
@@ -405,15 +437,16 @@ class GoldWriter:
             candles = candles.where(F.col("updated_at") > F.lit(min(refreshed)))
         return _minute_ranges(candles)
 
-    def _initial_max_event_us(self, spark: SparkSession) -> int | None:
+    def _initial_newest_us(self, spark: SparkSession) -> dict[str, int]:
         path = self.settings.table_path(tables.GOLD_CANDLES_1M)
-        row = (
+        rows = (
             spark.read.format("delta")
             .load(path)
-            .agg(F.unix_micros(F.max("last_trade_time")).alias("max_us"))
-            .first()
+            .groupBy(market_key(F.col("exchange"), F.col("symbol")).alias("market"))
+            .agg(F.unix_micros(F.max("last_trade_time")).alias("newest"))
+            .collect()
         )
-        return None if row is None else row["max_us"]
+        return {row["market"]: row["newest"] for row in rows}
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         if self._refresh_error is not None:
@@ -422,8 +455,8 @@ class GoldWriter:
         spark = batch.sparkSession
         if self._app_id is None:
             self._app_id = checkpoint_app_id(spark, self.settings.checkpoint_path("gold"))
-        if self.max_event_us is None:
-            self.max_event_us = self._initial_max_event_us(spark)
+        if self.newest_us is None:
+            self.newest_us = self._initial_newest_us(spark)
         if self._pending is None:
             self._pending = {}
             self._note_changed(self._unrefreshed_ranges(spark))
@@ -440,17 +473,18 @@ class GoldWriter:
 
     def _process(self, spark: SparkSession, batch: DataFrame, batch_id: int) -> None:
         settings = self.settings
+        assert self.newest_us is not None
         delay = duration_us(settings.gold_watermark)
-        watermark = None if self.max_event_us is None else self.max_event_us - delay
+        watermarks = {market: newest - delay for market, newest in self.newest_us.items()}
         # One pass over the batch: its size, newest trade, late count and minutes per market.
-        markets = market_summary(batch, watermark).collect()
+        markets = market_summary(batch, watermarks).collect()
         if not markets:
             return  # nothing new: no commits (silver's no-data batches land here)
         late_count = sum(row["late"] for row in markets)
-        on_time, late = split_late(batch, watermark)
-        if watermark is not None and late_count:
+        on_time, late = split_late(batch, watermarks)
+        if late_count:
             # Same txnAppId/txnVersion as the MERGEs: a replayed batch appends nothing.
-            late_rows(late, watermark).write.format("delta").mode("append").save(
+            late_rows(late, watermarks).write.format("delta").mode("append").save(
                 settings.table_path(tables.SILVER_QUARANTINE)
             )
         ranges = [
@@ -459,15 +493,12 @@ class GoldWriter:
             if row["lo"] is not None
         ]
         if ranges:
-            # Cached: the MERGE reads its source twice (matching, then writing).
-            increment = candles_1m(on_time).persist()
-            try:
-                _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
-            finally:
-                increment.unpersist()
+            increment = candles_1m(on_time)
+            _retry_on_conflict(lambda: self._merge_candles(spark, increment, ranges), "candles")
             self._note_changed(ranges)
-        newest = max(row["newest"] for row in markets)
-        self.max_event_us = max(self.max_event_us or 0, newest)
+        for row in markets:
+            market = market_id(row["exchange"], row["symbol"])
+            self.newest_us[market] = max(self.newest_us.get(market, row["newest"]), row["newest"])
         if self.on_batch is not None:
             self.on_batch({"batch_id": batch_id, "late": late_count, "bars": len(ranges)})
 
@@ -530,22 +561,35 @@ class GoldWriter:
     def _merge_candles(
         self, spark: SparkSession, increment: DataFrame, ranges: list[tuple[str, str, Any, Any]]
     ) -> None:
+        """Fold the batch's bars into the stored bars of the same minutes and write the result
+        (gold is the table's only writer, so what it read is what the MERGE replaces). The fold
+        is ``combine_bars``, the same rule as a whole minute at once; the vwap it needs (exact,
+        half-even) is a Python function, which a MERGE's SET clause cannot call."""
         path = self.settings.table_path(tables.GOLD_CANDLES_1M)
-        keys = " AND ".join(f"t.{key} = s.{key}" for key in [*CANDLE_KEY, "trade_date"])
+
         # Only the target files that can hold the batch's minutes are read and rewritten:
         # without it every MERGE scans the whole table, and gets slower as the table grows.
-        condition = F.expr(keys) & _ranges_condition(
-            ranges, "minute", timedelta(0), timedelta(minutes=1), alias="t",
-            date_column="trade_date",
-        )  # fmt: skip
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(increment.alias("s"), condition)
-            .whenMatchedUpdate(set=candle_merge_set("t", "s"))
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        def touched(alias: str | None) -> Column:
+            return _ranges_condition(
+                ranges, "minute", timedelta(0), timedelta(minutes=1), alias=alias,
+                date_column="trade_date",
+            )  # fmt: skip
+
+        stored = spark.read.format("delta").load(path).where(touched(None))
+        # Cached: the MERGE reads its source twice (matching, then writing).
+        merged = fold_candles(stored, increment).persist()
+        keys = " AND ".join(f"t.{key} = s.{key}" for key in [*CANDLE_KEY, "trade_date"])
+        try:
+            (
+                DeltaTable.forPath(spark, path)
+                .alias("t")
+                .merge(merged.alias("s"), F.expr(keys) & touched("t"))
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        finally:
+            merged.unpersist()
 
     def _refresh_derived(
         self,

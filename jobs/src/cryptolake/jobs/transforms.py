@@ -6,14 +6,31 @@ DataFrames. Columns and rules follow the shared DESIGN.md (trade v1, Delta table
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Final, Literal
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cryptolake.common.trade import EXCHANGES, MIN_EVENT_TIME_US, SIDES, RejectReason
-from cryptolake.jobs.tables import DECIMAL
+from cryptolake.common.trade import (
+    EXCHANGES,
+    MAX_FUTURE_SKEW_US,
+    MAX_VALUE_BYTES,
+    MIN_EVENT_TIME_US,
+    PRICE_PATTERN,
+    PRICE_RULE,
+    QTY_PATTERN,
+    QTY_RULE,
+    RAW_PREFIX_CHARS,
+    SIDES,
+    SYMBOL_PATTERN,
+    TIME_PATTERN,
+    TRADE_ID_PATTERN,
+    RejectReason,
+    exact_vwap,
+)
+from cryptolake.jobs.tables import PRICE, QTY, QUOTE, VOLUME, VWAP
 
 TRADE_FIELDS: Final = (
     "schema_version", "exchange", "symbol", "trade_id", "price", "qty", "side", "event_time",
@@ -25,19 +42,16 @@ _TRADE_TEXT_SCHEMA: Final = T.StructType(
     [T.StructField(name, T.StringType()) for name in TRADE_FIELDS]
     + [T.StructField(_CORRUPT, T.StringType())]
 )
-_INTEGER = r"^-?[0-9]{1,18}$"
-_DECIMAL_TEXT = r"^[0-9]{1,20}(\.[0-9]{1,18})?$"
-_SYMBOL = r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$"
-# Reasons in the order they are checked; the first that applies is recorded.
-SILVER_REASONS: Final = (
-    RejectReason.MALFORMED_JSON, RejectReason.UNKNOWN_SCHEMA_VERSION, RejectReason.MISSING_FIELD,
-    RejectReason.BAD_TYPE, RejectReason.BAD_SYMBOL, RejectReason.BAD_PRICE, RejectReason.BAD_QTY,
-    RejectReason.BAD_SIDE, RejectReason.BAD_TIMESTAMP,
-)  # fmt: skip
 DEDUP_KEY: Final = ["exchange", "symbol", "trade_id"]
 CANDLE_KEY: Final = ["exchange", "symbol", "minute"]
 
 Period = Literal["hour", "day"]
+
+
+def _full(pattern: str) -> str:
+    """The contract's unanchored pattern as a whole-string Java regex (``\\z``: the very end;
+    ``$`` would also match before a final newline)."""
+    return f"^(?:{pattern})\\z"
 
 
 # --- bronze -----------------------------------------------------------------------------
@@ -60,95 +74,166 @@ def bronze_from_kafka(kafka: DataFrame) -> DataFrame:
 
 
 def _is_json_string(raw: Column, field: str) -> Column:
-    """The field's JSON value is a quoted string (from_json would turn 1.50 into "1.5").
+    """The field's JSON value is a quoted string (from_json reads every JSON type as text).
     Compact JSON (what the producer writes) is found by a plain substring search; the regex,
-    which allows whitespace, runs only when that misses (it cost a quarter of silver's CPU)."""
+    which allows whitespace, runs only when that misses (it cost a quarter of silver's CPU).
+    An unescaped ``"field":"`` can only be a key with a string value (quotes inside strings
+    are escaped)."""
     return F.when(F.instr(raw, f'"{field}":"') > 0, F.lit(True)).otherwise(
         raw.rlike(rf'"{field}"\s*:\s*"')
     )
 
 
-def _reject_reason(t: dict[str, Column], raw: Column, max_future_skew_us: int) -> Column:
+def _shown(text: Column) -> Column:
+    """A field's text as quoted in a detail (a bounded prefix)."""
+    return F.concat(F.lit("'"), F.substring(text, 1, 80), F.lit("'"))
+
+
+def _rules(
+    t: dict[str, Column],
+    *,
+    raw: Column,
+    size: Column,
+    utf8: Column,
+    broker_us: Column,
+    skew_us: int,
+) -> list[tuple[RejectReason, Column, Column]]:
+    """(reason, the row breaks the rule, detail) in the order they are checked; the first rule
+    a row breaks is its reason. Conditions only compare text (regex, membership) or try_cast
+    values, so no row's content can make one raise."""
     missing = [name for name in TRADE_FIELDS if name != "schema_version"]
-    event_us = t["event_time"].cast("long")
-    ingest_us = t["ingest_time"].cast("long")
-    return (
-        F.when(t[_CORRUPT].isNotNull() | t["schema_version"].isNull() & raw.rlike(r"^\s*$"),
-               F.lit(str(RejectReason.MALFORMED_JSON)))
-        .when(t["schema_version"].isNull(), F.lit(str(RejectReason.MISSING_FIELD)))
-        .when(t["schema_version"] != "1", F.lit(str(RejectReason.UNKNOWN_SCHEMA_VERSION)))
-        .when(F.greatest(*(t[name].isNull() for name in missing)),
-              F.lit(str(RejectReason.MISSING_FIELD)))
-        .when(~t["exchange"].isin(*EXCHANGES) | ~t["event_time"].rlike(_INTEGER)
-              | ~t["ingest_time"].rlike(_INTEGER) | ~_is_json_string(raw, "price")
-              | ~_is_json_string(raw, "qty"), F.lit(str(RejectReason.BAD_TYPE)))
-        .when(~t["symbol"].rlike(_SYMBOL), F.lit(str(RejectReason.BAD_SYMBOL)))
-        .when(~t["price"].rlike(_DECIMAL_TEXT) | (t["price"].cast(DECIMAL) <= 0),
-              F.lit(str(RejectReason.BAD_PRICE)))
-        .when(~t["qty"].rlike(_DECIMAL_TEXT) | (t["qty"].cast(DECIMAL) <= 0),
-              F.lit(str(RejectReason.BAD_QTY)))
-        .when(~t["side"].isin(*SIDES), F.lit(str(RejectReason.BAD_SIDE)))
-        .when((event_us < MIN_EVENT_TIME_US) | (event_us > ingest_us + max_future_skew_us),
-              F.lit(str(RejectReason.BAD_TIMESTAMP)))
-    )  # fmt: skip
+    missing_names = F.concat_ws(", ", *(F.when(t[name].isNull(), F.lit(name)) for name in missing))
+
+    def json_integer(field: str) -> Column:
+        return t[field].rlike(_full(TIME_PATTERN)) & ~_is_json_string(raw, field)
+
+    def time_out_of_range(field: str) -> tuple[Column, Column]:
+        micros = t[field].try_cast("long")
+        broken = (micros < MIN_EVENT_TIME_US) | (micros > broker_us + skew_us)
+        detail = F.concat(
+            F.lit(f"{field} "), t[field],
+            F.lit(f" is before 2010 or more than {skew_us // 1_000_000} s ahead of the broker's "
+                  "append time "), broker_us.cast("string"),
+        )  # fmt: skip
+        return broken, detail
+
+    def decimal_rule(field: str, pattern: str) -> Column:
+        return ~t[field].rlike(_full(pattern)) | (t[field].try_cast("decimal(38,10)") <= 0)
+
+    blank = t["schema_version"].isNull() & raw.rlike(r"^\s*$")
+    event_broken, event_detail = time_out_of_range("event_time")
+    ingest_broken, ingest_detail = time_out_of_range("ingest_time")
+    r = RejectReason
+    return [
+        (r.TOO_LARGE, size > MAX_VALUE_BYTES,
+         F.concat(F.lit("value has "), size.cast("string"),
+                  F.lit(f" bytes, over the limit of {MAX_VALUE_BYTES}; raw_value keeps its first "
+                        f"{RAW_PREFIX_CHARS} characters (bronze keeps every byte)"))),
+        (r.BAD_ENCODING, ~utf8,
+         F.lit("value is not valid UTF-8; raw_value shows U+FFFD for the bad bytes (bronze "
+               "keeps them)")),
+        (r.MALFORMED_JSON, t[_CORRUPT].isNotNull() | blank, F.lit("value is not a JSON object")),
+        (r.MISSING_FIELD, t["schema_version"].isNull(), F.lit("missing: schema_version")),
+        (r.BAD_TYPE, _is_json_string(raw, "schema_version"),
+         F.lit("schema_version is a JSON string, not the number 1")),
+        (r.UNKNOWN_SCHEMA_VERSION, t["schema_version"] != "1",
+         F.concat(F.lit("schema_version "), _shown(t["schema_version"]), F.lit(" is not 1"))),
+        (r.MISSING_FIELD, F.greatest(*(t[name].isNull() for name in missing)),
+         F.concat(F.lit("missing (or null): "), missing_names)),
+        (r.BAD_TYPE, ~json_integer("event_time"),
+         F.lit("event_time is not a JSON integer of at most 18 digits (epoch µs)")),
+        (r.BAD_TYPE, ~json_integer("ingest_time"),
+         F.lit("ingest_time is not a JSON integer of at most 18 digits (epoch µs)")),
+        (r.BAD_TYPE, ~_is_json_string(raw, "price"),
+         F.lit("price is not a JSON string (a JSON number would not be exact)")),
+        (r.BAD_TYPE, ~_is_json_string(raw, "qty"),
+         F.lit("qty is not a JSON string (a JSON number would not be exact)")),
+        (r.BAD_TYPE, ~_is_json_string(raw, "trade_id") & ~t["trade_id"].rlike(_full("-?[0-9]+")),
+         F.lit("trade_id is neither a JSON string nor a JSON integer")),
+        (r.BAD_EXCHANGE, ~t["exchange"].isin(*EXCHANGES),
+         F.concat(F.lit("exchange "), _shown(t["exchange"]),
+                  F.lit(f" is not one of {', '.join(EXCHANGES)}"))),
+        (r.BAD_SYMBOL, ~t["symbol"].rlike(_full(SYMBOL_PATTERN)),
+         F.concat(F.lit("symbol "), _shown(t["symbol"]),
+                  F.lit(" is not BASE-QUOTE of ASCII upper-case letters and digits"))),
+        (r.BAD_TRADE_ID, ~t["trade_id"].rlike(_full(TRADE_ID_PATTERN)),
+         F.concat(F.lit("trade_id "), _shown(t["trade_id"]),
+                  F.lit(" is not 1-64 ASCII letters, digits or . _ : -"))),
+        (r.BAD_PRICE, decimal_rule("price", PRICE_PATTERN),
+         F.concat(F.lit("price "), _shown(t["price"]), F.lit(f" {PRICE_RULE}"))),
+        (r.BAD_QTY, decimal_rule("qty", QTY_PATTERN),
+         F.concat(F.lit("qty "), _shown(t["qty"]), F.lit(f" {QTY_RULE}"))),
+        (r.BAD_SIDE, ~t["side"].isin(*SIDES),
+         F.concat(F.lit("side "), _shown(t["side"]), F.lit(" is not buy or sell"))),
+        (r.BAD_TIMESTAMP, event_broken, event_detail),
+        (r.BAD_TIMESTAMP, ingest_broken, ingest_detail),
+    ]  # fmt: skip
 
 
-def _reject_detail(reason: Column, t: dict[str, Column]) -> Column:
-    """A short human explanation next to the reason code."""
-    missing = F.concat_ws(", ", *(F.when(t[name].isNull(), F.lit(name)) for name in TRADE_FIELDS))
-    return (
-        F.when(reason == str(RejectReason.MALFORMED_JSON), F.lit("value is not a JSON object"))
-        .when(reason == str(RejectReason.MISSING_FIELD), F.concat(F.lit("missing: "), missing))
-        .when(reason == str(RejectReason.UNKNOWN_SCHEMA_VERSION),
-              F.concat(F.lit("schema_version "), t["schema_version"], F.lit(" is not 1")))
-        .when(reason == str(RejectReason.BAD_TYPE),
-              F.lit("exchange unknown, times not integers, or price/qty not JSON strings"))
-        .when(reason == str(RejectReason.BAD_SYMBOL),
-              F.concat(F.lit("symbol "), t["symbol"], F.lit(" is not BASE-QUOTE")))
-        .when(reason == str(RejectReason.BAD_PRICE),
-              F.concat(F.lit("price "), t["price"], F.lit(" is not a decimal > 0 (≤18 decimals)")))
-        .when(reason == str(RejectReason.BAD_QTY),
-              F.concat(F.lit("qty "), t["qty"], F.lit(" is not a decimal > 0 (≤18 decimals)")))
-        .when(reason == str(RejectReason.BAD_SIDE),
-              F.concat(F.lit("side "), t["side"], F.lit(" is not buy or sell")))
-        .when(reason == str(RejectReason.BAD_TIMESTAMP),
-              F.concat(F.lit("event_time "), t["event_time"],
-                       F.lit(" is before 2010 or too far ahead of ingest_time")))
-    )  # fmt: skip
+# Reasons silver can record (the producer's unknown_message and gold's late are not its own).
+SILVER_REASONS: Final = tuple(
+    r for r in RejectReason if r not in (RejectReason.UNKNOWN_MESSAGE, RejectReason.LATE)
+)
 
 
-def parse_trades(bronze: DataFrame, *, max_future_skew_s: int = 300) -> DataFrame:
+def parse_trades(
+    bronze: DataFrame, *, max_future_skew_s: int = MAX_FUTURE_SKEW_US // 1_000_000
+) -> DataFrame:
     """Bronze rows → typed trade columns plus ``reason``/``detail`` (null when the row is valid).
 
-    Rules (first failing wins): malformed JSON, schema version, missing field, types, symbol,
-    price > 0, qty > 0, side, event time after 2010 and at most ``max_future_skew_s`` ahead of
-    the producer's ingest time.
+    Whatever the bytes of a record, it gets a reason or typed values, never an exception: the
+    rules (``_rules``) look at text only, casts are ``try_cast`` (exact for every value the
+    rules accept). Too large or non-UTF-8 values are not parsed at all. Event and ingest times
+    are judged against the broker's append time (the Kafka timestamp), which no producer can
+    set, not against the record's own ``ingest_time``.
     """
-    raw = F.col("value").cast("string")
+    value = F.col("value")
+    text = value.cast("string")
+    size, utf8 = F.octet_length(value), F.is_valid_utf8(text)
+    parseable = (size <= MAX_VALUE_BYTES) & utf8
+    broker_us = F.unix_micros(F.coalesce(F.col("kafka_timestamp"), F.current_timestamp()))
     parsed = bronze.select(
-        raw.alias("raw_value"),
+        # A quarantined value stays readable text of bounded size; bronze keeps the bytes.
+        F.when(parseable, text)
+        .otherwise(F.substring(F.make_valid_utf8(text), 1, RAW_PREFIX_CHARS))
+        .alias("raw_value"),
+        size.alias("_size"),
+        utf8.alias("_utf8"),
+        broker_us.alias("_broker_us"),
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("kafka_timestamp"),
         F.col("ingest_date"),
-        F.from_json(raw, _TRADE_TEXT_SCHEMA, {"columnNameOfCorruptRecord": _CORRUPT}).alias("t"),
-    )
+        F.from_json(F.when(parseable, text), _TRADE_TEXT_SCHEMA,
+                    {"columnNameOfCorruptRecord": _CORRUPT}).alias("t"),
+    )  # fmt: skip
     t = {name: F.col(f"t.{name}") for name in (*TRADE_FIELDS, _CORRUPT)}
-    reason = _reject_reason(t, F.col("raw_value"), max_future_skew_s * 1_000_000)
-    event_time = F.timestamp_micros(t["event_time"].cast("long"))
-    # The reason is computed once, then referenced by the detail (not inlined twice).
-    with_reason = parsed.withColumn("reason", reason)
-    t = {name: F.col(f"t.{name}") for name in (*TRADE_FIELDS, _CORRUPT)}
-    return with_reason.select(
+    # raw_value is the whole text of every value that was parsed.
+    rules = _rules(
+        t, raw=F.col("raw_value"), size=F.col("_size"), utf8=F.col("_utf8"),
+        broker_us=F.col("_broker_us"), skew_us=max_future_skew_s * 1_000_000,
+    )  # fmt: skip
+    # The first broken rule's number, computed once; reason and detail are looked up by it.
+    broken = F.lit(None).cast("int")
+    for number, (_, condition, _) in reversed(list(enumerate(rules, start=1))):
+        broken = F.when(condition, F.lit(number)).otherwise(broken)
+    with_rule = parsed.withColumn("_rule", broken)
+    rule = F.col("_rule")
+    reason, detail = F.lit(None).cast("string"), F.lit(None).cast("string")
+    for number, (code, _, text_of) in reversed(list(enumerate(rules, start=1))):
+        reason = F.when(rule == number, F.lit(str(code))).otherwise(reason)
+        detail = F.when(rule == number, text_of).otherwise(detail)
+    event_time = F.timestamp_micros(t["event_time"].try_cast("long"))
+    return with_rule.select(
         t["exchange"].alias("exchange"),
         t["symbol"].alias("symbol"),
         t["trade_id"].alias("trade_id"),
-        t["price"].cast(DECIMAL).alias("price"),
-        t["qty"].cast(DECIMAL).alias("qty"),
+        t["price"].try_cast(PRICE).alias("price"),
+        t["qty"].try_cast(QTY).alias("qty"),
         t["side"].alias("side"),
         event_time.alias("event_time"),
-        F.timestamp_micros(t["ingest_time"].cast("long")).alias("ingest_time"),
+        F.timestamp_micros(t["ingest_time"].try_cast("long")).alias("ingest_time"),
         F.to_date(event_time).alias("trade_date"),
         F.year(event_time).alias("year"),
         F.month(event_time).alias("month"),
@@ -160,8 +245,8 @@ def parse_trades(bronze: DataFrame, *, max_future_skew_s: int = 300) -> DataFram
         "kafka_timestamp",
         "raw_value",
         "ingest_date",
-        "reason",
-        _reject_detail(F.col("reason"), t).alias("detail"),
+        reason.alias("reason"),
+        detail.alias("detail"),
     )
 
 
@@ -228,49 +313,80 @@ def _trade_order(time: Column, trade_id: Column) -> Column:
     return F.struct(time.alias("t"), F.length(trade_id).alias("n"), trade_id.alias("id"))
 
 
-def _vwap(quote_volume: Column, volume: Column) -> Column:
-    """quote volume / volume. In doubles (~15 significant digits): a DECIMAL(38,18) quotient
-    would keep only 6 decimals (Spark trims the scale to fit 38 digits)."""
-    return (quote_volume.cast("double") / volume.cast("double")).cast(DECIMAL)
+def _exact_vwap(quote_volume: Decimal | None, volume: Decimal | None) -> Decimal | None:
+    if quote_volume is None or volume is None or volume <= 0:
+        return None
+    return exact_vwap(quote_volume, volume)
 
 
-def candles_1m(trades: DataFrame) -> DataFrame:
-    """Silver trades → 1-minute bars per (exchange, symbol): a trade at t belongs to
-    [floor(t), floor(t) + 60 s); open/close are the first/last trade by (event_time, trade_id)."""
+# A Python UDF on bars (a handful of rows per batch): Spark's decimal division of these widths
+# keeps only ~10 decimals, and rounds half-up.
+_vwap_udf = F.udf(_exact_vwap, VWAP)
+
+
+def vwap(quote_volume: Column, volume: Column) -> Column:
+    """quote volume / volume rounded half-even at VWAP_SCALE decimals, exactly."""
+    return _vwap_udf(quote_volume, volume)
+
+
+def _trade_bars(trades: DataFrame) -> DataFrame:
+    """Each silver trade as a bar of one trade (the candle rule's unit, see ``combine_bars``)."""
+    qty = F.col("qty").cast(VOLUME)
     order = _trade_order(F.col("event_time"), F.col("trade_id"))
-    bars = trades.groupBy(
-        "exchange", "symbol", F.date_trunc("minute", "event_time").alias("minute")
-    ).agg(
-        F.min_by("price", order).alias("open"),
-        F.max("price").alias("high"),
-        F.min("price").alias("low"),
-        F.max_by("price", order).alias("close"),
-        F.sum("qty").alias("volume"),
-        # Exact to 6 decimals of the quote asset: Spark trims a 38-digit product's scale to 6.
-        F.sum(F.col("price") * F.col("qty")).alias("quote_volume"),
-        F.count(F.lit(1)).alias("trades"),
-        F.sum(F.when(F.col("side") == "buy", F.col("qty")).otherwise(F.lit(0))).alias("buy_volume"),
-        F.sum(F.when(F.col("side") == "sell", F.col("qty")).otherwise(F.lit(0))).alias(
-            "sell_volume"
-        ),
-        F.min(order).alias("first"),
-        F.max(order).alias("last"),
+    minute = F.date_trunc("minute", "event_time")
+    return trades.select(
+        "exchange", "symbol", minute.alias("minute"),
+        F.col("price").alias("open"), F.col("price").alias("high"), F.col("price").alias("low"),
+        F.col("price").alias("close"), qty.alias("volume"),
+        # DECIMAL(19,10) * DECIMAL(18,8) = DECIMAL(38,18): exact, no scale cut.
+        (F.col("price") * F.col("qty")).cast(QUOTE).alias("quote_volume"),
+        F.lit(1).cast("long").alias("trades"),
+        F.when(F.col("side") == "buy", qty).otherwise(F.lit(0).cast(VOLUME)).alias("buy_volume"),
+        F.when(F.col("side") == "sell", qty).otherwise(F.lit(0).cast(VOLUME)).alias("sell_volume"),
+        order.alias("first"), order.alias("last"),
+    )  # fmt: skip
+
+
+def _stored_as_partial(candles: DataFrame) -> DataFrame:
+    """Bars of the candles table in ``_trade_bars``' shape, so they combine with new ones."""
+    return candles.select(
+        *CANDLE_KEY, "open", "high", "low", "close", "volume", "quote_volume", "trades",
+        "buy_volume", "sell_volume",
+        _trade_order(F.col("first_trade_time"), F.col("first_trade_id")).alias("first"),
+        _trade_order(F.col("last_trade_time"), F.col("last_trade_id")).alias("last"),
+    )  # fmt: skip
+
+
+def combine_bars(bars: DataFrame) -> DataFrame:
+    """Partial bars of one (exchange, symbol, minute) folded into the 1-minute candle: the
+    candle rule, in one place. Open/close are the first/last trade by (event_time, trade_id),
+    high/low the extremes, sums added exactly (quote volume null past 10^20, never cut), vwap
+    = quote volume / volume half-even. Bars of single trades give ``candles_1m``; stored bars
+    plus a batch's give the MERGE's new rows."""
+    combined = bars.groupBy(*CANDLE_KEY).agg(
+        F.min_by("open", "first").alias("open"),
+        F.max("high").alias("high"),
+        F.min("low").alias("low"),
+        F.max_by("close", "last").alias("close"),
+        F.sum("volume").alias("volume"),
+        F.try_sum("quote_volume").alias("quote_volume"),
+        F.sum("trades").alias("trades"),
+        F.sum("buy_volume").alias("buy_volume"),
+        F.sum("sell_volume").alias("sell_volume"),
+        F.min("first").alias("first"),
+        F.max("last").alias("last"),
     )
-    return bars.select(
-        "exchange",
-        "symbol",
-        "minute",
+    volume, quote = F.col("volume").cast(VOLUME), F.col("quote_volume").cast(QUOTE)
+    return combined.select(
+        *CANDLE_KEY,
         F.to_date("minute").alias("trade_date"),
-        F.col("open").cast(DECIMAL).alias("open"),
-        F.col("high").cast(DECIMAL).alias("high"),
-        F.col("low").cast(DECIMAL).alias("low"),
-        F.col("close").cast(DECIMAL).alias("close"),
-        F.col("volume").cast(DECIMAL).alias("volume"),
-        F.col("quote_volume").cast(DECIMAL).alias("quote_volume"),
-        _vwap(F.col("quote_volume"), F.col("volume")).alias("vwap"),
+        *(F.col(name).cast(PRICE).alias(name) for name in ("open", "high", "low", "close")),
+        volume.alias("volume"),
+        quote.alias("quote_volume"),
+        vwap(quote, volume).alias("vwap"),
         F.col("trades").cast("long").alias("trades"),
-        F.col("buy_volume").cast(DECIMAL).alias("buy_volume"),
-        F.col("sell_volume").cast(DECIMAL).alias("sell_volume"),
+        F.col("buy_volume").cast(VOLUME).alias("buy_volume"),
+        F.col("sell_volume").cast(VOLUME).alias("sell_volume"),
         F.col("first.t").alias("first_trade_time"),
         F.col("first.id").alias("first_trade_id"),
         F.col("last.t").alias("last_trade_time"),
@@ -279,99 +395,57 @@ def candles_1m(trades: DataFrame) -> DataFrame:
     )
 
 
-def _earlier(prefix_a: str, prefix_b: str) -> str:
-    """SQL: bar ``a``'s first trade comes before bar ``b``'s."""
-    return (
-        f"struct({prefix_a}.first_trade_time, length({prefix_a}.first_trade_id), "
-        f"{prefix_a}.first_trade_id) < struct({prefix_b}.first_trade_time, "
-        f"length({prefix_b}.first_trade_id), {prefix_b}.first_trade_id)"
-    )
-
-
-def _later(prefix_a: str, prefix_b: str) -> str:
-    return (
-        f"struct({prefix_a}.last_trade_time, length({prefix_a}.last_trade_id), "
-        f"{prefix_a}.last_trade_id) > struct({prefix_b}.last_trade_time, "
-        f"length({prefix_b}.last_trade_id), {prefix_b}.last_trade_id)"
-    )
-
-
-def candle_merge_set(target: str = "t", source: str = "s") -> dict[str, str | Column]:
-    """SQL assignments that fold bar ``source`` (new trades of a minute) into bar ``target``:
-    open/close by trade order, high/low extremes, sums added, vwap re-weighted."""
-    t, s = target, source
-    first_from_s, last_from_s = _earlier(s, t), _later(s, t)
-
-    def add(column: str) -> str:
-        # (37,18) + (37,18) is (38,18); (38,18) + (38,18) would lose a decimal to (38,17).
-        return f"CAST({t}.{column} AS DECIMAL(37,18)) + CAST({s}.{column} AS DECIMAL(37,18))"
-
-    volume, quote = add("volume"), add("quote_volume")
-    return {
-        "open": f"CASE WHEN {first_from_s} THEN {s}.open ELSE {t}.open END",
-        "first_trade_time": f"CASE WHEN {first_from_s} THEN {s}.first_trade_time "
-        f"ELSE {t}.first_trade_time END",
-        "first_trade_id": f"CASE WHEN {first_from_s} THEN {s}.first_trade_id "
-        f"ELSE {t}.first_trade_id END",
-        "close": f"CASE WHEN {last_from_s} THEN {s}.close ELSE {t}.close END",
-        "last_trade_time": f"CASE WHEN {last_from_s} THEN {s}.last_trade_time "
-        f"ELSE {t}.last_trade_time END",
-        "last_trade_id": f"CASE WHEN {last_from_s} THEN {s}.last_trade_id "
-        f"ELSE {t}.last_trade_id END",
-        "high": f"greatest({t}.high, {s}.high)",
-        "low": f"least({t}.low, {s}.low)",
-        "volume": volume,
-        "quote_volume": quote,
-        "vwap": f"CAST(CAST({quote} AS DOUBLE) / CAST({volume} AS DOUBLE) AS DECIMAL(38,18))",
-        "trades": f"{t}.trades + {s}.trades",
-        "buy_volume": add("buy_volume"),
-        "sell_volume": add("sell_volume"),
-        "updated_at": f"{s}.updated_at",
-    }
+def candles_1m(trades: DataFrame) -> DataFrame:
+    """Silver trades → 1-minute bars per (exchange, symbol): a trade at t belongs to
+    [floor(t), floor(t) + 60 s); see ``combine_bars`` for every column."""
+    return combine_bars(_trade_bars(trades))
 
 
 def fold_candles(existing: DataFrame, increment: DataFrame) -> DataFrame:
-    """What MERGE does to the candles table, as a DataFrame function (used to test it and to
-    fold several increments of one minute inside a batch)."""
-    t, s = existing.alias("t"), increment.alias("s")
-    joined = t.join(s, on=CANDLE_KEY, how="full_outer")
-    columns = []
-    merge = candle_merge_set()
-    for name in existing.columns:
-        if name in CANDLE_KEY:
-            columns.append(F.col(name))
-            continue
-        assignment = merge.get(name, f"t.{name}")
-        both = F.expr(assignment) if isinstance(assignment, str) else assignment
-        columns.append(
-            F.when(F.col("s.first_trade_id").isNull(), F.col(f"t.{name}"))
-            .when(F.col("t.first_trade_id").isNull(), F.col(f"s.{name}"))
-            .otherwise(both.cast(existing.schema[name].dataType))
-            .alias(name)
-        )
-    return joined.select(*columns)
+    """Stored bars with a batch's bars of the same minutes folded in: the rows gold's MERGE
+    writes (bars of other minutes pass unchanged)."""
+    return combine_bars(_stored_as_partial(existing).unionByName(_stored_as_partial(increment)))
 
 
-def split_late(trades: DataFrame, watermark_us: int | None) -> tuple[DataFrame, DataFrame]:
-    """(on time, late): late trades are older than the watermark (newest seen minus delay)."""
-    if watermark_us is None:
-        return trades, trades.limit(0)
-    on_time = _on_time(watermark_us)
+# Validated exchanges and symbols hold no "|".
+_MARKET_SEPARATOR: Final = "|"
+
+
+def market_id(exchange: str, symbol: str) -> str:
+    """One string per market (``market_key`` computes the same in a DataFrame)."""
+    return f"{exchange}{_MARKET_SEPARATOR}{symbol}"
+
+
+def market_key(exchange: Column, symbol: Column) -> Column:
+    return F.concat_ws(_MARKET_SEPARATOR, exchange, symbol)
+
+
+def _market_watermark(watermarks: dict[str, int]) -> Column:
+    """This row's market's watermark in µs (null: the market is new, nothing is late)."""
+    if not watermarks:
+        return F.lit(None).cast("long")
+    lookup = F.create_map(*(F.lit(v) for pair in watermarks.items() for v in pair))
+    return F.element_at(lookup, market_key(F.col("exchange"), F.col("symbol")))
+
+
+def _on_time(watermarks: dict[str, int]) -> Column:
+    """Gold's lateness test, per market: at or after the market's watermark (its newest trade
+    minus the allowed delay). One market's clock never makes another's trades late."""
+    watermark = _market_watermark(watermarks)
+    return watermark.isNull() | (F.unix_micros("event_time") >= watermark)
+
+
+def split_late(trades: DataFrame, watermarks: dict[str, int]) -> tuple[DataFrame, DataFrame]:
+    """(on time, late), judged per (exchange, symbol) by ``watermarks`` (market key → µs)."""
+    on_time = _on_time(watermarks)
     return trades.where(on_time), trades.where(~on_time)
 
 
-def _on_time(watermark_us: int | None) -> Column:
-    """Gold's lateness test: at or after the watermark (every trade when there is none yet)."""
-    if watermark_us is None:
-        return F.lit(True)
-    return F.col("event_time") >= F.timestamp_micros(F.lit(watermark_us))
-
-
-def market_summary(trades: DataFrame, watermark_us: int | None) -> DataFrame:
+def market_summary(trades: DataFrame, watermarks: dict[str, int]) -> DataFrame:
     """Per (exchange, symbol): trades, newest event time (µs), late trades, and the first and
     last minute of the on-time ones (null when all are late): everything gold needs to know
     of a batch before merging it, in one pass."""
-    on_time = _on_time(watermark_us)
+    on_time = _on_time(watermarks)
     minute = F.date_trunc("minute", "event_time")
     return trades.groupBy("exchange", "symbol").agg(
         F.count(F.lit(1)).alias("rows"),
@@ -382,7 +456,7 @@ def market_summary(trades: DataFrame, watermark_us: int | None) -> DataFrame:
     )
 
 
-def late_rows(late: DataFrame, watermark_us: int) -> DataFrame:
+def late_rows(late: DataFrame, watermarks: dict[str, int]) -> DataFrame:
     """Late silver trades in the quarantine table's shape (reason ``late``)."""
     cols = [
         c for c in SILVER_COLUMNS if c not in ("kafka_topic", "kafka_partition", "kafka_offset")
@@ -394,8 +468,8 @@ def late_rows(late: DataFrame, watermark_us: int) -> DataFrame:
         "kafka_offset",
         F.lit(str(RejectReason.LATE)).alias("reason"),
         F.concat(
-            F.lit("event_time before the gold watermark "),
-            F.timestamp_micros(F.lit(watermark_us)).cast("string"),
+            F.lit("event_time before the gold watermark of its market "),
+            F.timestamp_micros(_market_watermark(watermarks)).cast("string"),
         ).alias("detail"),
         F.lit("gold").alias("layer"),
         F.current_timestamp().alias("quarantined_at"),
@@ -407,13 +481,14 @@ def late_rows(late: DataFrame, watermark_us: int) -> DataFrame:
 
 
 def sma_5m(candles: DataFrame) -> DataFrame:
-    """5-minute simple moving average of the 1-minute closes, sliding by 1 minute, with the
-    window's volume-weighted average price. A window is [window_start, window_end)."""
+    """5-minute simple moving average of the 1-minute closes (Spark's decimal mean: half-up
+    at 14 decimals), sliding by 1 minute, with the window's exact vwap. A window is
+    [window_start, window_end)."""
     windows = candles.groupBy(
         "exchange", "symbol", F.window("minute", "5 minutes", "1 minute").alias("w")
     ).agg(
         F.avg("close").alias("sma"),
-        F.sum("quote_volume").alias("quote_volume"),
+        F.try_sum("quote_volume").alias("quote_volume"),
         F.sum("volume").alias("volume"),
         F.count(F.lit(1)).alias("bars"),
         F.sum("trades").alias("trades"),
@@ -424,12 +499,16 @@ def sma_5m(candles: DataFrame) -> DataFrame:
         F.col("w.start").alias("window_start"),
         F.col("w.end").alias("window_end"),
         F.to_date("w.start").alias("trade_date"),
-        F.col("sma").cast(DECIMAL).alias("sma"),
-        _vwap(F.col("quote_volume"), F.col("volume")).alias("vwap"),
+        F.col("sma").cast(VWAP).alias("sma"),
+        vwap(F.col("quote_volume").cast(QUOTE), F.col("volume").cast(VOLUME)).alias("vwap"),
         F.col("bars").cast("int").alias("bars"),
         F.col("trades").cast("long").alias("trades"),
         F.current_timestamp().alias("updated_at"),
     )
+
+
+# (close - open) / open * 100 of two prices: at most 10^21, 14 decimals (Spark's division).
+CHANGE_PCT: Final = T.DecimalType(38, 14)
 
 
 def period_stats(candles: DataFrame, period: Period) -> DataFrame:
@@ -441,24 +520,27 @@ def period_stats(candles: DataFrame, period: Period) -> DataFrame:
         F.max("high").alias("high"),
         F.min("low").alias("low"),
         F.sum("volume").alias("volume"),
-        F.sum("quote_volume").alias("quote_volume"),
+        F.try_sum("quote_volume").alias("quote_volume"),
         F.sum("trades").alias("trades"),
     )
     length = F.expr("INTERVAL 1 HOUR") if period == "hour" else F.expr("INTERVAL 1 DAY")
+    volume, quote = F.col("volume").cast(VOLUME), F.col("quote_volume").cast(QUOTE)
     return stats.select(
         "exchange",
         "symbol",
         "period_start",
         (F.col("period_start") + length).alias("period_end"),
         F.to_date("period_start").alias("trade_date"),
-        F.col("open").cast(DECIMAL).alias("open"),
-        F.col("close").cast(DECIMAL).alias("close"),
-        F.col("high").cast(DECIMAL).alias("high"),
-        F.col("low").cast(DECIMAL).alias("low"),
-        ((F.col("close") - F.col("open")) / F.col("open") * 100).cast(DECIMAL).alias("change_pct"),
-        F.col("volume").cast(DECIMAL).alias("volume"),
-        F.col("quote_volume").cast(DECIMAL).alias("quote_volume"),
-        _vwap(F.col("quote_volume"), F.col("volume")).alias("vwap"),
+        F.col("open").cast(PRICE).alias("open"),
+        F.col("close").cast(PRICE).alias("close"),
+        F.col("high").cast(PRICE).alias("high"),
+        F.col("low").cast(PRICE).alias("low"),
+        ((F.col("close") - F.col("open")) / F.col("open") * 100)
+        .cast(CHANGE_PCT)
+        .alias("change_pct"),
+        volume.alias("volume"),
+        quote.alias("quote_volume"),
+        vwap(quote, volume).alias("vwap"),
         F.col("trades").cast("long").alias("trades"),
         F.current_timestamp().alias("updated_at"),
     )

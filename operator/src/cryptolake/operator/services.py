@@ -22,7 +22,7 @@ from confluent_kafka.admin import (
 )
 
 from cryptolake.common.s3 import REGION
-from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
+from cryptolake.common.trade import DLQ_TOPIC, TOPIC_CONFIG, TRADES_TOPIC
 
 log = logging.getLogger(__name__)
 TOPICS: Final = (TRADES_TOPIC, DLQ_TOPIC)
@@ -39,9 +39,28 @@ class TopicSpec:
     retention_ms: int
 
 
+def build_topic_config(wanted: TopicSpec) -> dict[str, str]:
+    """Every topic's settings: retention from the spec, plus the contract's ``TOPIC_CONFIG``
+    (the broker's append time as each record's timestamp, which silver judges event times by)."""
+    return {"retention.ms": str(wanted.retention_ms), **TOPIC_CONFIG}
+
+
+def build_config_alterations(wanted: TopicSpec) -> list[ConfigResource]:
+    """The incremental alters that set :func:`build_topic_config` on every topic (existing
+    topics too; settings not named are left alone)."""
+    entries = [
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+        for name, value in build_topic_config(wanted).items()
+    ]
+    return [
+        ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+        for topic in TOPICS
+    ]
+
+
 def reconcile_topics(bootstrap: str, wanted: TopicSpec, timeout_s: float = 5.0) -> list[str]:
     """Create missing topics, add partitions up to the spec (Kafka never removes them), set
-    retention. Returns what it changed."""
+    retention and ``TOPIC_CONFIG``. Returns what it changed."""
     admin = AdminClient(
         {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 3000},
         # librdkafka's connection errors through logging, not raw lines on stderr.
@@ -52,7 +71,7 @@ def reconcile_topics(bootstrap: str, wanted: TopicSpec, timeout_s: float = 5.0) 
         changes = []
         missing = [t for t in TOPICS if t not in existing]
         if missing:
-            config = {"retention.ms": str(wanted.retention_ms)}
+            config = build_topic_config(wanted)
             new = [
                 NewTopic(t, wanted.partitions, wanted.replication, config=config) for t in missing
             ]
@@ -68,14 +87,8 @@ def reconcile_topics(bootstrap: str, wanted: TopicSpec, timeout_s: float = 5.0) 
             for topic, future in admin.create_partitions(grow, request_timeout=timeout_s).items():
                 _result(future, timeout_s)
                 changes.append(f"{topic}: {wanted.partitions} partitions")
-        retention = ConfigEntry(
-            "retention.ms", str(wanted.retention_ms), incremental_operation=AlterConfigOpType.SET
-        )
-        resources = [
-            ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=[retention])
-            for t in TOPICS
-        ]
-        for future in admin.incremental_alter_configs(resources).values():
+        alterations = build_config_alterations(wanted)
+        for future in admin.incremental_alter_configs(alterations).values():
             _result(future, timeout_s)
     except KafkaException as error:
         raise ServiceUnreachable(f"broker {bootstrap}: {error.args[0].str()}") from error

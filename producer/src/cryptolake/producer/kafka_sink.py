@@ -1,5 +1,9 @@
 """The Kafka writer: idempotent, acks=all, keyed ``"{exchange}:{symbol}"``, every delivery
-report counted. Trades go to ``crypto.trades.v1``, dead letters to ``crypto.trades.dlq``."""
+report counted. Trades go to ``crypto.trades.v1``, dead letters to ``crypto.trades.dlq``.
+
+What ``produce()`` itself refuses never stops the producer: a full local queue is waited out
+(backpressure), a message over ``message.max.bytes`` is dropped and counted as failed (logged
+once per topic). Only a fatal producer error is raised, as :class:`SinkError`."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from cryptolake.common.trade import DeadLetter, Trade
+from cryptolake.common.trade import TOPIC_CONFIG, DeadLetter, Trade
 from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.settings import ProducerSettings
 
@@ -39,10 +43,17 @@ def build_producer_config(settings: ProducerSettings) -> dict[str, Any]:
     }
 
 
+def topic_config(settings: ProducerSettings) -> dict[str, str]:
+    """The settings a topic is created with: retention from settings, plus the contract's
+    ``TOPIC_CONFIG`` (the broker's append time as every record's timestamp)."""
+    return {"retention.ms": str(settings.topic_retention_ms), **TOPIC_CONFIG}
+
+
 def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
-    """Create the trades and DLQ topics if missing (partitions and retention from settings)."""
+    """Create the trades and DLQ topics if missing (partitions and retention from settings,
+    ``TOPIC_CONFIG``); an existing topic is left as is, with a warning where it differs."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    config = {"retention.ms": str(settings.topic_retention_ms)}
+    config = topic_config(settings)
     wanted = [
         NewTopic(topic, settings.topic_partitions, settings.topic_replication, config=config)
         for topic in (settings.trades_topic, settings.dlq_topic)
@@ -63,23 +74,25 @@ def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
                     f"cannot create topic {topic} on {settings.bootstrap_servers}: {error.str()}"
                 ) from exc
             log.info("topic %s exists", topic)
-            _warn_on_other_retention(admin, topic, settings, timeout_s)
+            _warn_on_other_config(admin, topic, config, timeout_s)
 
 
-def _warn_on_other_retention(
-    admin: AdminClient, topic: str, settings: ProducerSettings, timeout_s: float
+def _warn_on_other_config(
+    admin: AdminClient, topic: str, wanted: dict[str, str], timeout_s: float
 ) -> None:
-    """An existing topic keeps its settings; say so when they differ from ours."""
+    """An existing topic keeps its settings; say so for each that differs from ours."""
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     for future in admin.describe_configs([resource], request_timeout=timeout_s).values():
-        actual = future.result(timeout=timeout_s)["retention.ms"].value
-        if actual != str(settings.topic_retention_ms):
-            log.warning(
-                "topic %s keeps retention.ms=%s, not the configured %d (left as is)",
-                topic,
-                actual,
-                settings.topic_retention_ms,
-            )
+        actual = future.result(timeout=timeout_s)
+        for name, value in wanted.items():
+            if name in actual and actual[name].value != value:
+                log.warning(
+                    "topic %s keeps %s=%s, not the configured %s (left as is)",
+                    topic,
+                    name,
+                    actual[name].value,
+                    value,
+                )
 
 
 class KafkaSink:
@@ -95,6 +108,8 @@ class KafkaSink:
         self.delivered = 0
         self.dlq_delivered = 0
         self.failed = 0
+        self.too_large = 0  # refused by produce() as over message.max.bytes (part of failed)
+        self._too_large_logged: set[str] = set()
         self._produced_by_exchange: dict[str, Any] = {}
         self._latency = metrics.delivery_latency
         self.fatal: KafkaError | None = None
@@ -135,6 +150,27 @@ class KafkaSink:
             except BufferError:
                 # Local queue full: let librdkafka drain it, then retry (backpressure).
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise SinkError(f"cannot produce to {topic}: {error.str()}") from exc
+                self._on_too_large(topic, key, len(value))
+                return
+
+    def _on_too_large(self, topic: str, key: str, size: int) -> None:
+        """A message librdkafka refuses outright: count it as failed, log the first per topic."""
+        self.failed += 1
+        self.too_large += 1
+        self.metrics.delivery_errors.labels(topic).inc()
+        if topic not in self._too_large_logged:
+            self._too_large_logged.add(topic)
+            log.error(
+                "dropped a %d-byte message to %s (key %.80r): over message.max.bytes; further "
+                "ones are only counted (cryptolake_producer_delivery_errors_total)",
+                size,
+                topic,
+                key,
+            )
 
     def publish_trades(self, trades: Iterable[Trade]) -> None:
         topic, callback = self.trades_topic, self._on_trade_delivery
@@ -154,4 +190,6 @@ class KafkaSink:
     def flush(self, timeout_s: float) -> int:
         """Wait for every queued message to be acknowledged; returns how many are left."""
         remaining: int = self.producer.flush(timeout_s)
+        if self.too_large:
+            log.error("%d messages were dropped as over message.max.bytes", self.too_large)
         return remaining

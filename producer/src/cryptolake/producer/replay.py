@@ -3,12 +3,12 @@
 The daily files are ``SYMBOL-trades-YYYY-MM-DD.csv`` (or ``.zip`` holding it) with the columns
 trade id, price, qty, quote qty, time, is-buyer-maker, is-best-match; recent files have a header
 row, older ones none; time is in milliseconds in older files and microseconds in newer ones.
+Files are read as bytes, line by line, so a line that is too long or not UTF-8 becomes a dead
+letter like any other bad row.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 import time
@@ -16,11 +16,19 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Final, Literal
 
 from cryptolake.common.symbols import canonical_symbol, split_concatenated
 from cryptolake.common.timeutil import now_us
-from cryptolake.common.trade import DeadLetter, RejectReason, Trade, TradeRejected, make_trade
+from cryptolake.common.trade import (
+    MAX_VALUE_BYTES,
+    DeadLetter,
+    RejectReason,
+    Trade,
+    TradeRejected,
+    make_trade,
+)
+from cryptolake.producer.dead_letters import dead_letter
 from cryptolake.producer.kafka_sink import KafkaSink, ensure_topics
 from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.settings import ProducerSettings
@@ -30,6 +38,11 @@ log = logging.getLogger(__name__)
 _DUMP_NAME = re.compile(r"(?P<pair>[A-Z0-9]+)-trades-\d{4}-\d{2}(?:-\d{2})?", re.IGNORECASE)
 # 10^14 µs is 1973; 10^14 ms is year 5138: one threshold tells the two units apart.
 _MICROS_THRESHOLD = 100_000_000_000_000
+# ASCII digits only: int() would also take " 17", "1_704" or Arabic-Indic digits.
+_DUMP_TIME = re.compile(r"[0-9]{1,18}")
+# A row is ~70 bytes. A longer line is dead-lettered (too_large) unparsed, as silver does with
+# an oversized Kafka value, and never held whole in memory.
+MAX_LINE_BYTES: Final = MAX_VALUE_BYTES
 
 Pace = Literal["full", "recorded"]
 
@@ -56,7 +69,10 @@ def symbol_from_filename(path: Path) -> str:
 
 
 def time_to_us(raw: str) -> int:
-    """Dump time (ms in older files, µs in newer ones) → epoch µs."""
+    """Dump time (ms in older files, µs in newer ones) → epoch µs; ValueError unless it is
+    1-18 ASCII digits."""
+    if _DUMP_TIME.fullmatch(raw) is None:
+        raise ValueError(f"time {raw!r:.80} is not an integer of 1-18 digits")
     value = int(raw)
     return value if value >= _MICROS_THRESHOLD else value * 1000
 
@@ -71,14 +87,12 @@ def parse_dump_row(row: list[str], symbol: str, ingest_time: int) -> Trade:
         raise TradeRejected(RejectReason.MISSING_FIELD, f"{len(row)} columns, need at least 6")
     trade_id, price, qty, _quote_qty, raw_time, buyer_maker = row[:6]
     try:
-        event_time = time_to_us(raw_time)
+        event_time = time_to_us(raw_time.strip())
     except ValueError as exc:
-        raise TradeRejected(
-            RejectReason.BAD_TIMESTAMP, f"time {raw_time!r} is not an integer"
-        ) from exc
+        raise TradeRejected(RejectReason.BAD_TIMESTAMP, str(exc)) from exc
     maker = buyer_maker.strip().lower()
     if maker not in ("true", "false"):
-        raise TradeRejected(RejectReason.BAD_SIDE, f"is_buyer_maker {buyer_maker!r}")
+        raise TradeRejected(RejectReason.BAD_SIDE, f"is_buyer_maker {buyer_maker!r:.80}")
     return make_trade(
         exchange="binance",
         symbol=symbol,
@@ -92,8 +106,36 @@ def parse_dump_row(row: list[str], symbol: str, ingest_time: int) -> Trade:
     )
 
 
-def _is_header(row: list[str]) -> bool:
-    return bool(row) and not row[0].strip().isdigit()
+def parse_dump_line(line: bytes, symbol: str, ingest_time: int) -> Trade:
+    """One line of a dump (without its line ending) → Trade; raises TradeRejected.
+
+    Binance writes plain comma-separated fields, never quoted, so a line is split at its commas.
+    """
+    if len(line) > MAX_LINE_BYTES:
+        raise TradeRejected(RejectReason.TOO_LARGE, f"the line is over {MAX_LINE_BYTES} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TradeRejected(
+            RejectReason.BAD_ENCODING, f"not UTF-8 at byte {exc.start}: {exc.reason}"
+        ) from exc
+    return parse_dump_row(text.split(","), symbol, ingest_time)
+
+
+def dump_lines(binary: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """Each line without its line ending, and its whole size in bytes; a line over
+    ``MAX_LINE_BYTES`` comes cut to its first ``MAX_LINE_BYTES + 1`` bytes (the rest is read
+    past in chunks, never held)."""
+    while line := binary.readline(MAX_LINE_BYTES + 1):
+        size, tail = len(line), line
+        while not tail.endswith(b"\n") and (tail := binary.readline(65_536)):
+            size += len(tail)
+        ending = len(tail) - len(tail.rstrip(b"\r\n"))
+        yield line.rstrip(b"\r\n"), size - ending
+
+
+def _is_header(line: bytes) -> bool:
+    return not line.partition(b",")[0].strip().isdigit()
 
 
 @dataclass
@@ -102,7 +144,23 @@ class ReplayItem:
     dead_letter: DeadLetter | None
 
 
-def _open_texts(path: Path) -> Iterator[IO[str]]:
+def dump_items(binary: IO[bytes], name: str, symbol: str) -> Iterator[ReplayItem]:
+    """Every line of one dump as a trade or a dead letter (bad lines never stop it); ``name``
+    is the file's, for the dead letters' detail."""
+    for line_no, (line, size) in enumerate(dump_lines(binary), start=1):
+        if not line or (line_no == 1 and _is_header(line)):
+            continue
+        ingest = now_us()
+        try:
+            yield ReplayItem(parse_dump_line(line, symbol, ingest), None)
+        except TradeRejected as exc:
+            detail = f"{name} line {line_no}: {exc.detail}"
+            raw_size = size if len(line) > MAX_LINE_BYTES else None
+            letter = dead_letter("binance", exc.reason, detail, line, ingest, raw_size=raw_size)
+            yield ReplayItem(None, letter)
+
+
+def _open_binaries(path: Path) -> Iterator[IO[bytes]]:
     if path.suffix.lower() == ".zip":
         try:
             archive = zipfile.ZipFile(path)
@@ -113,29 +171,18 @@ def _open_texts(path: Path) -> Iterator[IO[str]]:
             if not members:
                 raise ReplayError(f"{path}: the archive holds no .csv file")
             for name in members:
-                with archive.open(name) as raw:
-                    yield io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                with archive.open(name) as binary:
+                    yield binary
     else:
-        with path.open(encoding="utf-8", newline="") as text:
-            yield text
+        with path.open("rb") as binary:
+            yield binary
 
 
 def read_dump(path: Path, symbol: str | None = None) -> Iterator[ReplayItem]:
-    """Every row of one dump file as a trade or a dead letter (bad rows never stop it)."""
+    """Every line of one dump file as a trade or a dead letter (bad lines never stop it)."""
     canonical = canonical_symbol(symbol) if symbol else symbol_from_filename(path)
-    for text in _open_texts(path):
-        for line_no, row in enumerate(csv.reader(text), start=1):
-            if line_no == 1 and _is_header(row):
-                continue
-            if not row:
-                continue
-            ingest = now_us()
-            try:
-                yield ReplayItem(parse_dump_row(row, canonical, ingest), None)
-            except TradeRejected as exc:
-                raw = ",".join(row)
-                detail = f"{path.name} line {line_no}: {exc.detail}"
-                yield ReplayItem(None, DeadLetter("binance", exc.reason, detail, raw, ingest))
+    for binary in _open_binaries(path):
+        yield from dump_items(binary, path.name, canonical)
 
 
 class Pacer:

@@ -73,7 +73,7 @@ async def _rendered(
 
 def resolve_exchange(store: LakeStore, symbol: str, exchange: str | None) -> str:
     """The exchange to read ``symbol`` from; 404 when no table has the pair."""
-    exchanges = store.exchanges_of(symbol.upper())
+    exchanges = store.exchanges_of(symbol)
     if exchange is None and exchanges:
         return exchanges[0]
     if exchange in exchanges:
@@ -108,21 +108,23 @@ def _bar_window(
     max_span = timedelta(days=store.settings.max_range_days)
     wanted = min(width * limit, max_span)
     if start is not None:
-        lo = _floor(start, width)
-        hi = end if end is not None else lo + wanted
-        if hi - lo > max_span:
+        if end is not None and end - start > max_span:
             raise bad_parameter(
                 "end", f"the range exceeds {store.settings.max_range_days} days; narrow it"
             )
-        return lo, hi
+        lo = _ceil(start, width)  # the first bar that starts at or after start
+        return lo, (lo + wanted if end is None else end)
     if end is None:
-        spans = store.symbols().filter(
-            (pl.col("exchange") == exchange) & (pl.col("symbol") == symbol)
-        )
-        last = spans["last_time"].max() if len(spans) else None
-        end = (last if isinstance(last, datetime) else datetime.now(UTC)) + timedelta(minutes=1)
-    hi = _floor(end - timedelta(microseconds=1), width) + width
+        last = _last_trade_time(store, exchange, symbol)
+        end = (last or datetime.now(UTC)) + timedelta(minutes=1)
+    hi = _ceil(end, width)
     return hi - wanted, hi
+
+
+def _last_trade_time(store: LakeStore, exchange: str, symbol: str) -> datetime | None:
+    spans = store.symbols().filter((pl.col("exchange") == exchange) & (pl.col("symbol") == symbol))
+    last = spans["last_time"].max() if len(spans) else None
+    return last if isinstance(last, datetime) else None
 
 
 def _latest_or_range(
@@ -155,6 +157,10 @@ def _latest_or_range(
 def _floor(moment: datetime, width: timedelta) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     return epoch + ((moment - epoch) // width) * width
+
+
+def _ceil(moment: datetime, width: timedelta) -> datetime:
+    return _floor(moment - timedelta(microseconds=1), width) + width
 
 
 def _bars_1m(
@@ -214,15 +220,18 @@ async def sma(
     tag_request(symbol=symbol, window=window)
     start_at, end_at = parse_range(start, end)
     venue = resolve_exchange(store, symbol, exchange)
-    lo, hi = _bar_window(store, venue, symbol, timedelta(minutes=1), start_at, end_at, limit)
+    minute = timedelta(minutes=1)
+    lo, hi = _bar_window(store, venue, symbol, minute, start_at, end_at, limit)
     # A window is plotted at its last minute; the trailing windows reach past the newest bar.
     lo -= queries.SMA_WINDOWS[window]
+    last = _last_trade_time(store, venue, symbol)
+    newest_bar = _floor(last, minute) if last is not None else None
 
     def load(lo_: datetime) -> pl.DataFrame:
         rows = store.table_rows(
             GOLD_SMA_5M, exchange=venue, symbol=symbol, lo=lo_, hi=hi, time_column="window_start"
         )
-        return queries.complete_windows(rows)
+        return queries.complete_windows(rows, newest_bar)
 
     def render() -> bytes:
         selected = _latest_or_range(

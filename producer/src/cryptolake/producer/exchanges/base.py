@@ -1,7 +1,9 @@
 """What every exchange adapter provides: where to connect, what to send, how to parse frames.
 
 Adapters are pure: ``parse`` turns one WebSocket frame into normalized trades and dead letters,
-with no I/O, so tests replay recorded frames through them. The feed loop does the I/O.
+with no I/O, so tests replay recorded frames through them. The feed loop does the I/O. Dead
+letters are built by :func:`cryptolake.producer.dead_letters.dead_letter`, so they stay small
+whatever the frame.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, ClassVar
 import orjson
 
 from cryptolake.common.trade import DeadLetter, RejectReason, Trade, TradeRejected
+from cryptolake.producer.dead_letters import dead_letter
 
 
 class FrameKind(StrEnum):
@@ -89,19 +92,19 @@ class ExchangeAdapter(ABC):
         default: Callable[[Any], Any] | None = None,
     ) -> DeadLetter:
         """One bad element of a multi-trade frame, re-serialized as its own raw JSON."""
+        raw: str | bytes
         try:
-            raw = orjson.dumps(element, default=default).decode()
+            raw = orjson.dumps(element, default=default)
         # Deeper than orjson writes, an integer over 64 bits, or a lone surrogate: keep the frame.
         except orjson.JSONEncodeError:
-            raw = frame if isinstance(frame, str) else frame.decode("utf-8", errors="replace")
-        return DeadLetter(self.label, problem.reason, problem.detail, raw, recv_time_us)
+            raw = frame
+        return dead_letter(self.label, problem.reason, problem.detail, raw, recv_time_us)
 
     def reject(
         self, reason: RejectReason, detail: str, raw: str | bytes, recv_time_us: int
     ) -> ParsedFrame:
         """A frame that as a whole goes to the DLQ."""
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
         return ParsedFrame(
             kind=FrameKind.REJECTED,
-            dead_letters=[DeadLetter(self.label, reason, detail, text, recv_time_us)],
+            dead_letters=[dead_letter(self.label, reason, detail, raw, recv_time_us)],
         )

@@ -67,7 +67,9 @@ def parse_binance_trade(payload: dict[str, Any], *, exchange: str, recv_time_us:
         raise TradeRejected(RejectReason.BAD_TYPE, _wrong_type(payload))
     symbol = canonical_pair(pair)
     if symbol is None:
-        raise TradeRejected(RejectReason.BAD_SYMBOL, f"symbol {pair!r} has no known quote asset")
+        raise TradeRejected(
+            RejectReason.BAD_SYMBOL, f"symbol {pair!r:.80} has no known quote asset"
+        )
     return make_trade(
         exchange=exchange,
         symbol=symbol,

@@ -56,7 +56,7 @@ def parse_coinbase_trade(trade: dict[str, Any], *, exchange: str, recv_time_us: 
         raise TradeRejected(RejectReason.BAD_TYPE, _wrong_type(trade))
     taker_side = _TAKER_SIDE.get(side)
     if taker_side is None:
-        raise TradeRejected(RejectReason.BAD_SIDE, f"side {side!r} is not BUY or SELL")
+        raise TradeRejected(RejectReason.BAD_SIDE, f"side {side!r:.80} is not BUY or SELL")
     try:
         event_time = rfc3339_to_us(time_text)
     except ValueError as exc:

@@ -45,7 +45,7 @@ def decimal_text(value: object, field: str, reason: RejectReason) -> str:
             RejectReason.BAD_TYPE, f"{field} is {type(value).__name__}, expected a JSON number"
         )
     if not -_MAX_MAGNITUDE <= value.adjusted() <= _MAX_MAGNITUDE:
-        raise TradeRejected(reason, f"{field} {value} is out of range")
+        raise TradeRejected(reason, f"{field} {value!s:.80} is out of range")
     return format(value, "f")
 
 
@@ -79,7 +79,7 @@ def parse_kraken_trade(trade: dict[str, Any], *, exchange: str, recv_time_us: in
             )
     symbol = canonical_pair(native)
     if symbol is None:
-        raise TradeRejected(RejectReason.BAD_SYMBOL, f"symbol {native!r} is not BASE/QUOTE")
+        raise TradeRejected(RejectReason.BAD_SYMBOL, f"symbol {native!r:.80} is not BASE/QUOTE")
     price_text = decimal_text(price, "price", RejectReason.BAD_PRICE)
     qty_text = decimal_text(qty, "qty", RejectReason.BAD_QTY)
     try:

@@ -217,3 +217,42 @@ def test_a_failed_background_refresh_fails_the_next_batch(spark, job_lake):
     writer.wait_for_refresh()
     with pytest.raises(DerivedRefreshFailed):
         writer(silver(spark, [("binance", "BTC-USDT", "3", "102", "1", "buy", 180.0)]), 2)
+
+
+def test_a_forged_future_record_cannot_make_later_trades_late(spark, job_lake):
+    """Two batches through silver's parse and gold: a record whose event and ingest times are
+    five hours ahead (a clock the producer set), then valid trades. The forged record is judged
+    against the broker's append time and quarantined; every valid trade lands in Gold. (When
+    silver compared event time with the record's own ingest_time and gold kept one watermark,
+    the forged record passed and sent every later trade to quarantine as late.)"""
+    import json  # noqa: PLC0415
+
+    from cryptolake.jobs.tables import BRONZE_SCHEMA  # noqa: PLC0415
+    from cryptolake.jobs.transforms import parse_trades, valid_trades  # noqa: PLC0415
+
+    broker = BASE + dt.timedelta(seconds=30)
+    base_us = int(BASE.replace(tzinfo=dt.UTC).timestamp() * 1e6)
+    forged_us = base_us + 5 * 3600 * 1_000_000
+
+    def bronze(batch: list[tuple[str, int, int]], first_offset: int):
+        values = [json.dumps({"schema_version": 1, "exchange": "binance", "symbol": "BTC-USDT",
+                              "trade_id": trade_id, "price": "100.5", "qty": "1", "side": "buy",
+                              "event_time": event_us, "ingest_time": ingest_us}).encode()
+                  for trade_id, event_us, ingest_us in batch]  # fmt: skip
+        rows = [(None, value, "t", 0, first_offset + i, broker, broker, broker.date())
+                for i, value in enumerate(values)]  # fmt: skip
+        return parse_trades(spark.createDataFrame(rows, BRONZE_SCHEMA))
+
+    job_lake("silver")  # silver/quarantine, where gold would put late trades
+    settings = job_lake("gold")
+    writer = GoldWriter(settings)
+    first = bronze([("1", base_us, base_us), ("666", forged_us, forged_us)], 0)
+    assert [r.reason for r in first.where("reason IS NOT NULL").collect()] == ["bad_timestamp"]
+    writer(valid_trades(first), 0)
+    second = bronze([("2", base_us + 10_000_000, base_us + 10_000_000),
+                     ("3", base_us + 20_000_000, base_us + 20_000_000)], 2)  # fmt: skip
+    writer(valid_trades(second), 1)
+    candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
+    assert candles.agg(F.sum("trades")).first()[0] == 3
+    quarantine = spark.read.format("delta").load(settings.table_path(tables.SILVER_QUARANTINE))
+    assert quarantine.where("reason = 'late'").count() == 0

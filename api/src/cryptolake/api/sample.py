@@ -39,8 +39,10 @@ PRICE: Final = pa.decimal128(19, 10)
 QTY: Final = pa.decimal128(18, 8)
 VOLUME: Final = pa.decimal128(38, 8)  # sums of quantities
 QUOTE: Final = pa.decimal128(38, 18)  # sums of price * qty
-# vwap, sma and change_pct: quotients rounded half-even to 18 decimals.
-RATIO: Final = pa.decimal128(38, 18)
+# vwap and sma: quotients of prices' size, 18 decimals (half-even here); change_pct: 14 decimals,
+# as the jobs write them (docs/data-contract.md).
+RATIO: Final = pa.decimal128(27, 18)
+CHANGE_PCT: Final = pa.decimal128(38, 14)
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 QUANTUM: Final = Decimal("1e-18")
 
@@ -65,7 +67,7 @@ STATS_SCHEMA: Final = pa.schema(
     [
         ("exchange", pa.string()), ("symbol", pa.string()), ("period_start", TIMESTAMP),
         ("period_end", TIMESTAMP), ("trade_date", pa.date32()), ("open", PRICE),
-        ("close", PRICE), ("high", PRICE), ("low", PRICE), ("change_pct", RATIO),
+        ("close", PRICE), ("high", PRICE), ("low", PRICE), ("change_pct", CHANGE_PCT),
         ("volume", VOLUME), ("quote_volume", QUOTE), ("vwap", RATIO), ("trades", pa.int64()),
         ("updated_at", TIMESTAMP),
     ]
@@ -228,7 +230,7 @@ def stats_from_bars(bars: Sequence[dict[str, Any]], period: timedelta) -> list[d
                 "period_end": start + period, "trade_date": start.date(), "open": first,
                 "close": last, "high": max(b["high"] for b in group),
                 "low": min(b["low"] for b in group),
-                "change_pct": rounded(change, first),
+                "change_pct": rounded(change, first).quantize(Decimal("1e-14")),
                 "volume": volume, "quote_volume": quote, "vwap": rounded(quote, volume),
                 "trades": sum(b["trades"] for b in group), "updated_at": datetime.now(UTC),
             }

@@ -154,8 +154,9 @@ def test_sma_stats_and_kpis(local_lake: Any, local_client: TestClient) -> None:
     want_daily = expected_bars(local_lake, "simulator", "BTC-USDT", "1d")
     for name in ("open", "close", "high", "low", "volume", "quote_volume", "vwap"):
         assert [d[name] for d in daily] == [b[name] for b in want_daily], name
-    assert [d["change_pct"] for d in daily] == [
-        rounded((b["close"] - b["open"]) * 100, b["open"]) for b in want_daily
+    assert [d["change_pct"] for d in daily] == [  # stored with 14 decimals, as the jobs do
+        rounded((b["close"] - b["open"]) * 100, b["open"]).quantize(Decimal("1e-14"))
+        for b in want_daily
     ]
     hourly = local_client.get("/v1/stats/hourly", params={"limit": 4}).json()["stats"]
     assert len(hourly) == 4

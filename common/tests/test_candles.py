@@ -4,7 +4,7 @@ from cryptolake.common.candles import reference_bars
 
 
 def trade(trade_id: str, price: str, qty: str, second: int) -> dict:
-    return {"symbol": "BTC-USDT", "trade_id": trade_id, "price": price, "qty": qty,
+    return {"symbol": "BTC-USDT", "trade_id": trade_id, "price": price, "qty": qty, "side": "buy",
             "event_time": 1_800_000_000_000_000 + second * 1_000_000}  # fmt: skip
 
 

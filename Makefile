@@ -13,7 +13,7 @@ FILES ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-freshness \
-	bench-api bench-operator kube replay backfill monitor maintenance api kafka minio clean distclean \
+	bench-api bench-operator kube replay backfill monitor maintenance rebuild api kafka minio clean distclean \
 	crd crd-upgrade chart-lint dashboards images cluster-up cluster-down cluster-status test-e2e
 
 help: ## list the targets
@@ -66,8 +66,11 @@ backfill: setup ## load Binance dumps through all layers into .local/lakehouse: 
 monitor: setup ## rows, Delta version, latest event and freshness per table of .local/lakehouse (JSON=1 for JSON)
 	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs monitor $(if $(JSON),--json)
 
-maintenance: setup ## OPTIMIZE closed partitions and VACUUM every table of .local/lakehouse
+maintenance: setup ## OPTIMIZE closed partitions and VACUUM every table of .local/lakehouse (streams stopped)
 	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs maintenance
+
+rebuild: setup ## recompute silver and gold of .local/lakehouse from bronze (stop `make run` first)
+	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs rebuild
 
 api: setup ## only the API and dashboard over .local/lakehouse (http://127.0.0.1:8000/)
 	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/cryptolake-api

@@ -79,7 +79,7 @@ def measure_one(
     }
     objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, resource)
     children = wait(lambda: expected <= existing_children(api, namespace, name), 30, "children")
-    patch = {"spec": {"processing": {"layers": {"gold": {"trigger": "3 seconds"}}}}}
+    patch = {"spec": {"processing": {"refine": {"trigger": "3 seconds"}}}}
     changed = objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
     generation = changed["metadata"]["generation"]
 

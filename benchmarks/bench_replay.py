@@ -1,7 +1,8 @@
-"""Backlog replay: N trades already in Kafka → Bronze, Silver and Gold caught up, one layer after
-the other (``--available-now``, as ``python -m cryptolake.jobs all --available-now`` runs them).
-Prints the fill rate, each layer's seconds and rows/s, peak RSS, and as its last line
-``replay_trades_per_s=<N / (bronze + silver + gold seconds)>`` (JVM start not counted).
+"""Backlog replay: N trades already in Kafka → every table caught up: bronze and refine (silver,
+quarantine, gold and the derived tables) side by side, each to the end of the topic
+(``--available-now``, as ``python -m cryptolake.jobs all --available-now`` runs them). Prints
+the fill rate, each query's seconds and batches, peak RSS, and as its last line
+``replay_trades_per_s=<N / seconds until both finished>`` (JVM start not counted).
 
     make bench-replay                                  # 2,000,000 trades, 3 symbols
     .venv/bin/python benchmarks/bench_replay.py --trades 200000 --max-offsets-per-trigger 50000
@@ -37,11 +38,11 @@ from pyspark.sql import functions as F
 
 from cryptolake.common.timeutil import now_us
 from cryptolake.jobs.cli import start_streams
+from cryptolake.jobs.refine import BatchOutcome
 from cryptolake.jobs.session import build_session
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.producer.simulator.market import Market
 
-LAYERS = ("bronze", "silver", "gold")
 FILL_BATCH = 10_000
 
 
@@ -117,10 +118,10 @@ def fill_topic(args: argparse.Namespace, bootstrap: str, topic: str) -> float:
     return rate
 
 
-def run_layers(
+def run_jobs(
     args: argparse.Namespace, bootstrap: str, topic: str, root: Path, broker_pid: int | None
 ) -> float:
-    """Bronze, Silver, Gold with available-now triggers; checks the tables; total seconds."""
+    """Bronze and refine with available-now triggers; checks the tables; total seconds."""
     settings = JobSettings(
         bootstrap_servers=bootstrap,
         trades_topic=topic,
@@ -144,36 +145,27 @@ def run_layers(
     )
     late = 0
 
-    def count_late(info: dict[str, int]) -> None:
+    def count_late(outcome: BatchOutcome) -> None:
         nonlocal late
-        late += info["late"]
+        late += outcome.late
 
     try:
-        seconds: dict[str, float] = {}
-        for layer in LAYERS:
-            started = time.monotonic()
-            queries = start_streams(
-                spark, settings, layer, available_now=True, on_gold_batch=count_late
-            )
-            for query in queries:
-                query.awaitTermination()
-            seconds[layer] = time.monotonic() - started
-            for query in queries:
-                progress = query.recentProgress
-                rows = sum(p.numInputRows for p in progress)
-                slowest = max(
-                    (p.durationMs.get("triggerExecution", 0) for p in progress), default=0
-                )
-                print(
-                    f"  {query.name}: {rows:,} rows in, batches with data: "
-                    f"{len([p for p in progress if p.numInputRows])}, slowest batch "
-                    f"{slowest / 1000:.1f} s",
-                    flush=True,
-                )
+        started = time.monotonic()
+        queries = start_streams(spark, settings, "all", available_now=True,
+                                on_refine_batch=count_late)  # fmt: skip
+        for query in queries:
+            query.awaitTermination()
+            finished = time.monotonic() - started
+            progress = query.recentProgress
+            rows = sum(p.numInputRows for p in progress)
+            slowest = max((p.durationMs.get("triggerExecution", 0) for p in progress), default=0)
             print(
-                f"{layer}: {seconds[layer]:.1f} s, {args.trades / seconds[layer]:,.0f} rows/s",
+                f"{query.name}: done after {finished:.1f} s, {rows:,} rows in, batches with "
+                f"data: {len([p for p in progress if p.numInputRows])}, slowest batch "
+                f"{slowest / 1000:.1f} s",
                 flush=True,
             )
+        total = time.monotonic() - started
         # Our java children: Spark's driver JVM, and the broker's unless it is excluded.
         jvm = java_children(os.getpid(), frozenset({broker_pid} if broker_pid else ()))
         jvm_rss = [peak_rss_mib(pid) or 0.0 for pid in jvm]
@@ -203,7 +195,7 @@ def run_layers(
             f"check failed: expected {args.trades:,} in silver and in gold, got "
             f"{silver_rows:,} and {gold_trades:,}"
         )
-    return sum(seconds.values())
+    return total
 
 
 def main() -> None:
@@ -218,7 +210,7 @@ def main() -> None:
     parser.add_argument(
         "--max-offsets-per-trigger",
         type=int,
-        help="Kafka records per bronze micro-batch (None: one batch per layer)",
+        help="Kafka records per micro-batch (None: one batch per query)",
     )
     parser.add_argument("--shuffle-partitions", type=int, default=4, help="Spark SQL shuffles")
     parser.add_argument("--driver-memory", default="4g", help="Spark driver heap")
@@ -235,8 +227,8 @@ def main() -> None:
         topic = f"bench.{uuid.uuid4().hex[:8]}.trades"
         create_topic(broker.bootstrap_servers, topic, args.partitions)
         fill_topic(args, broker.bootstrap_servers, topic)
-        total = run_layers(args, broker.bootstrap_servers, topic, root, broker.pid)
-    print(f"total: {total:.1f} s for bronze + silver + gold")
+        total = run_jobs(args, broker.bootstrap_servers, topic, root, broker.pid)
+    print(f"total: {total:.1f} s until bronze and refine had both finished")
     print(f"replay_trades_per_s={args.trades / total:.0f}")
 
 

@@ -1,5 +1,6 @@
-"""Candle math, the MERGE fold, late trades and the derived tables on hand-built trades; gold's
-foreachBatch function on local Delta tables (the derived tables' cadence and restart)."""
+"""Candle math, the MERGE fold, late trades and the derived tables on hand-built trades; the
+refine query's foreachBatch function on local Delta tables (the candles MERGE, lateness, the
+derived tables' cadence and restart)."""
 
 import datetime as dt
 import shutil
@@ -11,11 +12,11 @@ from pyspark.testing import assertDataFrameEqual
 
 from cryptolake.common.candles import half_even_quotient
 from cryptolake.jobs import tables
-from cryptolake.jobs.streams import DerivedRefreshFailed, GoldWriter
+from cryptolake.jobs.refine import DerivedRefreshFailed, RefineWriter
 from cryptolake.jobs.tables import SILVER_SCHEMA
 from cryptolake.jobs.transforms import (
     candles_1m,
-    fold_candles,
+    fold_bar,
     late_rows,
     market_id,
     period_stats,
@@ -34,6 +35,18 @@ def silver(spark, trades):
         rows.append((exchange, symbol, trade_id, D(price), D(qty), side, at, at, at.date(),
                      at.year, at.month, at.day, at.hour, "t", 0, 0))  # fmt: skip
     return spark.createDataFrame(rows, SILVER_SCHEMA)
+
+
+def batch(frame):
+    """Silver rows as a refine batch: parsed, each valid (no reason), as the query passes it."""
+    null = F.lit(None).cast("string")
+    return (
+        frame.withColumn("kafka_timestamp", F.col("ingest_time"))
+        .withColumn("raw_value", null)
+        .withColumn("ingest_date", F.to_date("ingest_time"))
+        .withColumn("reason", null)
+        .withColumn("detail", null)
+    )
 
 
 def bar_values(frame, *columns):
@@ -69,13 +82,32 @@ def test_ties_on_time_order_numeric_ids_numerically(spark):
     assert bar_values(candles_1m(trades), "open", "close") == [(D(1), D(2))]
 
 
-def test_folding_an_increment_equals_computing_the_whole_minute_at_once(spark):
-    early = [("coinbase", "ETH-USD", str(i), str(3000 + i), "1", "buy", i) for i in range(5)]
-    late = [("coinbase", "ETH-USD", str(i), str(2990 + i), "2", "sell", i - 10) for i in
-            range(10, 13)]  # fmt: skip  # earlier in the minute, arriving later
-    whole = candles_1m(silver(spark, early + late)).drop("updated_at")
-    folded = fold_candles(candles_1m(silver(spark, early)), candles_1m(silver(spark, late)))
-    assertDataFrameEqual(folded.drop("updated_at"), whole)
+def test_folding_on_the_driver_equals_the_whole_minute_at_once(spark):
+    """``fold_bar`` (refine folds a batch's bars into the bars it keeps) against Spark's
+    ``candles_1m`` of every trade at once, field for field with ==."""
+    early = [
+        ("binance", "BTC-USDT", "10", "50.01", "1.00000001", "buy", 30.0),
+        ("binance", "BTC-USDT", "9", "70", "0.5", "sell", 30.0),
+    ]  # same time: id 9 first
+    late = [("binance", "BTC-USDT", "2", "40.12345678", "3.12345678", "sell", 10.0),
+            ("binance", "BTC-USDT", "11", "60", "0.00000001", "buy", 59.0),
+            ("binance", "ETH-USDT", "4", "3000.5", "2", "buy", 45.0)]  # fmt: skip
+
+    def bars(trades):
+        return {(r.symbol, r.minute): r.asDict() for r in
+                candles_1m(silver(spark, trades)).drop("vwap").collect()}  # fmt: skip
+
+    stored = {key: fold_bar(None, bar) for key, bar in bars(early).items()}
+    folded = {key: fold_bar(stored.get(key), bar) for key, bar in bars(late).items()}
+    whole = {(r.symbol, r.minute): r.asDict() for r in candles_1m(silver(spark, early + late))
+             .collect()}  # fmt: skip
+    assert folded.keys() == whole.keys()
+    for key, bar in folded.items():
+        assert {k: v for k, v in bar.items() if k != "updated_at"} == {
+            k: v for k, v in whole[key].items() if k != "updated_at"
+        }, key
+    btc = folded[("BTC-USDT", BASE)]
+    assert (btc["open"], btc["close"], btc["first_trade_id"]) == (D("40.12345678"), D(60), "2")
 
 
 def test_gold_merge_of_a_later_batch_equals_the_whole_minute_at_once(spark, job_lake):
@@ -83,10 +115,10 @@ def test_gold_merge_of_a_later_batch_equals_the_whole_minute_at_once(spark, job_
     later = [("binance", "BTC-USDT", "2", "40.12345678", "3.12345678", "sell", 10.0),
              ("binance", "BTC-USDT", "3", "60", "0.00000001", "buy", 45.0),
              ("binance", "ETH-USDT", "4", "3000.5", "2", "buy", 45.0)]  # fmt: skip
-    settings = job_lake("gold")
-    writer = GoldWriter(settings)
-    writer(silver(spark, early), 0)
-    writer(silver(spark, later), 1)
+    settings = job_lake("refine")
+    writer = RefineWriter(settings)
+    writer(batch(silver(spark, early)), 0)
+    writer(batch(silver(spark, later)), 1)
     merged = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
     whole = candles_1m(silver(spark, early + later))
     assertDataFrameEqual(merged.drop("updated_at"), whole.drop("updated_at"))
@@ -123,12 +155,13 @@ def test_late_trades_split_off_at_their_markets_watermark_and_carry_reason_late(
 def test_one_markets_clock_never_makes_another_markets_trades_late(spark, job_lake):
     """Lateness is per (exchange, symbol): a market whose newest trade is two hours ahead does
     not move the cut-off of the others (it did when gold kept one watermark for all)."""
-    settings = job_lake("gold")
+    settings = job_lake("refine")
     quarantined = []
-    writer = GoldWriter(settings, on_batch=lambda info: quarantined.append(info["late"]))
-    writer(silver(spark, [("binance", "BTC-USDT", "1", "100", "1", "buy", 0.0),
-                          ("binance", "ETH-USDT", "2", "10", "1", "buy", 7200.0)]), 0)  # fmt: skip
-    writer(silver(spark, [("binance", "BTC-USDT", "3", "101", "1", "buy", 60.0)]), 1)
+    writer = RefineWriter(settings, on_batch=lambda outcome: quarantined.append(outcome.late))
+    writer(batch(silver(spark, [("binance", "BTC-USDT", "1", "100", "1", "buy", 0.0),
+                                ("binance", "ETH-USDT", "2", "10", "1", "buy", 7200.0)])),
+           0)  # fmt: skip
+    writer(batch(silver(spark, [("binance", "BTC-USDT", "3", "101", "1", "buy", 60.0)])), 1)
     candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
     assert candles.agg(F.sum("trades")).first()[0] == 3
     assert quarantined == [0, 0]
@@ -172,11 +205,11 @@ def test_hourly_and_daily_stats_take_open_first_and_close_last(spark):
 
 
 def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark, job_lake):
-    settings = job_lake("gold")
+    settings = job_lake("refine")
 
     def trade_in_minute(minute: int):
-        return silver(
-            spark, [("binance", "BTC-USDT", str(minute), "100", "1", "buy", minute * 60.0)]
+        return batch(
+            silver(spark, [("binance", "BTC-USDT", str(minute), "100", "1", "buy", minute * 60.0)])
         )
 
     def trades_in(table: str) -> int:
@@ -184,17 +217,17 @@ def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark,
         return frame.agg(F.sum("trades")).first()[0] or 0
 
     hourly_interval = 3600.0
-    first_run = GoldWriter(settings, derived_interval_s=hourly_interval)
+    first_run = RefineWriter(settings, derived_interval_s=hourly_interval)
     first_run(trade_in_minute(0), 0)  # nothing refreshed yet: refreshed at once, in background
-    first_run.wait_for_refresh()
+    first_run.derived.wait()
     first_run(trade_in_minute(1), 1)  # inside the interval: the candles only
     assert (trades_in(tables.GOLD_CANDLES_1M), trades_in(tables.GOLD_STATS_HOURLY)) == (2, 1)
 
     # A stop here would lose minute 1's refresh; the restarted job finds it by updated_at. Its
     # own batch is an hour later, so only that catch-up can bring minute 1 into hour 12's stats.
-    restarted = GoldWriter(settings, derived_interval_s=hourly_interval)
+    restarted = RefineWriter(settings, derived_interval_s=hourly_interval)
     restarted(trade_in_minute(61), 2)
-    restarted.wait_for_refresh()
+    restarted.derived.wait()
     assert trades_in(tables.GOLD_CANDLES_1M) == 3
     hourly = spark.read.format("delta").load(settings.table_path(tables.GOLD_STATS_HOURLY))
     by_hour = {row.period_start.hour: row.trades for row in hourly.collect()}
@@ -206,21 +239,20 @@ def test_derived_tables_follow_their_cadence_and_catch_up_after_a_restart(spark,
 
 
 def test_a_failed_background_refresh_fails_the_next_batch(spark, job_lake):
-    settings = job_lake("gold")
-    writer = GoldWriter(settings, derived_interval_s=0.01)
-    batch = silver(spark, [("binance", "BTC-USDT", "1", "100", "1", "buy", 60.0)])
-    writer(batch, 0)
-    writer.wait_for_refresh()
+    settings = job_lake("refine")
+    writer = RefineWriter(settings, derived_interval_s=0.01)
+    writer(batch(silver(spark, [("binance", "BTC-USDT", "1", "100", "1", "buy", 60.0)])), 0)
+    writer.derived.wait()
     # The refresh of the next batch's bar finds no hourly table to upsert into.
     shutil.rmtree(settings.table_path(tables.GOLD_STATS_HOURLY))
-    writer(silver(spark, [("binance", "BTC-USDT", "2", "101", "1", "buy", 120.0)]), 1)
-    writer.wait_for_refresh()
+    writer(batch(silver(spark, [("binance", "BTC-USDT", "2", "101", "1", "buy", 120.0)])), 1)
+    writer.derived.wait()
     with pytest.raises(DerivedRefreshFailed):
-        writer(silver(spark, [("binance", "BTC-USDT", "3", "102", "1", "buy", 180.0)]), 2)
+        writer(batch(silver(spark, [("binance", "BTC-USDT", "3", "102", "1", "buy", 180.0)])), 2)
 
 
 def test_a_forged_future_record_cannot_make_later_trades_late(spark, job_lake):
-    """Two batches through silver's parse and gold: a record whose event and ingest times are
+    """Two batches through the parse and refine's writer: a record whose event and ingest times are
     five hours ahead (a clock the producer set), then valid trades. The forged record is judged
     against the broker's append time and quarantined; every valid trade lands in Gold. (When
     silver compared event time with the record's own ingest_time and gold kept one watermark,
@@ -228,7 +260,7 @@ def test_a_forged_future_record_cannot_make_later_trades_late(spark, job_lake):
     import json  # noqa: PLC0415
 
     from cryptolake.jobs.tables import BRONZE_SCHEMA  # noqa: PLC0415
-    from cryptolake.jobs.transforms import parse_trades, valid_trades  # noqa: PLC0415
+    from cryptolake.jobs.transforms import parse_trades  # noqa: PLC0415
 
     broker = BASE + dt.timedelta(seconds=30)
     base_us = int(BASE.replace(tzinfo=dt.UTC).timestamp() * 1e6)
@@ -243,16 +275,15 @@ def test_a_forged_future_record_cannot_make_later_trades_late(spark, job_lake):
                 for i, value in enumerate(values)]  # fmt: skip
         return parse_trades(spark.createDataFrame(rows, BRONZE_SCHEMA))
 
-    job_lake("silver")  # silver/quarantine, where gold would put late trades
-    settings = job_lake("gold")
-    writer = GoldWriter(settings)
+    settings = job_lake("refine")
+    writer = RefineWriter(settings)
     first = bronze([("1", base_us, base_us), ("666", forged_us, forged_us)], 0)
     assert [r.reason for r in first.where("reason IS NOT NULL").collect()] == ["bad_timestamp"]
-    writer(valid_trades(first), 0)
+    writer(first, 0)
     second = bronze([("2", base_us + 10_000_000, base_us + 10_000_000),
                      ("3", base_us + 20_000_000, base_us + 20_000_000)], 2)  # fmt: skip
-    writer(valid_trades(second), 1)
+    writer(second, 1)
     candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
     assert candles.agg(F.sum("trades")).first()[0] == 3
     quarantine = spark.read.format("delta").load(settings.table_path(tables.SILVER_QUARANTINE))
-    assert quarantine.where("reason = 'late'").count() == 0
+    assert [row.reason for row in quarantine.collect()] == ["bad_timestamp"]

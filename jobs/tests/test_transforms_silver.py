@@ -10,9 +10,9 @@ from pyspark.testing import assertDataFrameEqual
 
 from cryptolake.jobs.tables import BRONZE_SCHEMA
 from cryptolake.jobs.transforms import (
+    batch_summary,
     deduplicate,
     parse_trades,
-    reason_counts,
     rejected_rows,
     valid_trades,
 )
@@ -100,7 +100,9 @@ def test_each_rule_sends_a_row_to_quarantine_with_its_reason(spark, value, reaso
 def test_rule_counters_add_up_to_the_input(spark):
     values = [trade(), trade(trade_id="2"), "{bad", trade(qty="0"), trade(side="x")]
     parsed = parse_trades(bronze_rows(spark, values))
-    counts = parsed.select(*reason_counts(parsed)).first().asDict()
+    counts: dict[str, int] = {}
+    for row in batch_summary(parsed, {}).collect():
+        counts[row.reason or "valid"] = counts.get(row.reason or "valid", 0) + row.rows
     assert counts["valid"] == 2
     assert (counts["malformed_json"], counts["bad_qty"], counts["bad_side"]) == (1, 1, 1)
     assert sum(counts.values()) == len(values)
@@ -177,44 +179,18 @@ def test_kafka_offsets_behind_takes_the_largest_kafka_source_figure() -> None:
     assert kafka_offsets_behind([]) is None
 
 
-def test_each_table_is_created_by_exactly_one_job() -> None:
+def test_each_table_has_exactly_one_writing_query() -> None:
     from cryptolake.jobs import streams, tables  # noqa: PLC0415
 
-    owned = [name for names in streams.TABLE_CREATORS.values() for name in names]
+    owned = [name for names in streams.TABLE_WRITERS.values() for name in names]
     assert sorted(owned) == sorted(tables.ALL_TABLES)
     assert len(owned) == len(set(owned))
-    assert streams.creator_of(tables.SILVER_QUARANTINE) == "silver"
-
-
-def test_waiting_for_an_upstream_table_ends_with_what_to_start(monkeypatch) -> None:
-    from cryptolake.jobs import streams  # noqa: PLC0415
-    from cryptolake.jobs.settings import JobSettings  # noqa: PLC0415
-
-    created: set[str] = set()
-    polls: list[str] = []
-
-    def is_delta_table(_spark, path: str) -> bool:
-        polls.append(path)
-        if len(polls) == 3:
-            created.add(path)  # the bronze job got there on the third look
-        return path in created
-
-    monkeypatch.setattr(streams, "_delta_table_exists", is_delta_table)
-    settings = JobSettings(table_root="s3a://lake/x", upstream_wait_s=5)
-    streams.wait_for_tables(None, settings, ["bronze/trades"], poll_s=0.01)  # type: ignore[arg-type]
-    assert polls == ["s3a://lake/x/bronze/trades"] * 3
-
-    short = JobSettings(table_root="s3a://lake/x", upstream_wait_s=0.05)
-    with pytest.raises(
-        streams.UpstreamTableMissing,
-        match=r"silver/quarantine \(created by the silver job\).*start that job first",
-    ):
-        streams.wait_for_tables(None, short, ["silver/quarantine"], poll_s=0.01)  # type: ignore[arg-type]
 
 
 def test_a_table_another_process_creates_after_a_first_look_is_seen(spark, tmp_path) -> None:
-    """The look happened between the upstream job's first object and its first commit: Delta
-    cached the table as missing, and gold waited 600 s for a silver/trades that was there."""
+    """The look happened between another writer's first object and its first commit: Delta
+    cached the table as missing, and kept calling it missing (a job then waited 600 s for a
+    table that was there)."""
     import deltalake  # noqa: PLC0415
     import pyarrow as pa  # noqa: PLC0415
 
@@ -264,11 +240,12 @@ def test_local_mode_puts_the_jars_on_the_class_path_instead_of_copying_them(tmp_
     assert cluster["spark.jars"] == f"{jars[0]},{jars[1]}"
 
 
-def test_silver_refuses_the_checkpoints_of_the_old_two_query_layout(spark, tmp_path) -> None:
+@pytest.mark.parametrize("old", ["silver", "gold", "silver_trades"])
+def test_refine_refuses_a_lakehouse_of_the_old_chained_layout(spark, tmp_path, old) -> None:
+    from cryptolake.jobs.refine import LegacyLayout, start_refine  # noqa: PLC0415
     from cryptolake.jobs.settings import JobSettings  # noqa: PLC0415
-    from cryptolake.jobs.streams import LegacyCheckpoint, start_silver  # noqa: PLC0415
 
     settings = JobSettings(table_root=str(tmp_path / "lake"), metrics_port=0)
-    (tmp_path / "lake" / "_checkpoints" / "silver_trades" / "offsets").mkdir(parents=True)
-    with pytest.raises(LegacyCheckpoint, match="delete the silver/ and gold/ tables"):
-        start_silver(spark, settings)
+    (tmp_path / "lake" / "_checkpoints" / old / "offsets").mkdir(parents=True)
+    with pytest.raises(LegacyLayout, match=r"run `python -m cryptolake.jobs rebuild`"):
+        start_refine(spark, settings)

@@ -40,7 +40,7 @@ PIPELINE = "minimal"
 API_NODE_PORT = 30080
 # The local cluster's node address (cluster.py); another cluster: its first InternalIP.
 LOCAL_NODE_IP = "10.231.0.2"
-WORKLOADS = ("producer", "bronze-driver", "silver-driver", "gold-driver", "api")
+WORKLOADS = ("producer", "ingest", "refine", "api")
 # What the trades topic holds, read inside the producer pod (its image has the Kafka client):
 # every record from the start of each partition to the end it had when the script began.
 DUMP_TOPIC = """
@@ -386,15 +386,15 @@ def test_4_killing_the_broker_loses_and_duplicates_nothing(pipeline: Deployment)
 
 def test_5_a_killed_spark_driver_resumes_from_its_checkpoint(pipeline: Deployment) -> None:
     _restart_and_recheck(pipeline, f"app.kubernetes.io/instance={PIPELINE},"
-                         "app.kubernetes.io/component=silver-driver", "silver driver")  # fmt: skip
-    logs = pipeline.kubectl("logs", f"deploy/{PIPELINE}-silver-driver")
-    assert "query silver started" in logs
+                         "app.kubernetes.io/component=refine", "refine driver")  # fmt: skip
+    logs = pipeline.kubectl("logs", f"deploy/{PIPELINE}-refine")
+    assert "query refine started" in logs
 
 
 def test_6_with_executors_spark_creates_executor_pods(pipeline: Deployment) -> None:
-    # Small requests: three drivers each start one executor on a 2-core node.
+    # Small requests: the refine driver starts one executor on a 2-core node.
     executors = {"instances": 1, "memory": "1g", "cpu": "100m"}
-    patch = {"spec": {"processing": {"executors": executors}}}
+    patch = {"spec": {"processing": {"refine": {"executors": executors}}}}
     pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", json.dumps(patch))
     try:
 
@@ -405,7 +405,7 @@ def test_6_with_executors_spark_creates_executor_pods(pipeline: Deployment) -> N
         running = eventually("executor pods Running", executors_running, timeout_s=900)
         assert any(name.startswith(f"{PIPELINE}-") for name in running), running
     finally:
-        back = {"spec": {"processing": {"executors": {"instances": 0}}}}
+        back = {"spec": {"processing": {"refine": {"executors": {"instances": 0}}}}}
         pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", json.dumps(back))
     pipeline.wait_ready()
 

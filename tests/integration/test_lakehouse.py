@@ -26,6 +26,7 @@ from cryptolake.common.candles import reference_bars
 from cryptolake.common.s3 import s3a_spark_conf
 from cryptolake.jobs.cli import start_streams
 from cryptolake.jobs.metrics import JobMetrics, ProgressListener
+from cryptolake.jobs.refine import BatchOutcome
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.producer.app import run_until
 from cryptolake.producer.kafka_sink import ensure_topics
@@ -137,8 +138,8 @@ class CleanRun:
 
 @pytest.fixture(scope="module")
 def clean_metered_run(spark, feed, minio_server, lake_bucket) -> CleanRun:
-    """Bronze, then Silver, then Gold, each to the end of its input, in the test session,
-    with the jobs' progress listener counting into a metrics registry."""
+    """Bronze and refine, each to the end of its input, in the test session, with the jobs'
+    progress listener and per-batch counts going into a metrics registry."""
     metrics = JobMetrics()
     listener = ProgressListener(metrics)
     spark.streams.addListener(listener)
@@ -147,10 +148,14 @@ def clean_metered_run(spark, feed, minio_server, lake_bucket) -> CleanRun:
     for key, value in conf.items():
         hadoop.set(key.removeprefix("spark.hadoop."), value)
     settings = lake_settings(feed, minio_server, lake_bucket, "clean")
-    for layer in ("bronze", "silver", "gold"):
-        for query in start_streams(spark, settings, layer, available_now=True,
-                                   on_silver_batch=metrics.count_rules):  # fmt: skip
-            query.awaitTermination()
+
+    def count(outcome: BatchOutcome) -> None:
+        metrics.count_rules(outcome.rule_rows)
+        metrics.late_rows.inc(outcome.late)
+
+    for query in start_streams(spark, settings, "all", available_now=True,
+                               on_refine_batch=count):  # fmt: skip
+        query.awaitTermination()
     time.sleep(1)  # the listener bus delivers the last progress events asynchronously
     spark.streams.removeListener(listener)
     return CleanRun(settings, metrics)
@@ -230,9 +235,11 @@ def test_the_metrics_count_the_run(feed, clean_metered_run):
     for reason in set(BAD_VALUES.values()):
         count = sum(1 for r in BAD_VALUES.values() if r == reason)
         assert value("cryptolake_jobs_silver_rule_rows_total", rule=reason) == count, reason
-    assert value("cryptolake_jobs_batches_total", query="gold") >= 1
-    # Bronze read the topic to its end: nothing behind.
-    assert value("cryptolake_jobs_kafka_offsets_behind", query="bronze") == 0
+    assert value("cryptolake_jobs_batches_total", query="refine") >= 1
+    assert value("cryptolake_jobs_gold_late_rows_total") == 0
+    # Both read the topic to its end: nothing behind.
+    for query in ("bronze", "refine"):
+        assert value("cryptolake_jobs_kafka_offsets_behind", query=query) == 0
 
 
 def test_derived_gold_tables_follow_the_candles(spark, clean_run):
@@ -299,24 +306,25 @@ def job_env(settings: JobSettings, minio_server) -> dict[str, str]:
 
 
 @pytest.mark.timeout(600)
-def test_three_jobs_started_at_once_create_each_table_once(
+def test_two_applications_started_at_once_then_a_rebuild_from_bronze(
     spark, feed, minio_server, lake_bucket, clean_run, tmp_path
 ):
-    """As the operator starts them: one driver per layer, all at the same moment. Before each
-    table had one creating job, two drivers could both write its version 0 on S3 and leave a
-    table nobody could load (DELTA_STATE_RECOVER_ERROR)."""
+    """As the operator starts them: ingest (bronze) and refine drivers at the same moment, each
+    creating only its own tables (two drivers writing one table's version 0 on S3 once left a
+    table nobody could load: DELTA_STATE_RECOVER_ERROR). Then ``rebuild`` recomputes silver and
+    gold from bronze alone, and a refine run after it starts where bronze ended."""
     settings = lake_settings(feed, minio_server, lake_bucket, "together")
     env = job_env(settings, minio_server)
-    logs = {layer: tmp_path / f"{layer}.log" for layer in ("bronze", "silver", "gold")}
+    logs = {app: tmp_path / f"{app}.log" for app in ("bronze", "refine")}
     jobs = []
-    for layer, path in logs.items():
+    for app, path in logs.items():
         with path.open("wb") as log:
             jobs.append(subprocess.Popen(
-                [sys.executable, "-m", "cryptolake.jobs", layer, "--available-now"],
+                [sys.executable, "-m", "cryptolake.jobs", app, "--available-now"],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             ))  # fmt: skip
-    for job, (layer, path) in zip(jobs, logs.items(), strict=True):
-        assert job.wait(400) == 0, f"{layer}: " + path.read_text()[-3000:]
+    for job, (app, path) in zip(jobs, logs.items(), strict=True):
+        assert job.wait(400) == 0, f"{app}: " + path.read_text()[-3000:]
     s3 = s3_client(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
     for table in ("bronze/trades", "silver/trades", "silver/quarantine", "gold/candles_1m"):
         key = f"together/{table}/_delta_log/00000000000000000000.json"
@@ -324,14 +332,22 @@ def test_three_jobs_started_at_once_create_each_table_once(
         commit = [json.loads(line) for line in first.splitlines()]
         assert commit[0]["commitInfo"]["operation"] == "CREATE TABLE", (table, commit[0])
         read(spark, settings, table).count()  # loads: version 0 is one writer's
-    # Whatever each layer saw at its start, a second pass ends where a clean run does.
-    with (tmp_path / "all.log").open("wb") as log:
-        finish = subprocess.run(
-            [sys.executable, "-m", "cryptolake.jobs", "all", "--available-now"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, timeout=400, check=False,
-        )  # fmt: skip
-    assert finish.returncode == 0, (tmp_path / "all.log").read_text()[-3000:]
     assert gold_candles(spark, settings) == gold_candles(spark, clean_run)
+
+    def silver_rows() -> tuple[int, int]:
+        return (read(spark, settings, "silver/trades").count(),
+                read(spark, settings, "silver/quarantine").count())  # fmt: skip
+
+    before = silver_rows()
+    for step in (["rebuild"], ["refine", "--available-now"]):
+        with (tmp_path / "after.log").open("ab") as log:
+            done = subprocess.run(
+                [sys.executable, "-m", "cryptolake.jobs", *step],
+                env=env, stdout=log, stderr=subprocess.STDOUT, timeout=400, check=False,
+            )  # fmt: skip
+        assert done.returncode == 0, (tmp_path / "after.log").read_text()[-3000:]
+        assert gold_candles(spark, settings) == gold_candles(spark, clean_run), step
+        assert silver_rows() == before, step
 
 
 @pytest.mark.timeout(900)
@@ -344,7 +360,7 @@ def test_sigkill_at_random_points_then_restart_changes_nothing(
         **job_env(settings, minio_server),
         "CRYPTOLAKE_MAX_OFFSETS_PER_TRIGGER": "200",
         "CRYPTOLAKE_BRONZE_TRIGGER": "1 second",
-        "CRYPTOLAKE_GOLD_TRIGGER": "1 second",
+        "CRYPTOLAKE_REFINE_TRIGGER": "1 second",
     }
     rng = random.Random(5)
     command = [sys.executable, "-m", "cryptolake.jobs", "all"]

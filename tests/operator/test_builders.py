@@ -53,10 +53,8 @@ def test_minimal_pipeline_children() -> None:
         ("Service", "lake-minio"), ("StatefulSet", "lake-minio"),
         ("Deployment", "lake-producer"),
         ("ServiceAccount", "lake-spark"), ("Role", "lake-spark"), ("RoleBinding", "lake-spark"),
-        ("Deployment", "lake-bronze-driver"), ("Service", "lake-bronze-driver"),
-        ("Deployment", "lake-silver-driver"), ("Service", "lake-silver-driver"),
-        ("Deployment", "lake-gold-driver"), ("Service", "lake-gold-driver"),
-        ("CronJob", "lake-maintenance"),
+        ("Deployment", "lake-ingest"), ("Service", "lake-ingest"),
+        ("Deployment", "lake-refine"), ("Service", "lake-refine"),
         ("Deployment", "lake-api"), ("Service", "lake-api"),
     }  # fmt: skip
 
@@ -127,19 +125,26 @@ def test_producer_streams_live_sources_or_the_simulator() -> None:
 
 
 def test_spark_local_mode_without_executors_else_kubernetes_client_mode() -> None:
-    local = by_kind_name(build_children(pipeline()))[("Deployment", "lake-silver-driver")]
-    container = local["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["silver"]
+    local = by_kind_name(build_children(pipeline()))
+    ingest = local[("Deployment", "lake-ingest")]["spec"]["template"]["spec"]["containers"][0]
+    refine = local[("Deployment", "lake-refine")]
+    container = refine["spec"]["template"]["spec"]["containers"][0]
+    assert (ingest["args"], container["args"]) == (["bronze"], ["refine"])
     assert env_of(container)["CRYPTOLAKE_SPARK_MASTER"] == "local[1]"
-    assert local["spec"]["strategy"] == {"type": "Recreate"}
+    assert refine["spec"]["strategy"] == {"type": "Recreate"}
     cluster = by_kind_name(build_children(pipeline("production")))
-    driver = cluster[("Deployment", "lake-gold-driver")]["spec"]["template"]["spec"]
+    driver = cluster[("Deployment", "lake-refine")]["spec"]["template"]["spec"]
     env = env_of(driver["containers"][0])
     assert env["CRYPTOLAKE_SPARK_MASTER"] == "k8s://https://kubernetes.default.svc"
     assert "--conf spark.executor.instances=2" in env["PYSPARK_SUBMIT_ARGS"]
-    assert "spark.driver.host=lake-gold-driver.markets.svc" in env["PYSPARK_SUBMIT_ARGS"]
+    assert "spark.driver.host=lake-refine.markets.svc" in env["PYSPARK_SUBMIT_ARGS"]
     assert driver["serviceAccountName"] == "lake-spark"
-    assert cluster[("Service", "lake-gold-driver")]["spec"]["clusterIP"] == "None"
+    assert cluster[("Service", "lake-refine")]["spec"]["clusterIP"] == "None"
+    # Each application has its own resources: the sample gives ingest no executors.
+    ingest_env = env_of(
+        cluster[("Deployment", "lake-ingest")]["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert ingest_env["CRYPTOLAKE_SPARK_MASTER"] == "local[1]"
 
 
 def test_suspend_scales_workloads_to_zero_and_keeps_broker_and_storage() -> None:
@@ -148,7 +153,6 @@ def test_suspend_scales_workloads_to_zero_and_keeps_broker_and_storage() -> None
     kinds = by_kind_name(children)
     assert kinds[("StatefulSet", "lake-broker")]["spec"]["replicas"] == 1
     assert kinds[("StatefulSet", "lake-minio")]["spec"]["replicas"] == 1
-    assert kinds[("CronJob", "lake-maintenance")]["spec"]["suspend"] is True
 
 
 def pod_annotations(p: Pipeline) -> dict[str, dict[str, str]]:
@@ -160,7 +164,7 @@ def pod_annotations(p: Pipeline) -> dict[str, dict[str, str]]:
 
 def test_a_config_change_or_a_nonce_rolls_the_workloads() -> None:
     before = pod_annotations(pipeline())
-    changed = pod_annotations(pipeline(processing={"layers": {"gold": {"trigger": "5 seconds"}}}))
+    changed = pod_annotations(pipeline(processing={"refine": {"trigger": "5 seconds"}}))
     assert all(changed[n][CONFIG_HASH] != before[n][CONFIG_HASH] for n in before)
     assert pod_annotations(pipeline()) == before  # same spec, same manifests
     nonce = pod_annotations(pipeline(restartNonce="2026-11-24"))

@@ -42,8 +42,11 @@ def test_schema_is_structural() -> None:
 
 def test_omitted_sections_get_every_default() -> None:
     spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    layers = spec["properties"]["processing"]["default"]["layers"]
-    assert layers["silver"] == {"trigger": "1 second", "watermark": "10 minutes"}
+    processing = spec["properties"]["processing"]["default"]
+    assert processing["ingest"]["trigger"] == "10 seconds"
+    assert (processing["refine"]["trigger"], processing["refine"]["lateness"]) == (
+        "1 second", "2 minutes",
+    )  # fmt: skip
     assert spec["properties"]["broker"]["default"]["topic"]["partitions"] == 3
     assert spec["properties"]["storage"]["default"]["retainPolicy"] == "Retain"
 

@@ -49,12 +49,14 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("bad bucket", with_spec(storage={"bucket": "Lake_House"}), "spec.storage.bucket"),
     ("bad retain policy", with_spec(storage={"retainPolicy": "Archive"}),
      'Unsupported value: "Archive"'),
-    ("negative executors", with_spec(processing={"executors": {"instances": -1}}),
-     "spec.processing.executors.instances"),
-    ("bad trigger", with_spec(processing={"layers": {"gold": {"trigger": "2s"}}}),
-     "spec.processing.layers.gold.trigger"),
-    ("bad spark memory", with_spec(processing={"driver": {"memory": "2GB"}}),
-     "spec.processing.driver.memory"),
+    ("negative executors", with_spec(processing={"refine": {"executors": {"instances": -1}}}),
+     "spec.processing.refine.executors.instances"),
+    ("bad trigger", with_spec(processing={"refine": {"trigger": "2s"}}),
+     "spec.processing.refine.trigger"),
+    ("bad spark memory", with_spec(processing={"ingest": {"driver": {"memory": "2GB"}}}),
+     "spec.processing.ingest.driver.memory"),
+    ("old layout", with_spec(processing={"layers": {"gold": {"trigger": "2 seconds"}}}),
+     'unknown field "spec.processing.layers"'),
     ("bad service type", with_spec(api={"serviceType": "Ingress"}), 'Unsupported value: "Ingress"'),
     ("otlp without scheme", with_spec(telemetry={"otlpEndpoint": "collector:4318"}),
      "spec.telemetry.otlpEndpoint"),
@@ -88,7 +90,7 @@ def test_samples_are_accepted_and_defaulted(
 ) -> None:
     created = pipelines.create(load_sample(name))
     spec = created["spec"]
-    assert spec["processing"]["layers"]["silver"]["watermark"] == "10 minutes"
+    assert spec["processing"]["refine"]["dedupWatermark"] == "10 minutes"
     assert spec["api"]["serviceType"] in ("ClusterIP", "LoadBalancer")
     assert spec["suspend"] is False
 

@@ -18,7 +18,7 @@ from cryptolake.operator.services import TOPICS
 from cryptolake.stack.kafka import free_port
 from cryptolake.stack.minio import s3_client
 
-WORKLOADS = ("producer", "bronze-driver", "silver-driver", "gold-driver", "api")
+WORKLOADS = ("producer", "ingest", "refine", "api")
 
 
 @pytest.fixture
@@ -115,14 +115,14 @@ def test_a_crash_looping_driver_turns_processing_false(
     ns = pipelines.namespace
     core = client.CoreV1Api(kube_api)
     pipelines.create(load_sample("minimal"))
-    eventually(lambda: "minimal-silver-driver" in deployments(kube_api, ns), 10, "the driver")
+    eventually(lambda: "minimal-refine" in deployments(kube_api, ns), 10, "the driver")
     # No kubelet runs here: a pod of the driver is made to report what a kubelet would.
     labels = {
         "app.kubernetes.io/instance": "minimal",
-        "app.kubernetes.io/component": "silver-driver",
+        "app.kubernetes.io/component": "refine",
     }
     pod = {
-        "metadata": {"name": "minimal-silver-driver-x1", "labels": labels},
+        "metadata": {"name": "minimal-refine-x1", "labels": labels},
         "spec": {"containers": [{"name": "driver", "image": "jobs"}]},
     }
     # Pod admission needs the namespace's default service account (made by a controller).
@@ -134,7 +134,7 @@ def test_a_crash_looping_driver_turns_processing_false(
         "state": {"waiting": waiting},
     }]}  # fmt: skip
     reported = time.monotonic()
-    core.patch_namespaced_pod_status("minimal-silver-driver-x1", ns, {"status": status})
+    core.patch_namespaced_pod_status("minimal-refine-x1", ns, {"status": status})
 
     def processing() -> dict[str, Any] | None:
         conditions = pipelines.get("minimal").get("status", {}).get("conditions", [])
@@ -143,7 +143,7 @@ def test_a_crash_looping_driver_turns_processing_false(
 
     condition = eventually(processing, 10, "ProcessingReady False (Failing)")
     assert condition["status"] == "False"
-    assert "silver-driver: CrashLoopBackOff" in condition["message"]
+    assert "refine: CrashLoopBackOff" in condition["message"]
     assert time.monotonic() - reported <= 10
     assert pipelines.get("minimal")["status"]["phase"] == "Degraded"
 

@@ -14,9 +14,8 @@ COMPONENTS = (
     "broker",
     "storage",
     "producer",
-    "bronze-driver",
-    "silver-driver",
-    "gold-driver",
+    "ingest",
+    "refine",
     "api",
 )
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -51,13 +50,13 @@ def test_an_object_that_exists_but_has_no_ready_pod_is_not_ready() -> None:
 
 def test_a_crash_looping_driver_degrades_processing() -> None:
     looping = WorkloadState(desired=1, ready=0, restarts=7, failing="CrashLoopBackOff: exit 1")
-    status = build_status(SPEC, all_ready(**{"silver-driver": looping}), 1, now=NOW)
+    status = build_status(SPEC, all_ready(**{"refine": looping}), 1, now=NOW)
     processing = conditions(status)["ProcessingReady"]
     assert (processing["status"], processing["reason"]) == ("False", "Failing")
-    assert "silver-driver: CrashLoopBackOff" in processing["message"]
+    assert "refine: CrashLoopBackOff" in processing["message"]
     assert "7 restarts" in processing["message"]
     assert status["phase"] == "Degraded"
-    assert status["components"]["silver-driver"]["restarts"] == 7
+    assert status["components"]["refine"]["restarts"] == 7
 
 
 def test_unreachable_broker_is_degraded_with_the_reason() -> None:

@@ -19,35 +19,32 @@ from pyspark.sql.streaming.query import StreamingQuery
 from cryptolake.jobs.maintenance import run_maintenance
 from cryptolake.jobs.metrics import JobMetrics, ProgressListener
 from cryptolake.jobs.monitor import all_status, render_json, render_text
+from cryptolake.jobs.refine import BatchOutcome, LegacyLayout, rebuild, start_refine
 from cryptolake.jobs.session import SparkSetupError, build_session
 from cryptolake.jobs.settings import JobSettings
-from cryptolake.jobs.streams import (
-    LegacyCheckpoint,
-    LegacyTables,
-    UpstreamTableMissing,
-    start_bronze,
-    start_gold,
-    start_silver,
-)
+from cryptolake.jobs.streams import LegacyTables, start_bronze
 
 log = logging.getLogger("cryptolake.jobs")
 
-STREAMS = ("bronze", "silver", "gold", "all")
+STREAMS = ("bronze", "refine", "all")
 
 EPILOG = """\
 commands:
-  bronze       Kafka crypto.trades.v1 → bronze/trades
-  silver       bronze → silver/trades (typed, deduplicated) + silver/quarantine (with reasons)
-  gold         silver → gold/candles_1m, sma_5m, stats_hourly, stats_daily (idempotent MERGE)
-  all          the three in one Spark application (local mode: one JVM)
+  bronze       Kafka crypto.trades.v1 → bronze/trades (the archive, off the live path)
+  refine       Kafka crypto.trades.v1 → silver/trades (typed, deduplicated), silver/quarantine
+               (with reasons) and gold/candles_1m in one query; sma_5m, stats_hourly and
+               stats_daily follow the candles
+  all          bronze and refine in one Spark application (local mode: one JVM)
+  rebuild      recompute silver and gold from bronze (streams stopped); refine then resumes
+               where bronze ends
   maintenance  OPTIMIZE closed partitions + VACUUM every table
   monitor      rows, Delta version, latest event time and freshness per table
 
 environment: CRYPTOLAKE_BOOTSTRAP_SERVERS, CRYPTOLAKE_TRADES_TOPIC, CRYPTOLAKE_TABLE_ROOT,
 CRYPTOLAKE_CHECKPOINT_ROOT, CRYPTOLAKE_S3_ENDPOINT/_ACCESS_KEY/_SECRET_KEY,
-CRYPTOLAKE_{BRONZE,SILVER,GOLD}_TRIGGER, CRYPTOLAKE_{SILVER,GOLD}_WATERMARK,
-CRYPTOLAKE_STARTING_OFFSETS, CRYPTOLAKE_SPARK_MASTER, CRYPTOLAKE_METRICS_PORT,
-CRYPTOLAKE_UPSTREAM_WAIT_S (see README).
+CRYPTOLAKE_{BRONZE,REFINE}_TRIGGER, CRYPTOLAKE_{SILVER,GOLD}_WATERMARK,
+CRYPTOLAKE_GOLD_DERIVED_INTERVAL, CRYPTOLAKE_STARTING_OFFSETS, CRYPTOLAKE_SPARK_MASTER,
+CRYPTOLAKE_METRICS_PORT (see README).
 """
 
 
@@ -58,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=[*STREAMS, "maintenance", "monitor"])
+    parser.add_argument("command", choices=[*STREAMS, "rebuild", "maintenance", "monitor"])
     parser.add_argument(
         "--available-now",
         action="store_true",
@@ -70,20 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def start_streams(
     spark: SparkSession, settings: JobSettings, command: str, *, available_now: bool,
-    on_gold_batch: Callable[[dict[str, int]], None] | None = None,
-    on_silver_batch: Callable[[dict[str, int]], None] | None = None,
+    on_refine_batch: Callable[[BatchOutcome], None] | None = None,
 ) -> list[StreamingQuery]:  # fmt: skip
     queries: list[StreamingQuery] = []
     if command in ("bronze", "all"):
         queries.append(start_bronze(spark, settings, available_now=available_now))
-    if command in ("silver", "all"):
-        queries.append(
-            start_silver(spark, settings, available_now=available_now, on_batch=on_silver_batch)
+    if command in ("refine", "all"):
+        query, _ = start_refine(
+            spark, settings, available_now=available_now, on_batch=on_refine_batch
         )
-    if command in ("gold", "all"):
-        queries.append(
-            start_gold(spark, settings, available_now=available_now, on_batch=on_gold_batch)
-        )
+        queries.append(query)
     return queries
 
 
@@ -107,21 +100,18 @@ def run_streams(settings: JobSettings, command: str, *, available_now: bool) -> 
     spark = build_session(settings, f"cryptolake-{command}")
     spark.streams.addListener(ProgressListener(metrics))
 
-    def count_late(info: dict[str, int]) -> None:
-        metrics.late_rows.inc(info["late"])
+    def count(outcome: BatchOutcome) -> None:
+        metrics.count_rules(outcome.rule_rows)
+        metrics.late_rows.inc(outcome.late)
 
     try:
+        queries = start_streams(spark, settings, command, available_now=available_now,
+                                on_refine_batch=count)  # fmt: skip
         if available_now:
-            # One layer after the other, each to the end of its input: a deterministic backfill.
-            for layer in ("bronze", "silver", "gold") if command == "all" else (command,):
-                for query in start_streams(spark, settings, layer, available_now=True,
-                                           on_gold_batch=count_late,
-                                           on_silver_batch=metrics.count_rules):  # fmt: skip
-                    query.awaitTermination()
+            # Each query runs to the end of its input and stops: a backlog or backfill run.
+            for query in queries:
+                query.awaitTermination()
             return 0
-        queries = start_streams(spark, settings, command, available_now=False,
-                                on_gold_batch=count_late,
-                                on_silver_batch=metrics.count_rules)  # fmt: skip
         log.info("%s running: %s; Ctrl-C or SIGTERM stops it", command,
                  ", ".join(q.name for q in queries))  # fmt: skip
         while not stop.is_set():
@@ -135,6 +125,17 @@ def run_streams(settings: JobSettings, command: str, *, available_now: bool) -> 
         return 0
     finally:
         spark.stop()
+
+
+def run_rebuild(spark: SparkSession, settings: JobSettings) -> None:
+    started = time.monotonic()
+    log.info("rebuild: silver and gold from %s (the streams must be stopped)",
+             settings.table_path("bronze/trades"))  # fmt: skip
+    outcome = rebuild(spark, settings)
+    log.info("rebuild: %d trades to silver, %d rows to quarantine, %d bars merged in %.1f s",
+             outcome.rule_rows["valid"], sum(outcome.rule_rows.values())
+             - outcome.rule_rows["valid"] + outcome.late, outcome.bars,
+             time.monotonic() - started)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,18 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "maintenance":
                 run_maintenance(spark, settings)
+            elif args.command == "rebuild":
+                run_rebuild(spark, settings)
             else:
                 statuses = all_status(spark, settings)
                 print(render_json(statuses) if args.json else render_text(statuses))
         finally:
             spark.stop()
         return 0
-    except (SparkSetupError, LegacyCheckpoint, LegacyTables) as exc:
+    except (SparkSetupError, LegacyLayout, LegacyTables) as exc:
         log.error("%s", exc)
         return 2
-    except UpstreamTableMissing as exc:
-        log.error("%s", exc)
-        return 3
     except PySparkException as exc:
         log.error("spark: %s", exc)
         return 1

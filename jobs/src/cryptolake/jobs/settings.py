@@ -11,8 +11,6 @@ from pydantic import Field, field_validator
 
 from cryptolake.common.settings import KafkaTopicsSettings
 
-Layer = Literal["bronze", "silver", "gold"]
-
 _DURATION = re.compile(r"\s*(\d+)\s*(second|minute|hour|day)s?\s*")
 _UNIT_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000,
             "day": 86_400_000_000}  # fmt: skip
@@ -46,20 +44,21 @@ class JobSettings(KafkaTopicsSettings):
 
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     max_offsets_per_trigger: int | None = Field(default=None, ge=1)
-    bronze_trigger: str = "1 second"
-    silver_trigger: str = "1 second"
-    gold_trigger: str = "2 seconds"
+    # The bronze archive is off the live path: fewer, larger batches leave the cores to refine.
+    bronze_trigger: str = "10 seconds"
+    # Refine: Kafka → silver, quarantine and the candles, one micro-batch this often.
+    refine_trigger: str = "1 second"
     # The SMA and hour/day tables are refreshed from the candles at most this often.
     gold_derived_interval: str = "30 seconds"
-    # Duplicates are dropped within this event-time horizon.
+    # Duplicates are dropped within this horizon of broker time.
     silver_watermark: str = "10 minutes"
-    # Trades older than the newest trade seen minus this go to quarantine as `late`.
+    # Trades older than their market's newest trade minus this go to quarantine as `late`.
     gold_watermark: str = "2 minutes"
-    # Validation: how far ahead of its ingest time a trade's event time may be.
+    # Validation: how far ahead of the broker's append time a trade's event time may be.
     max_future_skew_s: int = Field(default=300, ge=0)
-    # How long silver and gold wait at start for the tables the job upstream creates.
-    upstream_wait_s: float = Field(default=600, gt=0)
 
+    # Each query OPTIMIZEs and VACUUMs its own tables this often, between two batches.
+    maintenance_interval: str = "1 day"
     # Maintenance: VACUUM keeps files younger than this; OPTIMIZE compacts small files.
     vacuum_retention_hours: int = Field(default=168, ge=0)
     metrics_port: int = Field(default=9401, ge=0, le=65535)
@@ -67,9 +66,9 @@ class JobSettings(KafkaTopicsSettings):
 
     @field_validator(
         "bronze_trigger",
-        "silver_trigger",
-        "gold_trigger",
+        "refine_trigger",
         "gold_derived_interval",
+        "maintenance_interval",
         "silver_watermark",
         "gold_watermark",
     )

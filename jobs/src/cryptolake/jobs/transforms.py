@@ -1,14 +1,15 @@
 """The lakehouse's pure core: DataFrame in, DataFrame out, the same in batch and streaming.
 
-Sources, sinks and MERGEs live in ``streams.py``; everything here is tested on small batch
-DataFrames. Columns and rules follow the shared DESIGN.md (trade v1, Delta table contract).
+Sources, sinks and MERGEs live in ``streams.py`` and ``refine.py``; everything here is tested
+on small batch DataFrames. Columns and rules follow the design (trade v1, Delta table
+contract).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -249,7 +250,9 @@ def parse_trades(
     value = F.col("value")
     text = value.cast("string")
     size = F.octet_length(value)
-    broker_us = F.unix_micros(F.coalesce(F.col("kafka_timestamp"), F.current_timestamp()))
+    # Kafka stamps every record. No current_timestamp() fallback: its value is a literal in the
+    # generated code, so each micro-batch would compile the whole parse anew (seconds).
+    broker_us = F.unix_micros(F.col("kafka_timestamp"))
     parsed = bronze.select(
         text.alias("_text"),
         size.alias("_size"),
@@ -341,28 +344,25 @@ def rejected_rows(parsed: DataFrame, layer: str = "silver") -> DataFrame:
     )
 
 
-def reason_counts(parsed: DataFrame) -> list[Column]:
-    """Per-rule counters (``DataFrame.observe``), plus ``valid``: DLT-style expectations."""
-    counts = [F.count(F.when(F.col("reason") == str(r), 1)).alias(str(r)) for r in SILVER_REASONS]
-    return [*counts, F.count(F.when(F.col("reason").isNull(), 1)).alias("valid")]
-
-
 def deduplicate(parsed: DataFrame, watermark: str) -> DataFrame:
     """Parsed rows with each valid trade kept once per (exchange, symbol, trade_id); every
-    rejected row passes (keyed by its Kafka coordinates), so one silver query writes both
-    outputs from one parse. A stream keeps each key for ``watermark`` of Kafka time (when the
+    rejected row passes (keyed by its Kafka coordinates), so one query writes every output
+    from one parse. A stream keeps each key for ``watermark`` of Kafka time (when the
     record reached the broker), not event time: a valid trade whose event time is far behind
-    the newest is never dropped here unseen, it goes on to gold, which upserts its bar or
+    the newest is never dropped here unseen: it reaches silver, and Gold upserts its bar or
     quarantines it as ``late``; so bronze = silver + quarantine + duplicates, always. Rejected
     rows have no watermark time (never dropped, never kept as state)."""
     valid = F.col("reason").isNull()
-    if not parsed.isStreaming:
-        return parsed.where(valid).dropDuplicates(DEDUP_KEY).unionByName(parsed.where(~valid))
     key = F.when(valid, F.concat_ws("|", F.lit("trade"), *DEDUP_KEY)).otherwise(
         F.concat_ws("|", F.lit("kafka"), "kafka_topic", "kafka_partition", "kafka_offset")
     )
+    # One pass with a key, no filter: a filter on ``reason`` would be pushed below the parse and
+    # copy the rules' whole expression tree into it.
+    keyed = parsed.withColumn("_dedup_key", key)
+    if not parsed.isStreaming:
+        return keyed.dropDuplicates(["_dedup_key"]).drop("_dedup_key")
     arrival = F.coalesce(F.col("kafka_timestamp"), F.col("event_time"))
-    keyed = parsed.withColumn("_dedup_key", key).withColumn("_dedup_time", F.when(valid, arrival))
+    keyed = keyed.withColumn("_dedup_time", F.when(valid, arrival))
     return (
         keyed.withWatermark("_dedup_time", watermark)
         .dropDuplicatesWithinWatermark(["_dedup_key"])
@@ -412,22 +412,12 @@ def _trade_bars(trades: DataFrame) -> DataFrame:
     )  # fmt: skip
 
 
-def _stored_as_partial(candles: DataFrame) -> DataFrame:
-    """Bars of the candles table in ``_trade_bars``' shape, so they combine with new ones."""
-    return candles.select(
-        *CANDLE_KEY, "open", "high", "low", "close", "volume", "quote_volume", "trades",
-        "buy_volume", "sell_volume",
-        _trade_order(F.col("first_trade_time"), F.col("first_trade_id")).alias("first"),
-        _trade_order(F.col("last_trade_time"), F.col("last_trade_id")).alias("last"),
-    )  # fmt: skip
-
-
 def combine_bars(bars: DataFrame) -> DataFrame:
     """Partial bars of one (exchange, symbol, minute) folded into the 1-minute candle: the
     candle rule, in one place. Open/close are the first/last trade by (event_time, trade_id),
     high/low the extremes, sums added exactly (quote volume null past 10^20, never cut), vwap
-    = quote volume / volume half-even. Bars of single trades give ``candles_1m``; stored bars
-    plus a batch's give the MERGE's new rows."""
+    = quote volume / volume half-even. Bars of single trades give ``candles_1m``; ``fold_bar``
+    is the same rule for two bars on the driver."""
     combined = bars.groupBy(*CANDLE_KEY).agg(
         F.min_by("open", "first").alias("open"),
         F.max("high").alias("high"),
@@ -466,10 +456,46 @@ def candles_1m(trades: DataFrame) -> DataFrame:
     return combine_bars(_trade_bars(trades))
 
 
-def fold_candles(existing: DataFrame, increment: DataFrame) -> DataFrame:
-    """Stored bars with a batch's bars of the same minutes folded in: the rows gold's MERGE
-    writes (bars of other minutes pass unchanged)."""
-    return combine_bars(_stored_as_partial(existing).unionByName(_stored_as_partial(increment)))
+# Sums at or past this are null in Spark's try_sum over a DECIMAL(38, 18): 20 integer digits.
+_QUOTE_LIMIT: Final = Decimal(10) ** (QUOTE.precision - QUOTE.scale)
+
+
+def fold_bar(stored: dict[str, Any] | None, increment: dict[str, Any]) -> dict[str, Any]:
+    """A stored candle (None: the minute is new) with a batch's bar of the same minute folded
+    in, on the driver (refine keeps the open minutes' bars), by the rule of ``combine_bars``:
+    open and close of the first and last trade by (time, id length, id), extremes, exact
+    sums, quote volume null past its type, vwap half-even. Bars are dicts of candle columns."""
+    if stored is None:
+        return {**increment, "vwap": _exact_vwap(increment["quote_volume"], increment["volume"])}
+
+    def order(bar: dict[str, Any], end: str) -> tuple[Any, int, str]:
+        trade_id = bar[f"{end}_trade_id"]
+        return (bar[f"{end}_trade_time"], len(trade_id), trade_id)
+
+    first = min(stored, increment, key=lambda bar: order(bar, "first"))
+    last = max(stored, increment, key=lambda bar: order(bar, "last"))
+    quote = None
+    if stored["quote_volume"] is not None and increment["quote_volume"] is not None:
+        quote = stored["quote_volume"] + increment["quote_volume"]
+        quote = quote if abs(quote) < _QUOTE_LIMIT else None
+    volume = stored["volume"] + increment["volume"]
+    return {
+        **increment,
+        "open": first["open"],
+        "high": max(stored["high"], increment["high"]),
+        "low": min(stored["low"], increment["low"]),
+        "close": last["close"],
+        "volume": volume,
+        "quote_volume": quote,
+        "vwap": _exact_vwap(quote, volume),
+        "trades": stored["trades"] + increment["trades"],
+        "buy_volume": stored["buy_volume"] + increment["buy_volume"],
+        "sell_volume": stored["sell_volume"] + increment["sell_volume"],
+        "first_trade_time": first["first_trade_time"],
+        "first_trade_id": first["first_trade_id"],
+        "last_trade_time": last["last_trade_time"],
+        "last_trade_id": last["last_trade_id"],
+    }
 
 
 # Validated exchanges and symbols hold no "|".
@@ -506,16 +532,23 @@ def split_late(trades: DataFrame, watermarks: dict[str, int]) -> tuple[DataFrame
     return trades.where(on_time), trades.where(~on_time)
 
 
-def market_summary(trades: DataFrame, watermarks: dict[str, int]) -> DataFrame:
-    """Per (exchange, symbol): trades, newest event time (µs), late trades, and the first and
-    last minute of the on-time ones (null when all are late): everything gold needs to know
-    of a batch before merging it, in one pass."""
-    on_time = _on_time(watermarks)
+def batch_summary(parsed: DataFrame, watermarks: dict[str, int]) -> DataFrame:
+    """One pass over a refine batch, everything it needs to know before writing: per outcome
+    (``reason``, null when valid) the rows; for valid rows, per (exchange, symbol), also the
+    newest event time (µs), the late trades and the first and last minute of the on-time ones
+    (null when all are late). Rejected rows are grouped by reason alone (their exchange and
+    symbol are whatever text came)."""
+    valid = F.col("reason").isNull()
+    on_time = valid & _on_time(watermarks)
     minute = F.date_trunc("minute", "event_time")
-    return trades.groupBy("exchange", "symbol").agg(
+    return parsed.groupBy(
+        "reason",
+        F.when(valid, F.col("exchange")).alias("exchange"),
+        F.when(valid, F.col("symbol")).alias("symbol"),
+    ).agg(
         F.count(F.lit(1)).alias("rows"),
-        F.unix_micros(F.max("event_time")).alias("newest"),
-        F.count(F.when(~on_time, 1)).alias("late"),
+        F.unix_micros(F.max(F.when(valid, F.col("event_time")))).alias("newest"),
+        F.count(F.when(valid & ~on_time, 1)).alias("late"),
         F.min(F.when(on_time, minute)).alias("lo"),
         F.max(F.when(on_time, minute)).alias("hi"),
     )

@@ -15,14 +15,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec, Volume
+from cryptolake.operator.models import (
+    GROUP,
+    KIND,
+    SPARK_APPLICATIONS,
+    VERSION,
+    CryptoPipelineSpec,
+    SparkApplication,
+    Volume,
+)
 
 Manifest = dict[str, Any]
 
 MANAGED_BY: Final = "cryptolake-operator"
 CONFIG_HASH: Final = f"{GROUP}/config-hash"
 RESTART_NONCE: Final = f"{GROUP}/restart-nonce"
-LAYERS: Final = ("bronze", "silver", "gold")
 KAFKA_PORT, CONTROLLER_PORT, REDPANDA_RPC_PORT, REDPANDA_ADMIN_PORT = 9092, 9093, 33145, 9644
 MINIO_PORT, API_PORT, PRODUCER_METRICS_PORT, JOBS_METRICS_PORT = 9000, 8000, 9400, 9401
 SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT = 7078, 7079
@@ -129,7 +136,7 @@ def metadata(pipeline: Pipeline, name: str, component: str) -> dict[str, Any]:
 def pipeline_config(pipeline: Pipeline) -> dict[str, str]:
     """The CRYPTOLAKE_* variables every workload shares (data contract of DESIGN.md)."""
     spec = pipeline.spec
-    layers = spec.processing.layers
+    ingest, refine = spec.processing.ingest, spec.processing.refine
     config = {
         "CRYPTOLAKE_BOOTSTRAP_SERVERS": pipeline.bootstrap_servers,
         "CRYPTOLAKE_TABLE_ROOT": f"s3a://{spec.storage.bucket}",
@@ -137,14 +144,12 @@ def pipeline_config(pipeline: Pipeline) -> dict[str, str]:
         "CRYPTOLAKE_TOPIC_PARTITIONS": str(spec.broker.topic.partitions),
         "CRYPTOLAKE_TOPIC_REPLICATION": str(spec.broker.topic.replication_factor),
         "CRYPTOLAKE_TOPIC_RETENTION_MS": str(spec.broker.topic.retention_hours * 3_600_000),
-        "CRYPTOLAKE_BRONZE_TRIGGER": layers.bronze.trigger,
-        "CRYPTOLAKE_SILVER_TRIGGER": layers.silver.trigger,
-        "CRYPTOLAKE_GOLD_TRIGGER": layers.gold.trigger,
+        "CRYPTOLAKE_BRONZE_TRIGGER": ingest.trigger,
+        "CRYPTOLAKE_REFINE_TRIGGER": refine.trigger,
+        "CRYPTOLAKE_SILVER_WATERMARK": refine.dedup_watermark,
+        "CRYPTOLAKE_GOLD_WATERMARK": refine.lateness,
+        "CRYPTOLAKE_GOLD_DERIVED_INTERVAL": refine.derived_interval,
     }
-    if layers.silver.watermark:
-        config["CRYPTOLAKE_SILVER_WATERMARK"] = layers.silver.watermark
-    if layers.gold.watermark:
-        config["CRYPTOLAKE_GOLD_WATERMARK"] = layers.gold.watermark
     if spec.telemetry.otlp_endpoint:
         config["OTEL_EXPORTER_OTLP_ENDPOINT"] = spec.telemetry.otlp_endpoint
     return config
@@ -459,25 +464,33 @@ def build_producer_deployment(pipeline: Pipeline) -> Manifest:
     return _deployment(pipeline, "producer", 1, {"containers": [container]})
 
 
-def spark_settings(pipeline: Pipeline, layer: str) -> list[dict[str, Any]]:
+def spark_application(pipeline: Pipeline, app: str) -> SparkApplication:
+    processing = pipeline.spec.processing
+    applications: dict[str, SparkApplication] = {"ingest": processing.ingest,
+                                                 "refine": processing.refine}  # fmt: skip
+    return applications[app]
+
+
+def spark_settings(pipeline: Pipeline, app: str) -> list[dict[str, Any]]:
     """Local mode inside the driver pod with no executors; else client mode against the
     in-cluster API server, so Spark creates its executor pods itself."""
     processing = pipeline.spec.processing
-    executors = processing.executors
-    driver_service = pipeline.child(f"{layer}-driver")
+    application = spark_application(pipeline, app)
+    executors, driver = application.executors, application.driver
+    driver_service = pipeline.child(app)
     env: list[dict[str, Any]] = [
-        {"name": "CRYPTOLAKE_DRIVER_MEMORY", "value": processing.driver.memory},
+        {"name": "CRYPTOLAKE_DRIVER_MEMORY", "value": driver.memory},
         {"name": "CRYPTOLAKE_METRICS_PORT", "value": str(JOBS_METRICS_PORT)},
     ]
     if executors.instances == 0:
-        master = f"local[{processing.driver.cores}]"
+        master = f"local[{driver.cores}]"
         return [{"name": "CRYPTOLAKE_SPARK_MASTER", "value": master}, *env]
     confs = {
         "spark.kubernetes.namespace": pipeline.namespace,
         "spark.kubernetes.container.image": processing.image or pipeline.images.jobs,
         "spark.kubernetes.authenticate.driver.serviceAccountName": pipeline.child("spark"),
         "spark.kubernetes.driver.pod.name": "$(POD_NAME)",
-        "spark.kubernetes.executor.podNamePrefix": pipeline.child(layer),
+        "spark.kubernetes.executor.podNamePrefix": pipeline.child(app),
         "spark.executor.instances": str(executors.instances),
         "spark.executor.cores": str(executors.cores),
         "spark.executor.memory": executors.memory,
@@ -496,16 +509,18 @@ def spark_settings(pipeline: Pipeline, layer: str) -> list[dict[str, Any]]:
     ]
 
 
-def build_spark_driver(pipeline: Pipeline, layer: str) -> list[Manifest]:
-    """One driver Deployment per layer and its headless Service (executors call back)."""
+def build_spark_driver(pipeline: Pipeline, app: str) -> list[Manifest]:
+    """One driver Deployment per Spark application (ingest, refine) and its headless Service
+    (executors call back)."""
     processing = pipeline.spec.processing
-    component = f"{layer}-driver"
+    driver = spark_application(pipeline, app).driver
+    component = app
     container = _container(
-        "driver", processing.image or pipeline.images.jobs, [layer], pipeline, JOBS_METRICS_PORT,
-        env=spark_settings(pipeline, layer),
+        "driver", processing.image or pipeline.images.jobs, [SPARK_APPLICATIONS[app]], pipeline,
+        JOBS_METRICS_PORT, env=spark_settings(pipeline, app),
         resources={
-            "requests": {"cpu": processing.driver.cpu or str(processing.driver.cores),
-                         "memory": processing.driver.memory.upper() + "i"},
+            "requests": {"cpu": driver.cpu or str(driver.cores),
+                         "memory": driver.memory.upper() + "i"},
         },
     )  # fmt: skip
     pod = {
@@ -515,7 +530,7 @@ def build_spark_driver(pipeline: Pipeline, layer: str) -> list[Manifest]:
         "terminationGracePeriodSeconds": 30,
     }
     deployment = _deployment(pipeline, component, 1, pod)
-    # Never two drivers of one layer: they would share a checkpoint.
+    # Never two drivers of one application: they would share a checkpoint and its tables.
     deployment["spec"]["strategy"] = {"type": "Recreate"}
     service = _service(
         pipeline, pipeline.child(component), component,
@@ -546,33 +561,6 @@ def build_spark_rbac(pipeline: Pipeline) -> list[Manifest]:
          "subjects": [{"kind": "ServiceAccount", "name": name,
                        "namespace": pipeline.namespace}]},
     ]  # fmt: skip
-
-
-def build_maintenance_cronjob(pipeline: Pipeline) -> Manifest:
-    container = _container(
-        "maintenance", pipeline.spec.processing.image or pipeline.images.jobs, ["maintenance"],
-        pipeline, JOBS_METRICS_PORT,
-        env=[{"name": "CRYPTOLAKE_SPARK_MASTER", "value": "local[1]"}],
-    )  # fmt: skip
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": metadata(pipeline, pipeline.child("maintenance"), "maintenance"),
-        "spec": {
-            "schedule": "17 3 * * *",
-            "concurrencyPolicy": "Forbid",
-            "suspend": pipeline.spec.suspend,
-            "jobTemplate": {
-                "spec": {
-                    "backoffLimit": 2,
-                    "template": {
-                        "metadata": {"labels": labels(pipeline, "maintenance")},
-                        "spec": {"restartPolicy": "OnFailure", "containers": [container]},
-                    },
-                }
-            },
-        },
-    }
 
 
 def build_api(pipeline: Pipeline) -> list[Manifest]:
@@ -636,8 +624,7 @@ def build_children(pipeline: Pipeline) -> list[Manifest]:
         ]
     children.append(build_producer_deployment(pipeline))
     children += build_spark_rbac(pipeline)
-    for layer in LAYERS:
-        children += build_spark_driver(pipeline, layer)
-    children.append(build_maintenance_cronjob(pipeline))
+    for app in SPARK_APPLICATIONS:
+        children += build_spark_driver(pipeline, app)
     children += build_api(pipeline)
     return children

@@ -143,6 +143,11 @@ def build_crd() -> dict[str, Any]:
                             "type": "string",
                             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
                         },
+                        {
+                            "name": "Processing",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="ProcessingReady")].status',
+                        },
                         {"name": "Sources", "type": "string", "jsonPath": ".status.sources"},
                         {
                             "name": "Age",

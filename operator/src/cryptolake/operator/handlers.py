@@ -169,8 +169,11 @@ def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
             secret = build_minio_secret(pipeline, secrets.token_hex(10), secrets.token_urlsafe(30))
             if cluster.create_if_absent(secret):
                 kopf.info(body, reason="Created", message="generated the S3 credentials Secret")
-        for child in build_children(pipeline):
+        children = build_children(pipeline)
+        for child in children:
             cluster.apply(child)
+        for gone in cluster.prune(pipeline, children):
+            kopf.info(body, reason="Pruned", message=f"deleted {gone}, no longer part of it")
         observed = Observed(cluster.workload_states(pipeline))
         observed.broker_error = _check_broker(pipeline, observed)
         observed.storage_error = _check_storage(pipeline, cluster, observed)

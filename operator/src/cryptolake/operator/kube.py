@@ -12,11 +12,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from cryptolake.operator.builders import Manifest, Pipeline
+from cryptolake.operator.builders import MANAGED_BY, Manifest, Pipeline
 from cryptolake.operator.status import FAILING_REASONS, WorkloadState
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "cryptolake-operator"
+# Kinds whose set of children changes between releases (the old bronze/silver/gold drivers
+# and the maintenance CronJob): those of a pipeline that it no longer builds are deleted.
+PRUNED_KINDS: Final = (("apps/v1", "Deployment"), ("v1", "Service"), ("batch/v1", "CronJob"))
 
 
 class Cluster:
@@ -38,6 +41,27 @@ class Cluster:
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
+
+    def prune(self, pipeline: Pipeline, children: list[Manifest]) -> list[str]:
+        """Delete the pipeline's workloads and services the operator made before but builds
+        no more (after an upgrade: two drivers of the old layout would write the tables the
+        refine driver owns). Returns "Kind/name" of each deleted object."""
+        keep = {(child["kind"], child["metadata"]["name"]) for child in children}
+        selector = (f"app.kubernetes.io/instance={pipeline.name},"
+                    f"app.kubernetes.io/managed-by={MANAGED_BY}")  # fmt: skip
+        deleted = []
+        for api_version, kind in PRUNED_KINDS:
+            resource = self._resource({"apiVersion": api_version, "kind": kind})
+            found = self.dynamic.get(resource, namespace=pipeline.namespace,
+                                     label_selector=selector)  # fmt: skip
+            for item in found.items:
+                if (kind, item.metadata.name) in keep:
+                    continue
+                self.dynamic.delete(resource, name=item.metadata.name,
+                                    namespace=pipeline.namespace,
+                                    body={"propagationPolicy": "Background"})  # fmt: skip
+                deleted.append(f"{kind}/{item.metadata.name}")
+        return deleted
 
     def _resource(self, manifest: Manifest) -> Any:
         """The API resource for a manifest's kind; a kind added since the discovery cache was

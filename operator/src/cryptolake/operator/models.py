@@ -8,7 +8,7 @@ models they constrain, so the API server rejects a bad resource with the rule's 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
@@ -163,30 +163,13 @@ class Storage(CrdModel):
     )
 
 
-class Layer(CrdModel):
-    trigger: str = Field(default="1 second", pattern=DURATION, description="Micro-batch interval.")
-    watermark: str | None = Field(
-        default=None, pattern=DURATION, description="Event-time watermark (silver, gold)."
-    )
-
-
-def _layer(trigger: str, watermark: str | None = None) -> Any:
-    return Field(default_factory=lambda: Layer(trigger=trigger, watermark=watermark))
-
-
-class Layers(CrdModel):
-    bronze: Layer = _layer("1 second")
-    silver: Layer = _layer("1 second", "10 minutes")
-    gold: Layer = _layer("2 seconds", "2 minutes")
-
-
 class Driver(CrdModel):
     cores: int = Field(default=1, ge=1, le=32, description="Spark driver cores (local[N]).")
     cpu: str | None = Field(
         default=None,
         pattern=r"^[0-9]+(\.[0-9]+)?m?$",
         description="CPU request of the driver pod (default: cores); less than the cores lets "
-        "small nodes run all three layers.",
+        "small nodes run both applications.",
     )
     memory: str = Field(default="2g", pattern=SPARK_MEMORY, description="Spark memory, e.g. 2g.")
 
@@ -204,11 +187,50 @@ class Executors(CrdModel):
     memory: str = Field(default="2g", pattern=SPARK_MEMORY)
 
 
-class Processing(CrdModel):
-    image: str | None = Field(default=None, pattern=IMAGE, description="Spark jobs image.")
+class SparkApplication(CrdModel):
     driver: Driver = Field(default_factory=Driver)
     executors: Executors = Field(default_factory=Executors)
-    layers: Layers = Field(default_factory=Layers)
+
+
+class Ingest(SparkApplication):
+    trigger: str = Field(
+        default="10 seconds", pattern=DURATION,
+        description="Micro-batch interval of the bronze archive (off the live path).",
+    )  # fmt: skip
+
+
+class Refine(SparkApplication):
+    trigger: str = Field(default="1 second", pattern=DURATION, description="Micro-batch interval.")
+    dedup_watermark: str = Field(
+        default="10 minutes", pattern=DURATION,
+        description="Duplicates (exchange, symbol, trade id) are dropped within this much "
+        "broker time.",
+    )  # fmt: skip
+    lateness: str = Field(
+        default="2 minutes", pattern=DURATION,
+        description="Trades older than their market's newest trade minus this go to "
+        "quarantine as late.",
+    )  # fmt: skip
+    derived_interval: str = Field(
+        default="30 seconds", pattern=DURATION,
+        description="How often sma_5m, stats_hourly and stats_daily follow the candles.",
+    )  # fmt: skip
+
+
+# The Spark applications of a pipeline (each a driver Deployment named after it) → the jobs
+# command its driver runs.
+SPARK_APPLICATIONS: Final = {"ingest": "bronze", "refine": "refine"}
+
+
+class Processing(CrdModel):
+    image: str | None = Field(default=None, pattern=IMAGE, description="Spark jobs image.")
+    ingest: Ingest = Field(
+        default_factory=Ingest, description="Kafka → bronze/trades: the archive."
+    )
+    refine: Refine = Field(
+        default_factory=Refine,
+        description="Kafka → silver/trades, silver/quarantine and the gold tables.",
+    )
 
 
 class Api(CrdModel):

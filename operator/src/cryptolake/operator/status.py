@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from cryptolake.operator.models import CryptoPipelineSpec
+from cryptolake.operator.models import SPARK_APPLICATIONS, CryptoPipelineSpec
 
 # Container waiting reasons that mean "this will not come up by itself".
 FAILING_REASONS: Final = frozenset(
@@ -22,7 +22,7 @@ CONDITION_COMPONENTS: Final = {
     "BrokerReady": ("broker",),
     "StorageReady": ("storage",),
     "IngestionReady": ("producer",),
-    "ProcessingReady": ("bronze-driver", "silver-driver", "gold-driver"),
+    "ProcessingReady": tuple(SPARK_APPLICATIONS),
     "ApiReady": ("api",),
 }
 

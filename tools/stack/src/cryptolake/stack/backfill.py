@@ -1,5 +1,5 @@
 """``make backfill FILES=…``: load history without a running stack. A temporary broker takes
-the replayed dump files, the three layers run to the end of that input (``--available-now``)
+the replayed dump files, bronze and refine run to the end of that input (``--available-now``)
 into the same lakehouse as ``make run``, and everything stops."""
 
 from __future__ import annotations
@@ -61,6 +61,6 @@ def run_backfill(files: list[Path], state_dir: Path, symbol: str | None = None) 
                 "CRYPTOLAKE_METRICS_PORT": "0",
             }
             jobs = [sys.executable, "-m", "cryptolake.jobs", "all", "--available-now"]
-            _run("bronze → silver → gold to the end of the input", jobs, jobs_env)
+            _run("bronze and refine to the end of the input", jobs, jobs_env)
             _run("table monitor", [sys.executable, "-m", "cryptolake.jobs", "monitor"], jobs_env)
     log.info("backfill: done; tables in %s", lakehouse)

@@ -1,0 +1,597 @@
+"""The refine application: one query reads Kafka, parses, validates and deduplicates each
+micro-batch, and writes it to silver/trades, silver/quarantine and gold/candles_1m; the derived
+Gold tables (SMA, hour and day statistics) follow the candles on their own cadence. Refine is
+the only writer of these tables (Delta's log on S3 here has no put-if-absent, so one writer
+per table); ``bronze`` archives the same topic in a query of its own, off the live path.
+
+Exactly once, per table and batch: the two appends carry a commit tag (``BatchAppender``), the
+candles MERGE Delta's ``txnAppId``/``txnVersion``. A batch replayed after a crash between two
+of its commits writes only what is missing, and decides lateness as the first run did (each
+market's newest trade is read back from the candles, which the replayed MERGE has not moved).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming.query import StreamingQuery
+
+from cryptolake.jobs import tables
+from cryptolake.jobs.files import delete_path, path_exists, read_text, write_text
+from cryptolake.jobs.maintenance import MaintenanceSchedule
+from cryptolake.jobs.settings import JobSettings, duration_us
+from cryptolake.jobs.streams import (
+    DERIVED_TABLES,
+    TABLE_WRITERS,
+    TXN_APP_ID,
+    TXN_VERSION,
+    BatchAppender,
+    checkpoint_app_id,
+    ensure_tables,
+    kafka_stream,
+    ranges_condition,
+    retry_on_conflict,
+    trigger,
+)
+from cryptolake.jobs.transforms import (
+    CANDLE_KEY,
+    SILVER_REASONS,
+    batch_summary,
+    bronze_from_kafka,
+    candles_1m,
+    deduplicate,
+    fold_bar,
+    late_rows,
+    market_id,
+    market_key,
+    parse_trades,
+    period_stats,
+    rejected_rows,
+    sma_5m,
+    split_late,
+    valid_trades,
+)
+
+log = logging.getLogger(__name__)
+
+QUERY = "refine"
+# Where ``rebuild`` leaves the Kafka offsets after the last bronze record it refined: a refine
+# query without a checkpoint starts there, so no trade is refined twice.
+START_OFFSETS_FILE = "refine-start-offsets.json"
+MarketRange = tuple[str, str, Any, Any]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one refine batch did: rows per validation outcome (``valid`` or a reason code),
+    valid trades sent to quarantine as ``late``, candle bars merged."""
+
+    batch_id: int
+    rule_rows: dict[str, int]
+    late: int
+    bars: int
+    # Seconds per step (summary, silver, quarantine, candles, derived): where a batch's time went.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RefineWriter:
+    """``foreachBatch`` function of the refine query (and the one batch of ``rebuild``): a
+    parsed, deduplicated batch → silver/trades, silver/quarantine (rejects and late trades, one
+    commit), the candles MERGE of the minutes it touches, then the derived tables when due."""
+
+    settings: JobSettings
+    on_batch: Callable[[BatchOutcome], None] | None = None
+    # Seconds between refreshes of the SMA and hour/day tables (0: after every batch, in line).
+    derived_interval_s: float = 0.0
+    # The commit tag and txnAppId; None: the refine checkpoint's query id.
+    app_id: str | None = None
+    # Market key → its newest event time merged (µs): each market's lateness is judged by its
+    # own trades, so one market's clock never makes another's trades late.
+    newest_us: dict[str, int] | None = None
+    # (exchange, symbol, minute) → the stored candle of every minute an on-time trade can still
+    # touch: refine is the table's only writer, so the bars it wrote are the table's. Loaded
+    # after a run's first batch (whose MERGE may have been skipped as a replay).
+    _bars: dict[tuple[str, str, Any], dict[str, Any]] | None = field(default=None, repr=False)
+    _candles_schema: T.StructType | None = field(default=None, repr=False)
+    appender: BatchAppender = field(init=False)
+    derived: DerivedRefresher = field(init=False)
+    maintenance: MaintenanceSchedule = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.appender = BatchAppender(self.settings, QUERY, app_id=self.app_id)
+        self.derived = DerivedRefresher(self.settings, self.derived_interval_s)
+        self.maintenance = MaintenanceSchedule(self.settings, QUERY, TABLE_WRITERS[QUERY])
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        self.derived.raise_if_failed()
+        spark = batch.sparkSession
+        if self.app_id is None:
+            self.app_id = checkpoint_app_id(spark, self.settings.checkpoint_path(QUERY))
+        if self.newest_us is None:
+            self.newest_us = newest_per_market(spark, self.settings)
+        self.derived.open(spark)
+        # Computed once (the dedup state is updated by one execution) and cut from its plan:
+        # every frame derived from a persisted batch would carry the parse's huge expression
+        # tree through analysis and cache matching again (measured: seconds per step).
+        started = time.monotonic()
+        batch = batch.localCheckpoint(eager=True)
+        outcome = self._write(spark, batch, batch_id)
+        outcome.seconds["read"] = time.monotonic() - started - sum(outcome.seconds.values())
+        with _timed(outcome.seconds, "derived"):
+            self.derived.maybe_refresh(spark)
+        # The derived tables too: never an OPTIMIZE beside their background MERGEs.
+        self.maintenance.run_if_due(spark, before=self.derived.wait)
+        steps = ", ".join(f"{step} {s:.2f} s" for step, s in outcome.seconds.items())
+        log.debug("refine batch %d: %s", batch_id, steps)
+        if self.on_batch is not None:
+            self.on_batch(outcome)
+
+    def _write(self, spark: SparkSession, batch: DataFrame, batch_id: int) -> BatchOutcome:
+        assert self.newest_us is not None and self.app_id is not None
+        delay = duration_us(self.settings.gold_watermark)
+        watermarks = {market: newest - delay for market, newest in self.newest_us.items()}
+        seconds: dict[str, float] = {}
+        with _timed(seconds, "summary"):
+            summary = batch_summary(batch, watermarks).collect()
+        rule_rows = dict.fromkeys([*map(str, SILVER_REASONS), "valid"], 0)
+        for row in summary:
+            outcome = row["reason"] or "valid"
+            rule_rows[outcome] = rule_rows.get(outcome, 0) + row["rows"]
+        markets = [row for row in summary if row["reason"] is None]
+        late = sum(row["late"] for row in markets)
+        rejected = sum(rule_rows.values()) - rule_rows["valid"]
+        valid = batch.where(F.col("reason").isNull())
+        on_time, late_trades = split_late(valid, watermarks)
+        # No empty commits: each would be a Delta version readers and the API poll.
+        if rule_rows["valid"]:
+            with _timed(seconds, "silver"):
+                self.appender.append(valid_trades(batch), tables.SILVER_TRADES, batch_id)
+        if rejected or late:
+            quarantine = rejected_rows(batch)
+            if late:
+                quarantine = quarantine.unionByName(late_rows(late_trades, watermarks))
+            with _timed(seconds, "quarantine"):
+                self.appender.append(quarantine, tables.SILVER_QUARANTINE, batch_id)
+        ranges = [(row["exchange"], row["symbol"], row["lo"], row["hi"])
+                  for row in markets if row["lo"] is not None]  # fmt: skip
+        if ranges:
+            with _timed(seconds, "fold"):
+                bars = self._fold(spark, candles_1m(on_time), ranges)
+                assert self._candles_schema is not None
+                fields = self._candles_schema.fieldNames()
+                # Materialized once: the MERGE reads its source twice.
+                frame = spark.createDataFrame(
+                    [tuple(bar[name] for name in fields) for bar in bars], self._candles_schema
+                ).localCheckpoint(eager=True)
+            with delta_transaction(spark, self.app_id, batch_id), _timed(seconds, "merge"):
+                retry_on_conflict(
+                    lambda: merge_candles(spark, self.settings, frame, ranges), "candles"
+                )
+            self.derived.note_changed(ranges)
+        for row in markets:
+            market = market_id(row["exchange"], row["symbol"])
+            self.newest_us[market] = max(self.newest_us.get(market, row["newest"]), row["newest"])
+        if ranges:
+            self._remember(spark, bars)
+        return BatchOutcome(batch_id, rule_rows, late, len(ranges), seconds)
+
+    def _fold(
+        self, spark: SparkSession, increment: DataFrame, ranges: list[MarketRange]
+    ) -> list[dict[str, Any]]:
+        """The batch's bars (one small aggregation, collected) folded on the driver into the
+        stored bars of their minutes (``fold_bar``): from the bars this writer keeps, or in a
+        run's first batch read from the table."""
+        if self._candles_schema is None:
+            path = self.settings.table_path(tables.GOLD_CANDLES_1M)
+            self._candles_schema = spark.read.format("delta").load(path).schema
+        new = [row.asDict() for row in increment.drop("vwap").collect()]
+        stored = self._bars
+        if stored is None:
+            path = self.settings.table_path(tables.GOLD_CANDLES_1M)
+            rows = spark.read.format("delta").load(path).where(_touched_minutes(ranges)).collect()
+            stored = {_bar_key(row.asDict()): row.asDict() for row in rows}
+        return [fold_bar(stored.get(_bar_key(bar)), bar) for bar in new]
+
+    def _remember(self, spark: SparkSession, bars: list[dict[str, Any]]) -> None:
+        """Keep the bars just written, and forget minutes no on-time trade can touch any more
+        (before each market's newest trade minus the lateness). After a run's first batch, the
+        open minutes are read from the table instead: that batch's MERGE may have been skipped
+        as the replay of one committed before a restart."""
+        assert self.newest_us is not None
+        delay = duration_us(self.settings.gold_watermark)
+        if self._bars is None:
+            self._bars = _open_bars(spark, self.settings, self.newest_us, delay)
+            return
+        for bar in bars:
+            self._bars[_bar_key(bar)] = bar
+        oldest = {market: _open_from(newest, delay) for market, newest in self.newest_us.items()}
+        for key in list(self._bars):
+            start = oldest.get(market_id(key[0], key[1]))
+            if start is not None and key[2] < start:
+                del self._bars[key]
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        seconds[step] = time.monotonic() - started
+
+
+@contextmanager
+def delta_transaction(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Delta writes inside are skipped when (``app_id``, ``version``) already committed."""
+    spark.conf.set(TXN_APP_ID, app_id)
+    spark.conf.set(TXN_VERSION, str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset(TXN_APP_ID)
+        spark.conf.unset(TXN_VERSION)
+
+
+def newest_per_market(spark: SparkSession, settings: JobSettings) -> dict[str, int]:
+    """Market key → the newest trade time (µs) the candles hold."""
+    rows = (
+        spark.read.format("delta")
+        .load(settings.table_path(tables.GOLD_CANDLES_1M))
+        .groupBy(market_key(F.col("exchange"), F.col("symbol")).alias("market"))
+        .agg(F.unix_micros(F.max("last_trade_time")).alias("newest"))
+        .collect()
+    )
+    return {row["market"]: row["newest"] for row in rows}
+
+
+def _bar_key(bar: dict[str, Any]) -> tuple[str, str, Any]:
+    return (bar["exchange"], bar["symbol"], bar["minute"])
+
+
+def _open_from(newest_us: int, delay_us: int) -> datetime:
+    """The first minute an on-time trade can still touch, as PySpark gives and takes
+    timestamps (naive, in this process's time zone)."""
+    start_us = newest_us - delay_us
+    return datetime.fromtimestamp((start_us - start_us % 60_000_000) / 1e6)
+
+
+def _open_bars(
+    spark: SparkSession, settings: JobSettings, newest_us: dict[str, int], delay_us: int
+) -> dict[tuple[str, str, Any], dict[str, Any]]:
+    """The stored candles an on-time trade can still touch: per market, the minutes from its
+    newest trade minus the lateness on."""
+    if not newest_us:
+        return {}
+    condition = F.lit(False)
+    for market, newest in newest_us.items():
+        start = F.lit(_open_from(newest, delay_us))
+        condition = condition | (
+            (market_key(F.col("exchange"), F.col("symbol")) == market)
+            & (F.col("minute") >= start)
+            & (F.col("trade_date") >= F.to_date(start))
+        )
+    path = settings.table_path(tables.GOLD_CANDLES_1M)
+    rows = spark.read.format("delta").load(path).where(condition).collect()
+    return {_bar_key(row.asDict()): row.asDict() for row in rows}
+
+
+def _touched_minutes(ranges: list[MarketRange], alias: str | None = None) -> Column:
+    """The candles of the batch's minutes (and their dates, for partition pruning): only the
+    files that can hold them are read and rewritten, however large the table grows."""
+    return ranges_condition(ranges, "minute", timedelta(0), timedelta(minutes=1), alias=alias,
+                            date_column="trade_date")  # fmt: skip
+
+
+def merge_candles(
+    spark: SparkSession, settings: JobSettings, bars: DataFrame, ranges: list[MarketRange]
+) -> None:
+    """Upsert ``bars`` (the batch's minutes, folded) into gold/candles_1m: the rows matched
+    in the touched minutes are replaced, new minutes inserted."""
+    keys = " AND ".join(f"t.{key} = s.{key}" for key in [*CANDLE_KEY, "trade_date"])
+    (
+        DeltaTable.forPath(spark, settings.table_path(tables.GOLD_CANDLES_1M))
+        .alias("t")
+        .merge(bars.alias("s"), F.expr(keys) & _touched_minutes(ranges, "t"))
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+class DerivedRefreshFailed(RuntimeError):
+    """The background refresh of the SMA and hour/day tables raised (its cause says why)."""
+
+
+@dataclass
+class DerivedRefresher:
+    """Keeps sma_5m, stats_hourly and stats_daily in step with the candles: the minutes merged
+    since the last refresh are recomputed at most every ``interval_s``, on a thread of their
+    own with its own Spark session, so their three MERGEs never hold up a batch; with 0 (a run
+    to the end of the input) after every batch, in line. A failed refresh fails the query at
+    its next batch (``raise_if_failed``)."""
+
+    settings: JobSettings
+    interval_s: float = 0.0
+    # (exchange, symbol) → the minutes whose bars changed since the last refresh.
+    _pending: dict[tuple[str, str], tuple[Any, Any]] | None = field(default=None, repr=False)
+    _next: float = field(default=0.0, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _error: BaseException | None = field(default=None, repr=False)
+    _session: SparkSession | None = field(default=None, repr=False)
+
+    def open(self, spark: SparkSession) -> None:
+        """On the first batch: note the bars merged after the last refresh before a stop."""
+        if self._pending is None:
+            self._pending = {}
+            self.note_changed(self._unrefreshed_ranges(spark))
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise DerivedRefreshFailed("refreshing gold's derived tables failed") from error
+
+    def note_changed(self, ranges: list[MarketRange]) -> None:
+        assert self._pending is not None
+        for exchange, symbol, lo, hi in ranges:
+            known = self._pending.get((exchange, symbol))
+            self._pending[(exchange, symbol)] = (
+                (lo, hi) if known is None else (min(known[0], lo), max(known[1], hi))
+            )
+
+    def _unrefreshed_ranges(self, spark: SparkSession) -> list[MarketRange]:
+        """Bars merged after the last derived refresh (its ``updated_at`` in the three derived
+        tables; all bars if one was never refreshed): a stop between a candles MERGE and the
+        next refresh loses no update of the derived tables."""
+        settings = self.settings
+        candles = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
+        refreshed = []
+        for name in DERIVED_TABLES:
+            derived = spark.read.format("delta").load(settings.table_path(name))
+            row = derived.agg(F.max("updated_at").alias("last")).first()
+            if row is not None and row["last"] is not None:
+                refreshed.append(row["last"])
+        if len(refreshed) == len(DERIVED_TABLES):
+            candles = candles.where(F.col("updated_at") > F.lit(min(refreshed)))
+        return _minute_ranges(candles)
+
+    def maybe_refresh(self, spark: SparkSession) -> None:
+        """Refresh for the bars merged since the last refresh, when due and no refresh is
+        running (the bars merged meanwhile wait for the next one)."""
+        if not self._pending or time.monotonic() < self._next:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            return
+        pending = [(ex, sym, lo, hi) for (ex, sym), (lo, hi) in self._pending.items()]
+        self._pending.clear()
+        # Pinned here, between two candles MERGEs: every bar with updated_at ≤ as_of is in
+        # this version, so a restart's catch-up (bars newer than the derived updated_at)
+        # cannot miss one merged while the refresh ran.
+        as_of = datetime.now(UTC)
+        version = _latest_version(spark, self.settings.table_path(tables.GOLD_CANDLES_1M))
+        self._next = time.monotonic() + self.interval_s
+        if self.interval_s == 0:
+            refresh_derived(spark, self.settings, pending, version, as_of)
+            return
+        if self._session is None:
+            # Its own SQL conf: the batch's txnAppId/txnVersion must not tag these MERGEs
+            # (idempotent upserts recomputed from the candles).
+            self._session = spark.newSession()
+        self._thread = threading.Thread(
+            target=self._refresh_in_background,
+            args=(self._session, pending, version, as_of),
+            name="gold-derived-refresh",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _refresh_in_background(
+        self, spark: SparkSession, ranges: list[MarketRange], version: int, as_of: datetime
+    ) -> None:
+        started = time.monotonic()
+        try:
+            refresh_derived(spark, self.settings, ranges, version, as_of)
+        except Exception as exc:  # noqa: BLE001 - handed to the query thread, raised there
+            log.error("refine: refreshing the derived gold tables failed: %s", exc)
+            self._error = exc
+            return
+        log.debug("refine: derived tables refreshed in %.1f s", time.monotonic() - started)
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until a background refresh has finished (tests, a clean stop)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+
+def refresh_derived(
+    spark: SparkSession,
+    settings: JobSettings,
+    ranges: list[MarketRange],
+    version: int,
+    as_of: datetime,
+) -> None:
+    """Recompute the SMA windows and hour/day statistics the new bars touch, from the candles
+    table at ``version`` (so a late bar corrects them), and upsert them with ``updated_at`` =
+    ``as_of``, the moment that version was taken."""
+    candles = (
+        spark.read.format("delta")
+        .option("versionAsOf", version)
+        .load(settings.table_path(tables.GOLD_CANDLES_1M))
+    )
+    minute, hour, day = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
+    # Every bar any of the three needs (the touched days, and the SMA's 4 minutes before),
+    # read once and cut from the Delta scan's plan; each table's rows come from it.
+    bars = candles.where(
+        ranges_condition(_truncated(ranges, "day"), "minute", 4 * minute, day)
+    ).localCheckpoint(eager=True)
+    sma_source = bars.where(ranges_condition(ranges, "minute", 4 * minute, 5 * minute))
+    sma = sma_5m(sma_source).where(ranges_condition(ranges, "window_start", 4 * minute, minute))
+    hourly_source = bars.where(
+        ranges_condition(_truncated(ranges, "hour"), "minute", timedelta(0), hour)
+    )
+    daily_source = bars.where(
+        ranges_condition(_truncated(ranges, "day"), "minute", timedelta(0), day)
+    )
+    # Each upsert's target side limited to the rows it can touch (file skipping, as for the
+    # candles MERGE).
+    targets = [
+        (tables.GOLD_SMA_5M, sma, "window_start",
+         ranges_condition(ranges, "window_start", 4 * minute, minute, alias="t")),
+        (tables.GOLD_STATS_HOURLY, period_stats(hourly_source, "hour"), "period_start",
+         ranges_condition(_truncated(ranges, "hour"), "period_start", timedelta(0), hour,
+                          alias="t")),
+        (tables.GOLD_STATS_DAILY, period_stats(daily_source, "day"), "period_start",
+         ranges_condition(_truncated(ranges, "day"), "period_start", timedelta(0), day,
+                          alias="t")),
+    ]  # fmt: skip
+    for name, rows, start, touched in targets:
+        frame = rows.withColumn("updated_at", F.lit(as_of))
+        keys = " AND ".join(
+            f"t.{key} = s.{key}" for key in ("exchange", "symbol", start, "trade_date")
+        )
+        condition = F.expr(keys) & touched
+        path = settings.table_path(name)
+
+        def upsert(
+            frame: DataFrame = frame, condition: Column = condition, path: str = path
+        ) -> None:
+            (
+                DeltaTable.forPath(spark, path)
+                .alias("t")
+                .merge(frame.alias("s"), condition)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+
+        retry_on_conflict(upsert, name)
+
+
+def _latest_version(spark: SparkSession, path: str) -> int:
+    last = DeltaTable.forPath(spark, path).history(1).first()
+    assert last is not None, f"{path} has no commit (ensure_tables creates it)"
+    return int(last["version"])
+
+
+def _minute_ranges(bars: DataFrame) -> list[MarketRange]:
+    """(exchange, symbol, first minute, last minute) of each market that ``bars`` hold."""
+    return [
+        (row["exchange"], row["symbol"], row["lo"], row["hi"])
+        for row in bars.groupBy("exchange", "symbol")
+        .agg(F.min("minute").alias("lo"), F.max("minute").alias("hi"))
+        .collect()
+    ]
+
+
+def _truncated(ranges: list[MarketRange], unit: str) -> list[MarketRange]:
+    """Ranges widened to whole hours or days (stats cover whole periods)."""
+
+    def floor(moment: Any) -> Any:
+        if unit == "hour":
+            return moment.replace(minute=0, second=0, microsecond=0)
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    return [(exchange, symbol, floor(lo), floor(hi)) for exchange, symbol, lo, hi in ranges]
+
+
+# --- the streaming query ---------------------------------------------------------------------
+
+# Checkpoints of the layout before refine: silver and gold as queries of their own, reading
+# bronze and silver as Delta sources (and, earlier still, silver as two queries).
+LEGACY_CHECKPOINTS = ("silver", "gold", "silver_trades", "silver_quarantine")
+
+
+class LegacyLayout(RuntimeError):
+    """The lakehouse was written by the older bronze → silver → gold queries."""
+
+
+def refuse_legacy_layout(spark: SparkSession, settings: JobSettings) -> None:
+    """Silver and Gold written by the old chained queries have no refine checkpoint: refine
+    would read the topic from its start and append every trade again, so say how to rebuild."""
+    if path_exists(spark, settings.checkpoint_path(QUERY)):
+        return
+    legacy = [name for name in LEGACY_CHECKPOINTS
+              if path_exists(spark, settings.checkpoint_path(name))]  # fmt: skip
+    if legacy:
+        raise LegacyLayout(
+            f"{settings.checkpoints} holds checkpoints of the old bronze → silver → gold "
+            f"layout ({', '.join(legacy)}); refine would append every trade of the topic "
+            "again. Stop the jobs and run `python -m cryptolake.jobs rebuild` (`make rebuild` "
+            "locally): it recomputes silver and gold from bronze and starts refine where "
+            "bronze ends"
+        )
+
+
+def start_refine(
+    spark: SparkSession,
+    settings: JobSettings,
+    *,
+    available_now: bool = False,
+    on_batch: Callable[[BatchOutcome], None] | None = None,
+) -> tuple[StreamingQuery, RefineWriter]:
+    """Kafka → parse, validate, deduplicate → ``RefineWriter``."""
+    refuse_legacy_layout(spark, settings)
+    ensure_tables(spark, settings, QUERY)
+    kafka = kafka_stream(spark, settings, starting_offsets=_starting_offsets(spark, settings))
+    parsed = parse_trades(bronze_from_kafka(kafka), max_future_skew_s=settings.max_future_skew_s)
+    # A run to the end of the input refreshes after each batch: its last batch is unknown.
+    derived_s = 0.0 if available_now else duration_us(settings.gold_derived_interval) / 1e6
+    writer = RefineWriter(settings, on_batch=on_batch, derived_interval_s=derived_s)
+    query = (
+        deduplicate(parsed, settings.silver_watermark)
+        .writeStream.queryName(QUERY)
+        .foreachBatch(writer)
+        .option("checkpointLocation", settings.checkpoint_path(QUERY))
+        .trigger(**trigger(settings.refine_trigger, available_now))
+        .start()
+    )
+    return query, writer
+
+
+def _starting_offsets(spark: SparkSession, settings: JobSettings) -> str:
+    """Where ``rebuild`` left off, else the configured start (used without a checkpoint)."""
+    return read_text(spark, f"{settings.checkpoints}/{START_OFFSETS_FILE}") or (
+        settings.starting_offsets
+    )
+
+
+# --- rebuild ---------------------------------------------------------------------------------
+
+
+def rebuild(spark: SparkSession, settings: JobSettings) -> BatchOutcome:
+    """Recompute silver and Gold from bronze with refine's transforms, in one batch, and leave
+    the offsets after bronze's last record for the next refine query. Run with the streams
+    stopped: it deletes silver/, gold/ and the refine checkpoints first."""
+    for path in [*(settings.table_path(name) for name in TABLE_WRITERS[QUERY]),
+                 *(settings.checkpoint_path(name) for name in (QUERY, *LEGACY_CHECKPOINTS)),
+                 f"{settings.checkpoints}/{START_OFFSETS_FILE}"]:  # fmt: skip
+        delete_path(spark, path)
+    ensure_tables(spark, settings, QUERY)
+    bronze = spark.read.format("delta").load(settings.table_path(tables.BRONZE_TRADES))
+    parsed = parse_trades(bronze, max_future_skew_s=settings.max_future_skew_s)
+    writer = RefineWriter(settings, app_id=f"cryptolake-rebuild-{uuid.uuid4().hex}")
+    outcomes: list[BatchOutcome] = []
+    writer.on_batch = outcomes.append
+    writer(deduplicate(parsed, settings.silver_watermark), 0)
+    topic = bronze.where(F.col("topic") == settings.trades_topic)
+    ends = {str(row["partition"]): row["last"] + 1 for row in
+            topic.groupBy("partition").agg(F.max("offset").alias("last")).collect()}  # fmt: skip
+    if ends:
+        # Partitions bronze never saw start at their earliest offset (-2).
+        every = {str(p): ends.get(str(p), -2) for p in range(max(map(int, ends)) + 1)}
+        write_text(spark, f"{settings.checkpoints}/{START_OFFSETS_FILE}",
+                   json.dumps({settings.trades_topic: every}))  # fmt: skip
+    return outcomes[0]

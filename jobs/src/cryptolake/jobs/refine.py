@@ -562,10 +562,30 @@ def start_refine(
 
 
 def _starting_offsets(spark: SparkSession, settings: JobSettings) -> str:
-    """Where ``rebuild`` left off, else the configured start (used without a checkpoint)."""
-    return read_text(spark, f"{settings.checkpoints}/{START_OFFSETS_FILE}") or (
-        settings.starting_offsets
-    )
+    """Where ``rebuild`` left off, else the configured start (used without a checkpoint).
+    Spark wants an offset for every partition of the topic: those bronze never saw start at
+    their earliest (-2)."""
+    text = read_text(spark, f"{settings.checkpoints}/{START_OFFSETS_FILE}")
+    if text is None:
+        return settings.starting_offsets
+    ends: dict[str, int] = json.loads(text).get(settings.trades_topic, {})
+    every = {str(p): ends.get(str(p), -2) for p in range(_partitions(spark, settings))}
+    return json.dumps({settings.trades_topic: every})
+
+
+def _partitions(spark: SparkSession, settings: JobSettings) -> int:
+    """The trades topic's partition count, from the Kafka admin client on Spark's class path."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    properties = jvm.java.util.Properties()
+    properties.put("bootstrap.servers", settings.bootstrap_servers)
+    admin = jvm.org.apache.kafka.clients.admin.Admin.create(properties)
+    try:
+        topics = jvm.java.util.Collections.singletonList(settings.trades_topic)
+        described = admin.describeTopics(topics).allTopicNames().get()
+        return int(described.get(settings.trades_topic).partitions().size())
+    finally:
+        admin.close()
 
 
 # --- rebuild ---------------------------------------------------------------------------------
@@ -590,8 +610,6 @@ def rebuild(spark: SparkSession, settings: JobSettings) -> BatchOutcome:
     ends = {str(row["partition"]): row["last"] + 1 for row in
             topic.groupBy("partition").agg(F.max("offset").alias("last")).collect()}  # fmt: skip
     if ends:
-        # Partitions bronze never saw start at their earliest offset (-2).
-        every = {str(p): ends.get(str(p), -2) for p in range(max(map(int, ends)) + 1)}
         write_text(spark, f"{settings.checkpoints}/{START_OFFSETS_FILE}",
-                   json.dumps({settings.trades_topic: every}))  # fmt: skip
+                   json.dumps({settings.trades_topic: ends}))  # fmt: skip
     return outcomes[0]

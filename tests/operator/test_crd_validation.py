@@ -55,8 +55,6 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "spec.processing.refine.trigger"),
     ("bad spark memory", with_spec(processing={"ingest": {"driver": {"memory": "2GB"}}}),
      "spec.processing.ingest.driver.memory"),
-    ("old layout", with_spec(processing={"layers": {"gold": {"trigger": "2 seconds"}}}),
-     'unknown field "spec.processing.layers"'),
     ("bad service type", with_spec(api={"serviceType": "Ingress"}), 'Unsupported value: "Ingress"'),
     ("otlp without scheme", with_spec(telemetry={"otlpEndpoint": "collector:4318"}),
      "spec.telemetry.otlpEndpoint"),

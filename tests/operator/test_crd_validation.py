@@ -103,4 +103,5 @@ def test_an_empty_spec_section_gets_every_default(pipelines: Any) -> None:
         "retentionHours": 168,
     }
     assert spec["storage"]["retainPolicy"] == "Retain"
-    assert spec["processing"]["executors"]["instances"] == 0
+    assert spec["processing"]["refine"]["executors"]["instances"] == 0
+    assert spec["processing"]["ingest"]["trigger"] == "10 seconds"

@@ -602,9 +602,9 @@ def rebuild(spark: SparkSession, settings: JobSettings) -> BatchOutcome:
     ensure_tables(spark, settings, QUERY)
     bronze = spark.read.format("delta").load(settings.table_path(tables.BRONZE_TRADES))
     parsed = parse_trades(bronze, max_future_skew_s=settings.max_future_skew_s)
-    writer = RefineWriter(settings, app_id=f"cryptolake-rebuild-{uuid.uuid4().hex}")
     outcomes: list[BatchOutcome] = []
-    writer.on_batch = outcomes.append
+    writer = RefineWriter(settings, on_batch=outcomes.append,
+                          app_id=f"cryptolake-rebuild-{uuid.uuid4().hex}")  # fmt: skip
     writer(deduplicate(parsed, settings.silver_watermark), 0)
     topic = bronze.where(F.col("topic") == settings.trades_topic)
     ends = {str(row["partition"]): row["last"] + 1 for row in

@@ -12,7 +12,7 @@ SOURCE ?= auto
 FILES ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-freshness \
+.PHONY: help setup run test test-unit lint format bench-producer bench-replay bench-backfill bench-freshness \
 	bench-api bench-operator kube replay backfill monitor maintenance rebuild api kafka minio clean distclean \
 	crd crd-upgrade chart-lint dashboards images cluster-up cluster-down cluster-status test-e2e
 
@@ -46,6 +46,9 @@ bench-producer: setup ## producer throughput: simulator flood → parse → real
 bench-replay: setup ## backlog replay: 2M trades in Kafka → Bronze, Silver, Gold caught up (last line: replay_trades_per_s=N)
 	@$(BIN)/python benchmarks/bench_replay.py
 
+bench-backfill: setup ## backfill: 2M trades in Binance dump files → every table, no broker (last line: backfill_trades_per_s=N)
+	@$(BIN)/python benchmarks/bench_backfill.py
+
 bench-freshness: setup ## freshness at 2,000 trades/s: p95 of visible − event time (last line: silver_p95_s=S gold_p95_s=S)
 	@$(BIN)/python benchmarks/bench_freshness.py
 
@@ -59,9 +62,9 @@ replay: setup ## publish Binance trade dumps into the local broker: make replay 
 	@test -n "$(FILES)" || { echo 'usage: make replay FILES="BTCUSDT-trades-2024-01-01.zip …"'; exit 2; }
 	@$(BIN)/cryptolake-producer replay $(FILES)
 
-backfill: setup ## load Binance dumps through all layers into .local/lakehouse: make backfill FILES="…"
+backfill: setup ## load Binance dumps into every table of .local/lakehouse, no broker (stop `make run` first): make backfill FILES="…"
 	@test -n "$(FILES)" || { echo 'usage: make backfill FILES="BTCUSDT-trades-2024-01-01.zip …"'; exit 2; }
-	@$(BIN)/cryptolake-stack backfill $(FILES)
+	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs backfill $(FILES)
 
 monitor: setup ## rows, Delta version, latest event and freshness per table of .local/lakehouse (JSON=1 for JSON)
 	@CRYPTOLAKE_TABLE_ROOT=$${CRYPTOLAKE_TABLE_ROOT:-.local/lakehouse} $(BIN)/python -m cryptolake.jobs monitor $(if $(JSON),--json)

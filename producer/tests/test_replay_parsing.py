@@ -3,14 +3,12 @@ import zipfile
 
 import pytest
 
+from cryptolake.common.dumps import DumpError, symbol_from_filename, time_to_us
 from cryptolake.common.trade import RejectReason, TradeRejected
 from cryptolake.producer.replay import (
-    ReplayError,
     dump_items,
     parse_dump_row,
     read_dump,
-    symbol_from_filename,
-    time_to_us,
 )
 
 NOW = 1_800_000_000_000_000
@@ -69,7 +67,7 @@ def test_bad_rows_are_rejected_with_a_reason(row, reason):
 def test_symbol_comes_from_the_dump_name(tmp_path):
     assert symbol_from_filename(tmp_path / "ETHBTC-trades-2021-03-01.zip") == "ETH-BTC"
     assert symbol_from_filename(tmp_path / "BTCUSDT-trades-2024-01.csv") == "BTC-USDT"
-    with pytest.raises(ReplayError, match="--symbol"):
+    with pytest.raises(DumpError, match="--symbol"):
         symbol_from_filename(tmp_path / "trades.csv")
 
 
@@ -100,7 +98,7 @@ def test_reads_csv_with_header_and_zip_without_and_keeps_bad_rows_as_dead_letter
 def test_unreadable_archive_says_so(tmp_path):
     broken = tmp_path / "BTCUSDT-trades-2024-01-01.zip"
     broken.write_bytes(b"not a zip")
-    with pytest.raises(ReplayError, match="not a readable zip"):
+    with pytest.raises(DumpError, match="not a readable zip"):
         list(read_dump(broken))
 
 

@@ -10,12 +10,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import ValidationError
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
+from cryptolake.common.dumps import DumpError
+from cryptolake.jobs.backfill import backfill
 from cryptolake.jobs.maintenance import run_maintenance
 from cryptolake.jobs.metrics import JobMetrics, ProgressListener
 from cryptolake.jobs.monitor import all_status, render_json, render_text
@@ -37,6 +40,8 @@ commands:
   all          bronze and refine in one Spark application (local mode: one JVM)
   rebuild      recompute silver and gold from bronze (streams stopped); refine then resumes
                where bronze ends
+  backfill     Binance trade dumps (FILE.zip|csv …) → bronze, silver, quarantine and gold in
+               one batch, no broker (streams stopped); running the same files again is a no-op
   maintenance  OPTIMIZE closed partitions + VACUUM every table
   monitor      rows, Delta version, latest event time and freshness per table
 
@@ -55,7 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=[*STREAMS, "rebuild", "maintenance", "monitor"])
+    parser.add_argument(
+        "command", choices=[*STREAMS, "rebuild", "backfill", "maintenance", "monitor"]
+    )
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="backfill: Binance trade dumps (SYMBOL-trades-YYYY-MM-DD.zip|csv)",
+    )
+    parser.add_argument(
+        "--symbol",
+        help="backfill: the pair of every file (BASE-QUOTE; default: from each file's name)",
+    )
     parser.add_argument(
         "--available-now",
         action="store_true",
@@ -138,6 +156,20 @@ def run_rebuild(spark: SparkSession, settings: JobSettings) -> None:
              time.monotonic() - started)  # fmt: skip
 
 
+def run_backfill(
+    spark: SparkSession, settings: JobSettings, files: list[Path], symbol: str | None
+) -> None:
+    started = time.monotonic()
+    log.info("backfill: %d file(s) into %s (the streams must be stopped)", len(files),
+             settings.table_root)  # fmt: skip
+    outcome = backfill(spark, settings, files, symbol)
+    seconds = time.monotonic() - started
+    rejected = sum(outcome.rule_rows.values()) - outcome.rule_rows["valid"]
+    log.info("backfill: %d trades to silver (%.0f/s), %d rows to quarantine, %d bars merged, "
+             "in %.1f s", outcome.rule_rows["valid"], outcome.rule_rows["valid"] / seconds,
+             rejected, outcome.bars, seconds)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -154,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")  # fmt: skip
     # py4j logs every gateway call at INFO.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    if (args.command == "backfill") != bool(args.files):
+        parser.error("backfill takes the dump files; no other command takes files")
     try:
         if args.command in STREAMS:
             return run_streams(settings, args.command, available_now=args.available_now)
@@ -163,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
                 run_maintenance(spark, settings)
             elif args.command == "rebuild":
                 run_rebuild(spark, settings)
+            elif args.command == "backfill":
+                run_backfill(spark, settings, args.files, args.symbol)
             else:
                 statuses = all_status(spark, settings)
                 print(render_json(statuses) if args.json else render_text(statuses))
         finally:
             spark.stop()
         return 0
-    except (SparkSetupError, LegacyLayout, LegacyTables) as exc:
+    except (SparkSetupError, LegacyLayout, LegacyTables, DumpError) as exc:
         log.error("%s", exc)
         return 2
     except PySparkException as exc:

@@ -60,6 +60,11 @@ def build_spark_conf(settings: JobSettings, jars: list[Path]) -> dict[str, str]:
         # Delta rebuilds a table's state in this many tasks after each new commit it reads
         # (default 50): with 1 s triggers on a few cores, task overhead dominated the batches.
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
+        # VACUUM lists a table's files in this many tasks (default 10,000): 86 s for a table of
+        # two files on 2 cores, a stall of the writing query it runs in.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(
+            settings.shuffle_partitions
+        ),
         # Exact decimals: fail instead of silently rounding an overflowing value to null.
         "spark.sql.ansi.enabled": "true",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",

@@ -8,6 +8,7 @@ contract).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -15,6 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from cryptolake.common.dumps import MAX_LINE_BYTES, MICROS_THRESHOLD, MIN_COLUMNS, TIME_DIGITS
 from cryptolake.common.trade import (
     EXCHANGES,
     MAX_FUTURE_SKEW_US,
@@ -70,6 +72,96 @@ def bronze_from_kafka(kafka: DataFrame) -> DataFrame:
         F.col("timestamp").alias("kafka_timestamp"),
         F.current_timestamp().alias("ingest_time"),
     ).withColumn("ingest_date", F.to_date("ingest_time"))
+
+
+# --- backfill: dump lines → bronze records ------------------------------------------------
+
+
+def _stripped(text: Column) -> Column:
+    """``str.strip()`` of a field (Unicode whitespace at both ends)."""
+    return F.regexp_replace(text, r"(?U)^\s+|\s+\z", "")
+
+
+def dump_records(lines: DataFrame, received: datetime) -> DataFrame:
+    """Lines of Binance trade dumps (``source``, ``part``, ``line_no``, ``size``, ``symbol``,
+    ``line`` bytes cut past the limit) → records in bronze's shape, the ``value`` rendered as
+    the producer's ``replay`` publishes it (trade v1 JSON, ``exchange=binance``, the taker's
+    side), received at ``received`` (the run's start, in the broker time's place). A line the
+    producer would dead-letter before rendering has a null ``value`` and ``dump_reason`` and
+    ``dump_detail`` as ``replay.parse_dump_row`` words them; the values themselves are left to
+    silver's rules, as for any record. Coordinates: topic ``backfill/<file>``, the archive
+    member as partition, the line number as offset."""
+    text = F.col("line").cast("string")
+    fields = F.split(text, ",")
+    columns = F.size(fields)
+
+    # Binance writes no whitespace: one scan of the line spares six regex replacements.
+    padded = text.rlike(r"(?U)\s")
+
+    def field(index: int) -> Column:
+        value = F.get(fields, index)
+        return F.when(padded, _stripped(value)).otherwise(value)
+
+    raw_time, maker = field(4), F.lower(field(5))
+    digits = raw_time.rlike(_full(TIME_DIGITS))
+    micros = raw_time.try_cast("long")
+    r = RejectReason
+    rules = [
+        (r.TOO_LARGE, F.col("size") > MAX_LINE_BYTES,
+         F.lit(f"the line is over {MAX_LINE_BYTES} bytes")),
+        (r.BAD_ENCODING, ~F.is_valid_utf8(text), F.lit("not UTF-8")),
+        (r.MISSING_FIELD, columns < MIN_COLUMNS,
+         F.concat(columns.cast("string"), F.lit(f" columns, need at least {MIN_COLUMNS}"))),
+        (r.BAD_TIMESTAMP, ~digits,
+         F.concat(F.lit("time "), _shown(raw_time), F.lit(" is not an integer of 1-18 digits"))),
+        (r.BAD_SIDE, ~maker.isin("true", "false"),
+         F.concat(F.lit("is_buyer_maker "), _shown(field(5)))),
+    ]  # fmt: skip
+    rule = _first_match([(broken, F.lit(n)) for n, (_, broken, _) in enumerate(rules)])
+    received_us = int(received.timestamp() * 1_000_000)
+    trade = F.struct(
+        F.lit(1).alias("schema_version"),
+        F.lit("binance").alias("exchange"),
+        F.col("symbol").alias("symbol"),
+        field(0).alias("trade_id"),
+        field(1).alias("price"),
+        field(2).alias("qty"),
+        # The buyer was the resting order, so the taker sold.
+        F.when(maker == "true", "sell").otherwise("buy").alias("side"),
+        F.when(micros >= MICROS_THRESHOLD, micros).otherwise(micros * 1000).alias("event_time"),
+        F.lit(received_us).alias("ingest_time"),
+    )
+    at = F.lit(received)
+    return lines.withColumn("_rule", rule).select(
+        F.concat(F.lit("binance:"), F.col("symbol")).alias("key"),
+        F.when(F.col("_rule").isNull(), F.to_json(trade).cast("binary")).alias("value"),
+        F.concat(F.lit("backfill/"), F.col("source")).alias("topic"),
+        F.col("part").cast("int").alias("partition"),
+        F.col("line_no").alias("offset"),
+        at.alias("kafka_timestamp"),
+        at.alias("ingest_time"),
+        F.to_date(at).alias("ingest_date"),
+        _first_match([(F.col("_rule") == n, F.lit(str(code)))
+                      for n, (code, _, _) in enumerate(rules)]).alias("dump_reason"),
+        _first_match([(F.col("_rule") == n, detail)
+                      for n, (_, _, detail) in enumerate(rules)]).alias("dump_detail"),
+        F.when(F.col("_rule").isNotNull(),
+               F.substring(F.make_valid_utf8(text), 1, RAW_PREFIX_CHARS)).alias("raw_value"),
+    )  # fmt: skip
+
+
+def dump_rejects(records: DataFrame, parsed: T.StructType) -> DataFrame:
+    """The lines ``dump_records`` turned down as rows of ``parsed`` (``parse_trades``' output
+    schema), so refine's writer quarantines them with silver's rejects."""
+    known = {
+        "kafka_topic": F.col("topic"), "kafka_partition": F.col("partition"),
+        "kafka_offset": F.col("offset"), "kafka_timestamp": F.col("kafka_timestamp"),
+        "raw_value": F.col("raw_value"), "ingest_date": F.col("ingest_date"),
+        "reason": F.col("dump_reason"), "detail": F.col("dump_detail"),
+    }  # fmt: skip
+    return records.where(F.col("dump_reason").isNotNull()).select(
+        *(known.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in parsed.fields)
+    )
 
 
 # --- silver -----------------------------------------------------------------------------
@@ -286,11 +378,15 @@ def parse_trades(
         code, _, _) in enumerate(rules, start=1))])  # fmt: skip
     detail = _first_match([(rule.isNull(), nothing), *((rule == n, text) for n, (_, _, text) in
                                                        enumerate(rules, start=1))])  # fmt: skip
-    # A quarantined value stays readable text of bounded size; bronze keeps the bytes.
+    # A quarantined value stays readable text of bounded size; bronze keeps the bytes. Valid
+    # rows carry none: silver has no such column, and each shuffle or cache of a batch would
+    # move the whole JSON text of every trade.
     unreadable = [n for n, (code, _, _) in enumerate(rules, start=1)
                   if code in (RejectReason.TOO_LARGE, RejectReason.BAD_ENCODING)]  # fmt: skip
-    raw_value = F.when(rule.isNull() | ~rule.isin(*unreadable), raw).otherwise(
-        F.substring(F.make_valid_utf8(raw), 1, RAW_PREFIX_CHARS)
+    raw_value = (
+        F.when(rule.isNull(), nothing)
+        .when(~rule.isin(*unreadable), raw)
+        .otherwise(F.substring(F.make_valid_utf8(raw), 1, RAW_PREFIX_CHARS))
     )
     event_time = F.timestamp_micros(t["event_time"].try_cast("long"))
     return with_rule.select(
@@ -344,6 +440,21 @@ def rejected_rows(parsed: DataFrame, layer: str = "silver") -> DataFrame:
     )
 
 
+DEDUP_COLUMN: Final = "_dedup_key"
+
+
+def with_dedup_key(parsed: DataFrame) -> DataFrame:
+    """Parsed rows with the key they are deduplicated by: a valid trade's (exchange, symbol,
+    trade_id); a rejected row's Kafka coordinates (every rejected record is kept)."""
+    valid = F.col("reason").isNull()
+    key = F.when(valid, F.concat_ws("|", F.lit("trade"), *DEDUP_KEY)).otherwise(
+        F.concat_ws("|", F.lit("kafka"), "kafka_topic", "kafka_partition", "kafka_offset")
+    )
+    # One pass with a key, no filter: a filter on ``reason`` would be pushed below the parse and
+    # copy the rules' whole expression tree into it.
+    return parsed.withColumn(DEDUP_COLUMN, key)
+
+
 def deduplicate(parsed: DataFrame, watermark: str) -> DataFrame:
     """Parsed rows with each valid trade kept once per (exchange, symbol, trade_id); every
     rejected row passes (keyed by its Kafka coordinates), so one query writes every output
@@ -352,21 +463,16 @@ def deduplicate(parsed: DataFrame, watermark: str) -> DataFrame:
     the newest is never dropped here unseen: it reaches silver, and Gold upserts its bar or
     quarantines it as ``late``; so bronze = silver + quarantine + duplicates, always. Rejected
     rows have no watermark time (never dropped, never kept as state)."""
-    valid = F.col("reason").isNull()
-    key = F.when(valid, F.concat_ws("|", F.lit("trade"), *DEDUP_KEY)).otherwise(
-        F.concat_ws("|", F.lit("kafka"), "kafka_topic", "kafka_partition", "kafka_offset")
-    )
-    # One pass with a key, no filter: a filter on ``reason`` would be pushed below the parse and
-    # copy the rules' whole expression tree into it.
-    keyed = parsed.withColumn("_dedup_key", key)
+    keyed = with_dedup_key(parsed)
     if not parsed.isStreaming:
-        return keyed.dropDuplicates(["_dedup_key"]).drop("_dedup_key")
+        return keyed.dropDuplicates([DEDUP_COLUMN]).drop(DEDUP_COLUMN)
+    valid = F.col("reason").isNull()
     arrival = F.coalesce(F.col("kafka_timestamp"), F.col("event_time"))
     keyed = keyed.withColumn("_dedup_time", F.when(valid, arrival))
     return (
         keyed.withWatermark("_dedup_time", watermark)
-        .dropDuplicatesWithinWatermark(["_dedup_key"])
-        .drop("_dedup_key", "_dedup_time")
+        .dropDuplicatesWithinWatermark([DEDUP_COLUMN])
+        .drop(DEDUP_COLUMN, "_dedup_time")
     )
 
 

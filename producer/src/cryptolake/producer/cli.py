@@ -12,10 +12,11 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
+from cryptolake.common.dumps import DumpError
 from cryptolake.common.symbols import canonical_symbol
 from cryptolake.producer.app import install_stop_signals, run_stream
 from cryptolake.producer.kafka_sink import SinkError
-from cryptolake.producer.replay import ReplayError, run_replay
+from cryptolake.producer.replay import run_replay
 from cryptolake.producer.settings import DEFAULT_SYMBOLS, ProducerSettings
 from cryptolake.producer.simulator.server import SimulatorConfig, run_simulator
 
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if summary.undelivered == 0 and summary.failed == 0 else 1
         stream = run_stream(settings)
         return 0 if stream.undelivered == 0 else 1
-    except (ReplayError, SinkError) as exc:
+    except (DumpError, SinkError) as exc:
         log.error("%s", exc)
         return 2
     except KafkaException as exc:

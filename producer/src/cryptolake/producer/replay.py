@@ -1,33 +1,31 @@
-"""Replay Binance's public trade dumps into Kafka as trade v1 (``exchange=binance``).
-
-The daily files are ``SYMBOL-trades-YYYY-MM-DD.csv`` (or ``.zip`` holding it) with the columns
-trade id, price, qty, quote qty, time, is-buyer-maker, is-best-match; recent files have a header
-row, older ones none; time is in milliseconds in older files and microseconds in newer ones.
-Files are read as bytes, line by line, so a line that is too long or not UTF-8 becomes a dead
-letter like any other bad row.
+"""Replay Binance's public trade dumps into Kafka as trade v1 (``exchange=binance``); the file
+format and line reading are ``cryptolake.common.dumps``'. A bad line becomes a dead letter,
+never stops the replay.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, Literal
 
-from cryptolake.common.symbols import canonical_symbol, split_concatenated
-from cryptolake.common.timeutil import now_us
-from cryptolake.common.trade import (
-    MAX_VALUE_BYTES,
-    DeadLetter,
-    RejectReason,
-    Trade,
-    TradeRejected,
-    make_trade,
+from cryptolake.common.dumps import (
+    MAX_LINE_BYTES,
+    MIN_COLUMNS,
+    DumpError,
+    dump_lines,
+    is_header,
+    missing_files,
+    open_dump,
+    symbol_from_filename,
+    time_to_us,
 )
+from cryptolake.common.symbols import canonical_symbol
+from cryptolake.common.timeutil import now_us
+from cryptolake.common.trade import DeadLetter, RejectReason, Trade, TradeRejected, make_trade
 from cryptolake.producer.dead_letters import dead_letter
 from cryptolake.producer.kafka_sink import KafkaSink, ensure_topics
 from cryptolake.producer.metrics import ProducerMetrics
@@ -35,46 +33,7 @@ from cryptolake.producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 
-_DUMP_NAME = re.compile(r"(?P<pair>[A-Z0-9]+)-trades-\d{4}-\d{2}(?:-\d{2})?", re.IGNORECASE)
-# 10^14 µs is 1973; 10^14 ms is year 5138: one threshold tells the two units apart.
-_MICROS_THRESHOLD = 100_000_000_000_000
-# ASCII digits only: int() would also take " 17", "1_704" or Arabic-Indic digits.
-_DUMP_TIME = re.compile(r"[0-9]{1,18}")
-# A row is ~70 bytes. A longer line is dead-lettered (too_large) unparsed, as silver does with
-# an oversized Kafka value, and never held whole in memory.
-MAX_LINE_BYTES: Final = MAX_VALUE_BYTES
-
 Pace = Literal["full", "recorded"]
-
-
-class ReplayError(ValueError):
-    """The dump cannot be read at all (wrong name, unreadable archive); says what to fix."""
-
-
-def symbol_from_filename(path: Path) -> str:
-    """``BTCUSDT-trades-2024-01-01.csv`` → ``BTC-USDT``."""
-    match = _DUMP_NAME.match(path.name)
-    if match is None:
-        raise ReplayError(
-            f"{path.name}: not a Binance trade dump name (SYMBOL-trades-YYYY-MM-DD.csv|zip); "
-            "pass --symbol to name the pair"
-        )
-    symbol = split_concatenated(match["pair"])
-    if symbol is None:
-        raise ReplayError(
-            f"{path.name}: cannot split {match['pair']!r} into base and quote; "
-            "pass --symbol BASE-QUOTE"
-        )
-    return symbol
-
-
-def time_to_us(raw: str) -> int:
-    """Dump time (ms in older files, µs in newer ones) → epoch µs; ValueError unless it is
-    1-18 ASCII digits."""
-    if _DUMP_TIME.fullmatch(raw) is None:
-        raise ValueError(f"time {raw!r:.80} is not an integer of 1-18 digits")
-    value = int(raw)
-    return value if value >= _MICROS_THRESHOLD else value * 1000
 
 
 def parse_dump_row(row: list[str], symbol: str, ingest_time: int) -> Trade:
@@ -83,9 +42,11 @@ def parse_dump_row(row: list[str], symbol: str, ingest_time: int) -> Trade:
     Row: ``1000000001,42000.01000000,0.00100000,42.00001000,1704067200123,True,True``
     (id, price, qty, quote qty, time, is_buyer_maker, is_best_match).
     """
-    if len(row) < 6:
-        raise TradeRejected(RejectReason.MISSING_FIELD, f"{len(row)} columns, need at least 6")
-    trade_id, price, qty, _quote_qty, raw_time, buyer_maker = row[:6]
+    if len(row) < MIN_COLUMNS:
+        raise TradeRejected(
+            RejectReason.MISSING_FIELD, f"{len(row)} columns, need at least {MIN_COLUMNS}"
+        )
+    trade_id, price, qty, _quote_qty, raw_time, buyer_maker = row[:MIN_COLUMNS]
     try:
         event_time = time_to_us(raw_time.strip())
     except ValueError as exc:
@@ -122,22 +83,6 @@ def parse_dump_line(line: bytes, symbol: str, ingest_time: int) -> Trade:
     return parse_dump_row(text.split(","), symbol, ingest_time)
 
 
-def dump_lines(binary: IO[bytes]) -> Iterator[tuple[bytes, int]]:
-    """Each line without its line ending, and its whole size in bytes; a line over
-    ``MAX_LINE_BYTES`` comes cut to its first ``MAX_LINE_BYTES + 1`` bytes (the rest is read
-    past in chunks, never held)."""
-    while line := binary.readline(MAX_LINE_BYTES + 1):
-        size, tail = len(line), line
-        while not tail.endswith(b"\n") and (tail := binary.readline(65_536)):
-            size += len(tail)
-        ending = len(tail) - len(tail.rstrip(b"\r\n"))
-        yield line.rstrip(b"\r\n"), size - ending
-
-
-def _is_header(line: bytes) -> bool:
-    return not line.partition(b",")[0].strip().isdigit()
-
-
 @dataclass
 class ReplayItem:
     trade: Trade | None
@@ -148,7 +93,7 @@ def dump_items(binary: IO[bytes], name: str, symbol: str) -> Iterator[ReplayItem
     """Every line of one dump as a trade or a dead letter (bad lines never stop it); ``name``
     is the file's, for the dead letters' detail."""
     for line_no, (line, size) in enumerate(dump_lines(binary), start=1):
-        if not line or (line_no == 1 and _is_header(line)):
+        if not line or (line_no == 1 and is_header(line)):
             continue
         ingest = now_us()
         try:
@@ -160,28 +105,10 @@ def dump_items(binary: IO[bytes], name: str, symbol: str) -> Iterator[ReplayItem
             yield ReplayItem(None, letter)
 
 
-def _open_binaries(path: Path) -> Iterator[IO[bytes]]:
-    if path.suffix.lower() == ".zip":
-        try:
-            archive = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as exc:
-            raise ReplayError(f"{path}: not a readable zip archive ({exc})") from exc
-        with archive:
-            members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
-            if not members:
-                raise ReplayError(f"{path}: the archive holds no .csv file")
-            for name in members:
-                with archive.open(name) as binary:
-                    yield binary
-    else:
-        with path.open("rb") as binary:
-            yield binary
-
-
 def read_dump(path: Path, symbol: str | None = None) -> Iterator[ReplayItem]:
     """Every line of one dump file as a trade or a dead letter (bad lines never stop it)."""
     canonical = canonical_symbol(symbol) if symbol else symbol_from_filename(path)
-    for binary in _open_binaries(path):
+    for binary in open_dump(path):
         yield from dump_items(binary, path.name, canonical)
 
 
@@ -224,9 +151,9 @@ def run_replay(
     speed: float = 1.0,
 ) -> ReplaySummary:
     """Publish every file's trades (bad rows to the DLQ); flush and report at the end."""
-    missing = [str(path) for path in files if not path.is_file()]
+    missing = missing_files(files)
     if missing:
-        raise ReplayError(f"no such file: {', '.join(missing)}")
+        raise DumpError(f"no such file: {', '.join(missing)}")
     ensure_topics(settings)
     metrics = ProducerMetrics()
     sink = KafkaSink(settings, metrics)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cryptolake.stack.backfill import BackfillFailed, run_backfill
 from cryptolake.stack.binaries import GO_PROGRAMS, BuildFailed, build_program, link_program
 from cryptolake.stack.cluster import Cluster, ClusterFailed, cluster_images
 from cryptolake.stack.jars import ToolingMissing, resolve_jars
@@ -114,13 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(env: CRYPTOLAKE_SOURCE, CRYPTOLAKE_STATE_DIR, CRYPTOLAKE_KAFKA_PORT, "
         "CRYPTOLAKE_RUN_JOBS)",
     )
-    backfill = commands.add_parser(
-        "backfill",
-        help="replay Binance trade dumps through a temporary broker and the three layers "
-        "into the local lakehouse, then stop",
-    )
-    backfill.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    backfill.add_argument("--symbol", help="pair of every file (default: from the file name)")
     return parser
 
 
@@ -239,9 +231,6 @@ def main(argv: list[str] | None = None) -> int:
             return _run_cluster(args)
         if args.command == "images":
             return _run_images(args)
-        if args.command == "backfill":
-            run_backfill(args.files, StackSettings().state_dir, args.symbol)
-            return 0
         return run_stack(StackSettings())
     except (
         ToolingMissing,
@@ -249,7 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         BuildFailed,
         MinioFailed,
         ControlPlaneFailed,
-        BackfillFailed,
         ClusterFailed,
     ) as exc:
         log.error("%s", exc)

@@ -1,10 +1,10 @@
 """``backfill``: Binance dump files into every table without a broker. Each hostile line gets
 the reason the producer's ``replay`` gives it, Gold equals a Decimal recomputation from the
-CSV, a second run changes nothing, and trades silver already holds are not counted twice."""
+CSV, and a second run changes nothing. (Trades silver already holds are not counted twice:
+``tests/integration/test_backfill.py`` backfills dumps into the lakehouse that streamed them.)"""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from pyspark.sql import functions as F
@@ -99,24 +99,3 @@ def test_gold_equals_the_csv_and_a_second_run_changes_nothing(spark, job_lake, t
     got = {(row.symbol, row.minute_us // 60_000_000): {name: row[name] for name in fields}
            for row in candles}  # fmt: skip
     assert got == expected
-
-
-def test_trades_silver_already_holds_are_not_counted_twice(spark, job_lake, tmp_path):
-    """A dump overlapping what silver holds (an earlier file, the live stream): only the new
-    trades are added, and each candle counts each trade once."""
-    settings = job_lake("refine")
-    (source,) = FIXTURES.glob("BTCUSDT-*.csv")
-    lines = source.read_bytes().splitlines(keepends=True)
-    first = tmp_path / "first" / source.name
-    both = tmp_path / "both" / source.name
-    first.parent.mkdir()
-    both.parent.mkdir()
-    first.write_bytes(b"".join(lines[: len(lines) // 2]))
-    shutil.copy(source, both)
-    backfill(spark, settings, [first])
-    backfill(spark, settings, [both])
-
-    silver = table(spark, settings, tables.SILVER_TRADES)
-    assert silver.count() == silver.select("trade_id").distinct().count() == len(lines)
-    total = table(spark, settings, tables.GOLD_CANDLES_1M).agg(F.sum("trades")).first()[0]
-    assert total == len(lines)

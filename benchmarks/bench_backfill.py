@@ -100,6 +100,7 @@ def main() -> None:
             started = time.monotonic()
             outcome = backfill(spark, settings, files)
             total = time.monotonic() - started
+            assert outcome is not None, "a fresh lakehouse cannot hold these files already"
             steps = ", ".join(f"{step} {s:.1f} s" for step, s in outcome.seconds.items())
             print(f"backfill: {total:.1f} s; refine's writer: {steps}", flush=True)
             jvm = java_children(os.getpid())

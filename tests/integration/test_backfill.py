@@ -66,6 +66,7 @@ def test_streaming_and_backfill_write_the_same_tables(spark, kafka_broker, tmp_p
         query.awaitTermination()
     backfilled = JobSettings(table_root=str(tmp_path / "backfilled"), metrics_port=0)
     outcome = backfill(spark, backfilled, files)
+    assert outcome is not None
 
     for name in COMPARED:
         assert rows(spark, streamed, name) == rows(spark, backfilled, name), name
@@ -82,6 +83,7 @@ def test_streaming_and_backfill_write_the_same_tables(spark, kafka_broker, tmp_p
                     6: "bad_encoding"}  # fmt: skip
 
     # The same files into the streamed lakehouse: every trade is there already.
-    backfill(spark, streamed, files)
+    assert backfill(spark, streamed, files) is not None
+
     for name in COMPARED:
         assert rows(spark, streamed, name) == rows(spark, backfilled, name), name

@@ -6,8 +6,9 @@ parse, rules, dedup, candle fold and derived tables as streaming.
 
 Run with the streams stopped (one writer per table). Exactly once: every commit is tagged
 with an id of the files' contents, so running the same files again after a crash writes only
-what is missing, and after a success nothing. Trades silver already holds (a live stream, an
-earlier backfill of an overlapping file) are left out, so no candle counts a trade twice.
+what is missing, and after a success (the candles' ``txnAppId`` is there) nothing. Trades
+silver already holds (a live stream, an earlier backfill of an overlapping file) are left
+out, so no candle counts a trade twice.
 Lateness does not apply: history is what a backfill is for.
 """
 
@@ -46,7 +47,7 @@ from cryptolake.jobs.refine import (
     timed,
 )
 from cryptolake.jobs.settings import JobSettings
-from cryptolake.jobs.streams import BatchAppender, ensure_tables
+from cryptolake.jobs.streams import BatchAppender, committed_txn, ensure_tables
 from cryptolake.jobs.transforms import (
     DEDUP_KEY,
     dump_records,
@@ -151,8 +152,9 @@ def _silver_before(spark: SparkSession, settings: JobSettings, tag: str) -> Data
 
 def backfill(
     spark: SparkSession, settings: JobSettings, files: list[Path], symbol: str | None = None
-) -> BatchOutcome:
-    """The dump files through bronze and refine's writer, as one batch (see the module)."""
+) -> BatchOutcome | None:
+    """The dump files through bronze and refine's writer, as one batch (see the module); None
+    when they were backfilled before."""
     seconds: dict[str, float] = {}
     with timed(seconds, "tables"):
         refuse_legacy_layout(spark, settings)
@@ -165,6 +167,12 @@ def backfill(
         log.info("backfill: %d lines of %d file(s) staged in %.1f s", staged.lines, len(files),
                  seconds["stage"])  # fmt: skip
         app_id = f"cryptolake-backfill-{staged.digest}"
+        # The candles MERGE is the last commit: these files are in the lakehouse already (the
+        # commit tags below are only looked up in recent commits).
+        if committed_txn(spark, settings.table_path(tables.GOLD_CANDLES_1M), app_id) is not None:
+            log.info("backfill: these files are in the lakehouse already (%s); nothing to do",
+                     app_id)  # fmt: skip
+            return None
         with timed(seconds, "render"):
             records = dump_records(spark.read.parquet(folder), received).localCheckpoint(eager=True)
         with timed(seconds, "bronze"):

@@ -163,6 +163,8 @@ def run_backfill(
     log.info("backfill: %d file(s) into %s (the streams must be stopped)", len(files),
              settings.table_root)  # fmt: skip
     outcome = backfill(spark, settings, files, symbol)
+    if outcome is None:
+        return
     seconds = time.monotonic() - started
     rejected = sum(outcome.rule_rows.values()) - outcome.rule_rows["valid"]
     log.info("backfill: %d trades to silver (%.0f/s), %d rows to quarantine, %d bars merged, "

@@ -185,6 +185,17 @@ def _has_commit_tagged(spark: SparkSession, path: str, tag: str) -> bool:
     return history.where(F.col("userMetadata") == tag).limit(1).count() > 0
 
 
+def committed_txn(spark: SparkSession, path: str, app_id: str) -> int | None:
+    """The last ``txnVersion`` the table committed for ``app_id`` (None: none). Delta keeps
+    these in the table's state, not only in recent commits."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    none = jvm.scala.Option.empty()
+    version = delta_log.update(False, none, none).transactions().get(app_id)
+    return int(version.get()) if version.isDefined() else None
+
+
 def start_bronze(
     spark: SparkSession, settings: JobSettings, *, available_now: bool = False
 ) -> StreamingQuery:

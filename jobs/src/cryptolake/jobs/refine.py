@@ -192,7 +192,7 @@ class RefineWriter:
             self.newest_us[market] = max(self.newest_us.get(market, row["newest"]), row["newest"])
         if ranges:
             self._remember(spark, bars)
-        return BatchOutcome(batch_id, rule_rows, late, len(ranges), seconds)
+        return BatchOutcome(batch_id, rule_rows, late, len(bars) if ranges else 0, seconds)
 
     def _fold(
         self, spark: SparkSession, increment: DataFrame, ranges: list[MarketRange]

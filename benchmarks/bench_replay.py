@@ -2,7 +2,8 @@
 quarantine, gold and the derived tables) side by side, each to the end of the topic
 (``--available-now``, as ``python -m cryptolake.jobs all --available-now`` runs them). Prints
 the fill rate, each query's seconds and batches, peak RSS, and as its last line
-``replay_trades_per_s=<N / seconds until both finished>`` (JVM start not counted).
+``replay_trades_per_s=<N / seconds until both finished>`` (JVM start not counted); refine's
+writer's seconds per step (read: Kafka, parse and dedup) summed over its batches.
 
     make bench-replay                                  # 2,000,000 trades, 3 symbols
     .venv/bin/python benchmarks/bench_replay.py --trades 200000 --max-offsets-per-trigger 50000
@@ -144,10 +145,13 @@ def run_jobs(
         flush=True,
     )
     late = 0
+    steps: dict[str, float] = {}
 
     def count_late(outcome: BatchOutcome) -> None:
         nonlocal late
         late += outcome.late
+        for step, seconds in outcome.seconds.items():
+            steps[step] = steps.get(step, 0.0) + seconds
 
     try:
         started = time.monotonic()
@@ -181,6 +185,8 @@ def run_jobs(
 
         silver_rows = table("silver/trades").count()
         quarantined = table("silver/quarantine").count()
+        print("refine's writer, summed over its batches: " + ", ".join(
+            f"{step} {seconds:.1f} s" for step, seconds in steps.items()), flush=True)  # fmt: skip
         total_row = table("gold/candles_1m").agg(F.sum("trades").alias("trades")).first()
         gold_trades = (total_row["trades"] if total_row else None) or 0
         print(

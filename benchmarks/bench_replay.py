@@ -1,9 +1,9 @@
 """Backlog replay: N trades already in Kafka → every table caught up: bronze and refine (silver,
 quarantine, gold and the derived tables) side by side, each to the end of the topic
 (``--available-now``, as ``python -m cryptolake.jobs all --available-now`` runs them). Prints
-the fill rate, each query's seconds and batches, peak RSS, and as its last line
-``replay_trades_per_s=<N / seconds until both finished>`` (JVM start not counted); refine's
-writer's seconds per step (read: Kafka, parse and dedup) summed over its batches.
+the fill rate, each query's seconds and batches, refine's writer's seconds per step (read:
+Kafka, parse and dedup; summed over its batches), peak RSS, and as its last line
+``replay_trades_per_s=<N / seconds until both finished>`` (JVM start not counted).
 
     make bench-replay                                  # 2,000,000 trades, 3 symbols
     .venv/bin/python benchmarks/bench_replay.py --trades 200000 --max-offsets-per-trigger 50000

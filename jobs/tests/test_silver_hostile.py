@@ -92,8 +92,9 @@ def field_is_valid(field: str, value: Any) -> bool:
     if field == "symbol":
         return _fullmatch(SYMBOL_PATTERN, value)
     if field == "trade_id":
-        text = str(value) if _json_integer(value) else value
-        return _fullmatch(TRADE_ID_PATTERN, text)
+        # A JSON integer of any length is an id (1-64 characters as text), unlike a time.
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        return _fullmatch(TRADE_ID_PATTERN, str(value) if integer else value)
     if field == "price":
         return _fullmatch(PRICE_PATTERN, value) and _positive(value)
     if field == "qty":

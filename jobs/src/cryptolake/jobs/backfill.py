@@ -47,7 +47,7 @@ from cryptolake.jobs.refine import (
     timed,
 )
 from cryptolake.jobs.settings import JobSettings
-from cryptolake.jobs.streams import BatchAppender, committed_txn, ensure_tables
+from cryptolake.jobs.streams import RECENT_COMMITS, BatchAppender, committed_txn, ensure_tables
 from cryptolake.jobs.transforms import (
     DEDUP_KEY,
     dump_records,
@@ -142,7 +142,8 @@ def _silver_before(spark: SparkSession, settings: JobSettings, tag: str) -> Data
     """Silver as it was before this input's own commit (the latest version when it has none):
     the trades already there, which this backfill leaves out."""
     path = settings.table_path(tables.SILVER_TRADES)
-    history = DeltaTable.forPath(spark, path).history()
+    # Where BatchAppender looks for a replayed batch's commit too.
+    history = DeltaTable.forPath(spark, path).history(RECENT_COMMITS)
     own = history.where(F.col("userMetadata") == tag).select("version").first()
     reader = spark.read.format("delta")
     if own is not None:

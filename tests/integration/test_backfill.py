@@ -1,8 +1,8 @@
 """Streaming and backfill give the same lakehouse for the same trades. The same Binance dump
 files go once through the live path (the producer's ``replay`` → Kafka → bronze and refine)
 and once through ``backfill`` (no broker): silver and every Gold table are equal field for
-field, and each bad line the producer dead-letters is quarantined by the backfill with the
-same reason. Backfilling the files into the streamed lakehouse then adds no trade twice."""
+field, and each hostile line the producer dead-letters is quarantined by the backfill with
+the same reason. Backfilling the files into the streamed lakehouse then adds no trade twice."""
 
 from __future__ import annotations
 
@@ -23,15 +23,23 @@ from cryptolake.stack.kafka import read_topic
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).parents[2] / "jobs" / "tests" / "fixtures" / "binance"
+# Lines a broken export or an attacker could put in a dump, after a header and a good line.
 BAD_LINES = (
+    b"id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n"
     b"1,100.5,0.5,50.25,1735689600000,True,True\n"
-    b"2,abc,0.5,1,1735689600001,False,True\n"
+    b"2,abc,0.5,1,1735689600001,False,True\n"  # the poison pill of silver's past
     b"3,100.5,0.5,50.25,17356896000x1,False,True\n"
     b"4,100.5\n"
     b"5,100.5,0.5,50.25,1735689600002,maybe,True\n"
     b"6,100.5,0.5,50.25,1735689600003,\xff\xfe,True\n"
-    b"1,100.5,0.5,50.25,1735689600000,True,True\n"
-    b"7,100.6,0.25,1,1735689660000,false,true\n"
+    b"1,100.5,0.5,50.25,1735689600000,True,True\n"  # a duplicate of line 2
+    b'7,"100.5",0.5,1,1735689600004,true,true\n'
+    b"8,100.5,-0.5,1,1735689600005,true,true\n"
+    b"9,1" + b"0" * 30 + b",0.5,1,1735689600006,true,true\n"
+    b"10,100.5,0.5,1,1735689600007,true,true," + b"x" * 70_000 + b"\n"
+    b"\n"
+    b" 11 ,100.6,0.25,1,1735689660000,false,true\n"
+    b"12,100.7,0.25,1,99999999999999999,false,true\n"  # year 5138: from the future
 )
 # Every table but bronze, without the columns that say when or how a row arrived.
 COMPARED = {
@@ -79,8 +87,12 @@ def test_streaming_and_backfill_write_the_same_tables(spark, kafka_broker, tmp_p
         dead[int(letter["detail"].split(" line ")[1].split(":")[0])] = letter["reason"]
     quarantine = spark.read.format("delta").load(backfilled.table_path(tables.SILVER_QUARANTINE))
     assert {row.kafka_offset: row.reason for row in quarantine.collect()} == dead
-    assert dead == {2: "bad_price", 3: "bad_timestamp", 4: "missing_field", 5: "bad_side",
-                    6: "bad_encoding"}  # fmt: skip
+    assert dead == {3: "bad_price", 4: "bad_timestamp", 5: "missing_field", 6: "bad_side",
+                    7: "bad_encoding", 9: "bad_price", 10: "bad_qty", 11: "bad_price",
+                    12: "too_large", 15: "bad_timestamp"}  # fmt: skip
+    # Each line once: rendered into bronze unless the producer would not render it.
+    bronze = spark.read.format("delta").load(backfilled.table_path(tables.BRONZE_TRADES))
+    assert bronze.count() == replayed.rows - 5
 
     # The same files into the streamed lakehouse: every trade is there already.
     assert backfill(spark, streamed, files) is not None

@@ -104,6 +104,14 @@ def is_header(line: bytes) -> bool:
     return not line.partition(b",")[0].strip().isdigit()
 
 
+def row_lines(binary: IO[bytes]) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line, size) of every line that holds a row: ``dump_lines`` without the
+    header and empty lines."""
+    for line_no, (line, size) in enumerate(dump_lines(binary), start=1):
+        if line and not (line_no == 1 and is_header(line)):
+            yield line_no, line, size
+
+
 def open_dump(path: Path) -> Iterator[IO[bytes]]:
     """The CSV file itself, or each ``.csv`` member of a ``.zip``, opened for reading bytes."""
     if path.suffix.lower() == ".zip":

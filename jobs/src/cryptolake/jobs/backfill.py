@@ -30,10 +30,9 @@ from pyspark.sql import functions as F
 
 from cryptolake.common.dumps import (
     DumpError,
-    dump_lines,
-    is_header,
     missing_files,
     open_dump,
+    row_lines,
     symbol_from_filename,
 )
 from cryptolake.common.symbols import canonical_symbol
@@ -86,9 +85,7 @@ def _chunks(path: Path, symbol: str) -> Iterator[pa.RecordBatch]:
         numbers: list[int] = []
         sizes: list[int] = []
         lines: list[bytes] = []
-        for line_no, (line, size) in enumerate(dump_lines(binary), start=1):
-            if not line or (line_no == 1 and is_header(line)):
-                continue
+        for line_no, line, size in row_lines(binary):
             numbers.append(line_no)
             sizes.append(size)
             lines.append(line)

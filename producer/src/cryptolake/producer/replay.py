@@ -16,10 +16,9 @@ from cryptolake.common.dumps import (
     MAX_LINE_BYTES,
     MIN_COLUMNS,
     DumpError,
-    dump_lines,
-    is_header,
     missing_files,
     open_dump,
+    row_lines,
     symbol_from_filename,
     time_to_us,
 )
@@ -92,9 +91,7 @@ class ReplayItem:
 def dump_items(binary: IO[bytes], name: str, symbol: str) -> Iterator[ReplayItem]:
     """Every line of one dump as a trade or a dead letter (bad lines never stop it); ``name``
     is the file's, for the dead letters' detail."""
-    for line_no, (line, size) in enumerate(dump_lines(binary), start=1):
-        if not line or (line_no == 1 and is_header(line)):
-            continue
+    for line_no, line, size in row_lines(binary):
         ingest = now_us()
         try:
             yield ReplayItem(parse_dump_line(line, symbol, ingest), None)

@@ -274,3 +274,27 @@ def test_a_2mb_frame_reaches_the_dlq_bounded_and_nothing_oversized_stops_the_sin
     assert [v["raw"] for v in values] == [letter.raw for letter in letters]
     assert all(len(v["raw"]) == RAW_PREFIX_CHARS for v in values)
     assert all(v["raw_length"] > RAW_PREFIX_CHARS for v in values)
+
+
+def test_a_feed_that_fails_still_flushes_every_trade_it_produced(kafka_topics, monkeypatch):
+    """An unexpected error ends the run, but only after what was produced is acknowledged."""
+    settings = settings_for(kafka_topics, simulator_rate=4000)
+    ensure_topics(settings)
+    producer = Producer(settings)
+    publish = producer.sink.publish_trades
+    published: list[Trade] = []
+
+    def publish_then_break(trades):
+        batch = list(trades)
+        if len(published) >= 1500:
+            raise RuntimeError("a bug in a feed")
+        publish(batch)
+        published.extend(batch)
+
+    monkeypatch.setattr(producer.sink, "publish_trades", publish_then_break)
+    with pytest.raises(RuntimeError, match="a bug in a feed"):
+        asyncio.run(producer.run(asyncio.Event()))
+    assert (producer.sink.delivered, len(producer.sink.producer)) == (len(published), 0)
+    records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.trades,
+                         expected=len(published))  # fmt: skip
+    assert len(records) == len(published)

@@ -97,7 +97,17 @@ def test_a_full_queue_is_polled_until_the_message_fits(sink: KafkaSink) -> None:
     assert (fake.polls, len(fake.produced), sink.failed) == (2, 1, 0)
 
 
-def test_any_other_produce_error_is_a_sink_error(sink: KafkaSink) -> None:
-    sink.producer = FakeProducer(KafkaException(KafkaError(KafkaError._FATAL)))  # type: ignore[assignment]
+def test_a_fatal_produce_error_is_a_sink_error(sink: KafkaSink) -> None:
+    fatal = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    sink.producer = FakeProducer(KafkaException(fatal))  # type: ignore[assignment]
     with pytest.raises(SinkError, match="cannot produce to"):
         sink.publish_dead_letters([unbounded_letter("raw")])
+
+
+def test_a_refused_message_is_counted_and_the_next_one_goes_out(sink: KafkaSink) -> None:
+    refused = KafkaError(KafkaError._UNKNOWN_PARTITION, "Local: Unknown partition")
+    fake = FakeProducer(KafkaException(refused))
+    sink.producer = fake  # type: ignore[assignment]
+    sink.publish_dead_letters([unbounded_letter("first"), unbounded_letter("second")])
+    assert (sink.failed, sink.too_large, len(fake.produced)) == (1, 0, 1)
+    assert delivery_errors(sink, SETTINGS.dlq_topic) == 1

@@ -111,6 +111,15 @@ class Producer:
         self.source: str = settings.source
 
     async def run(self, stop: asyncio.Event) -> StreamSummary:
+        """Feed until ``stop`` (or a feed's unexpected error, re-raised); on every way out,
+        what the broker has not acknowledged is flushed first."""
+        try:
+            await self._feed(stop)
+        finally:
+            summary = self._finish()
+        return summary
+
+    async def _feed(self, stop: asyncio.Event) -> None:
         settings = self.settings
         async with open_source(settings) as adapters:
             self.source = adapters[0].label if adapters else settings.source
@@ -132,7 +141,6 @@ class Producer:
             finally:
                 stop.set()
                 await asyncio.gather(*tasks, return_exceptions=True)
-        return self._finish()
 
     async def _serve_and_report(self, stop: asyncio.Event) -> None:
         """Run delivery reports while idle and log one progress line per interval."""

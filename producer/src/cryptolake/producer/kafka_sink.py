@@ -109,7 +109,7 @@ class KafkaSink:
         self.dlq_delivered = 0
         self.failed = 0
         self.too_large = 0  # refused by produce() as over message.max.bytes (part of failed)
-        self._too_large_logged: set[str] = set()
+        self._refusals_logged: set[tuple[str, int]] = set()
         self._produced_by_exchange: dict[str, Any] = {}
         self._latency = metrics.delivery_latency
         self.fatal: KafkaError | None = None
@@ -152,24 +152,29 @@ class KafkaSink:
                 self.producer.poll(0.05)
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                if error.fatal():
                     raise SinkError(f"cannot produce to {topic}: {error.str()}") from exc
-                self._on_too_large(topic, key, len(value))
+                self._on_refused(topic, key, len(value), error)
                 return
 
-    def _on_too_large(self, topic: str, key: str, size: int) -> None:
-        """A message librdkafka refuses outright: count it as failed, log the first per topic."""
+    def _on_refused(self, topic: str, key: str, size: int, error: KafkaError) -> None:
+        """A message librdkafka refuses outright (too large, unknown topic, …): counted as
+        failed, never fatal; the first one per topic and error is logged."""
         self.failed += 1
-        self.too_large += 1
+        reason = error.str()
+        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self.too_large += 1
+            reason = "over message.max.bytes"
         self.metrics.delivery_errors.labels(topic).inc()
-        if topic not in self._too_large_logged:
-            self._too_large_logged.add(topic)
+        if (topic, error.code()) not in self._refusals_logged:
+            self._refusals_logged.add((topic, error.code()))
             log.error(
-                "dropped a %d-byte message to %s (key %.80r): over message.max.bytes; further "
-                "ones are only counted (cryptolake_producer_delivery_errors_total)",
+                "dropped a %d-byte message to %s (key %.80r): %s; further ones are only counted "
+                "(cryptolake_producer_delivery_errors_total)",
                 size,
                 topic,
                 key,
+                reason,
             )
 
     def publish_trades(self, trades: Iterable[Trade]) -> None:

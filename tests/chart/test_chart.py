@@ -86,7 +86,7 @@ def test_operator_deployment() -> None:
     (container,) = pod["containers"]
     assert container["image"] == "localhost/cryptolake/operator:0.1.0"
     assert container["args"] == [
-        "run", "--all-namespaces", "--standalone", "--log-format=json",
+        "run", "--namespace=cryptolake-system", "--standalone", "--log-format=json",
         "--liveness=http://0.0.0.0:8080/healthz",
     ]  # fmt: skip
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -134,8 +134,21 @@ def test_rbac_is_least_privilege() -> None:
     rules = _rules(render())
     assert not [rule for rule in rules if "*" in rule], "no wildcards"
     assert ("", "secrets", "delete") not in rules
-    assert ("", "secrets", "list") in rules  # the operator reads the MinIO credentials back
+    assert ("", "secrets", "get") in rules  # the operator reads the MinIO credentials back
+    assert ("", "secrets", "list") not in rules  # …one Secret by name, never all of them
     assert not [r for r in rules if r[1] in {"nodes", "clusterroles", "clusterrolebindings"}]
+
+
+def test_by_default_the_operator_is_bound_in_its_own_namespace_only() -> None:
+    docs = render()
+    (binding,) = of_kind(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "cryptolake-system"
+    cluster_bindings = [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")]
+    assert cluster_bindings == ["cryptolake-operator-cluster"]
+    wide = render(set_values=("operator.clusterWide=true",))
+    assert not of_kind(wide, "RoleBinding")
+    args = one(wide, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert "--all-namespaces" in args["args"]
 
 
 def test_watching_namespaces_binds_per_namespace_and_peers() -> None:

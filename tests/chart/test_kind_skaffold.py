@@ -100,8 +100,8 @@ def test_port_forward_reaches_the_api_service_of_the_pipeline() -> None:
     (dev,) = SKAFFOLD["profiles"]
     patched = {patch["path"]: patch["value"] for patch in dev["patches"]}
     assert patched["/deploy/helm/releases/0/setValues"] == {"pipeline.enabled": True}
-    # The chart's pipeline lives in the release namespace.
-    assert patched["/portForward/0/namespace"] == release_namespace()
+    # The chart's pipeline, and any the operator handles by default, live in its namespace.
+    assert forward["namespace"] == release_namespace()
 
 
 def release_namespace() -> str:

@@ -192,7 +192,9 @@ def release(cluster: Any) -> Iterator[Deployment]:
     remove_stale_releases(kube, chart)
     Budget.start()
     kube.run("create", "namespace", namespace)
-    kube.run("label", "namespace", namespace, f"{E2E_LABEL}=true")
+    # Every pod of the chart and of the pipeline must meet Pod Security "restricted".
+    kube.run("label", "namespace", namespace, f"{E2E_LABEL}=true",
+             "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
     node_ip = LOCAL_NODE_IP
     if cluster.server != f"https://{LOCAL_NODE_IP}:6443":
         nodes = json.loads(kube.run("get", "nodes", "-o", "json").stdout)["items"]

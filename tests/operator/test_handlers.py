@@ -7,26 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import kopf
-import pytest
 import yaml
 from kubernetes import client
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from cryptolake.operator import handlers
 from cryptolake.operator.kube import Cluster
-from cryptolake.operator.settings import OperatorSettings
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
-
-
-def test_liveness_fails_when_reconciles_stop(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handlers.State, "settings", OperatorSettings(liveness_stale_s=60))
-    monkeypatch.setattr(handlers.State, "last_success", time.monotonic() - 5)
-    assert handlers.last_reconcile_age() == pytest.approx(5, abs=1)
-    monkeypatch.setattr(handlers.State, "last_success", time.monotonic() - 300)
-    with pytest.raises(kopf.PermanentError, match="no successful reconcile for 300 s"):
-        handlers.last_reconcile_age()
 
 
 def manifests() -> list[dict[str, Any]]:

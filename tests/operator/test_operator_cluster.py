@@ -4,7 +4,9 @@ deleting the pipeline lets the garbage collector take the children."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -236,3 +238,68 @@ def test_retain_policy_decides_what_happens_to_the_volumes(
     )
     time.sleep(2)
     assert [c.metadata.deletion_timestamp for c in claims("keep")] == [None, None]
+
+
+def test_delete_on_a_shared_external_bucket_removes_only_the_pipelines_prefix(
+    operator: KopfRunner,
+    pipelines: Any,
+    kube_api: client.ApiClient,
+    minio_server: Any,
+    eventually: Callable[..., Any],
+) -> None:
+    ns = pipelines.namespace
+    client.CoreV1Api(kube_api).create_namespaced_secret(ns, {
+        "metadata": {"name": "s3"},
+        "stringData": {"accessKey": minio_server.access_key, "secretKey": minio_server.secret_key},
+    })  # fmt: skip
+    bucket = f"shared-{uuid.uuid4().hex[:8]}"
+    s3 = s3_client(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
+    s3.create_bucket(Bucket=bucket)
+    others = ["team-b/gold/candles_1m/part-0.parquet", "team-a-old/x", "README"]
+    ours = ["team-a/gold/candles_1m/part-0.parquet", "team-a/_checkpoints/refine/offsets/0"]
+    for key in others + ours:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    spec = {
+        "sources": [{"exchange": "simulator", "symbols": ["BTC-USDT"]}],
+        "storage": {"engine": "external", "endpoint": minio_server.endpoint,
+                    "credentialsSecret": "s3", "bucket": bucket, "prefix": "team-a",
+                    "retainPolicy": "Delete"},
+    }  # fmt: skip
+    pipelines.create({"apiVersion": "cryptolake.io/v1alpha1", "kind": "CryptoPipeline",
+                      "metadata": {"name": "shared"}, "spec": spec})  # fmt: skip
+    config = client.CoreV1Api(kube_api).read_namespaced_config_map
+    eventually(lambda: config("shared-config", ns).data["CRYPTOLAKE_TABLE_ROOT"]
+               == f"s3a://{bucket}/team-a", 20, "the table root under the prefix")  # fmt: skip
+    pipelines.delete("shared")
+
+    def gone() -> bool:
+        try:
+            pipelines.get("shared")
+        except client.exceptions.ApiException as error:
+            return error.status == 404
+        return False
+
+    eventually(gone, 30, "the pipeline deleted (finalizer done)")
+    left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert left == sorted(others)
+
+
+def test_an_idle_operator_stays_alive(
+    kube_control_plane: Any, crd_installed: Any, kube_namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """No pipeline to reconcile is no reason to fail liveness (it restarted idle operators in
+    a loop): /healthz answers 200 while kopf's event loop runs."""
+    monkeypatch.setenv("KUBECONFIG", str(kube_control_plane.kubeconfig))
+    monkeypatch.setenv("CRYPTOLAKE_OPERATOR_METRICS_PORT", "0")
+    monkeypatch.setenv("CRYPTOLAKE_OPERATOR_LIVENESS_STALE_S", "1")  # what the old probe used
+    port = free_port()
+    liveness = f"http://127.0.0.1:{port}/healthz"
+    args = ["run", "--standalone", "--namespace", kube_namespace, "-m",
+            "cryptolake.operator.handlers", "--liveness", liveness]  # fmt: skip
+    with KopfRunner(args, timeout=60) as runner:
+        time.sleep(4)
+        with urllib.request.urlopen(liveness, timeout=5) as answer:
+            assert answer.status == 200
+            assert "last_reconcile_age_s" in json.loads(answer.read())
+    assert runner.exception is None, runner.output

@@ -66,3 +66,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "cryptolake.pipelineApiUrl" -}}
 {{- printf "http://%s-api.%s.svc:8000" .Values.pipeline.name .Release.Namespace }}
 {{- end }}
+
+{{/* The namespaces the operator watches, as a JSON list: watchNamespaces, else the release's own
+namespace ([] when clusterWide: every namespace). */}}
+{{- define "cryptolake.watchNamespaces" -}}
+{{- if .Values.operator.clusterWide }}
+{{- list | toJson }}
+{{- else }}
+{{- default (list .Release.Namespace) .Values.operator.watchNamespaces | toJson }}
+{{- end }}
+{{- end }}

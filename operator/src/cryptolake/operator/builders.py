@@ -21,6 +21,7 @@ from cryptolake.operator.models import (
     SPARK_APPLICATIONS,
     VERSION,
     CryptoPipelineSpec,
+    Resources,
     SparkApplication,
     Volume,
 )
@@ -33,10 +34,30 @@ RESTART_NONCE: Final = f"{GROUP}/restart-nonce"
 KAFKA_PORT, CONTROLLER_PORT, REDPANDA_RPC_PORT, REDPANDA_ADMIN_PORT = 9092, 9093, 33145, 9644
 MINIO_PORT, API_PORT, PRODUCER_METRICS_PORT, JOBS_METRICS_PORT = 9000, 8000, 9400, 9401
 SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT = 7078, 7079
+PRODUCER_FLUSH_TIMEOUT_S: Final = 20
 # Probes answer in microseconds, but a node busy starting JVMs may delay them for seconds.
 PROBE_TIMING: Final = {"timeoutSeconds": 5}
 # Also for `:latest` tags: images loaded into a node (kind load, make images) are used as they are.
 PULL_POLICY: Final = "IfNotPresent"
+# Every pod runs as this uid/gid (the user of the project's images; any image works, since all
+# it writes goes to volumes) under Pod Security Standards "restricted".
+RUN_AS: Final = 10001
+POD_SECURITY: Final = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: Final = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
+# Spark's executors read their pod template from here (the driver mounts it from a ConfigMap).
+SPARK_TEMPLATES_DIR: Final = "/etc/cryptolake/spark"
+EXECUTOR_TEMPLATE: Final = "executor-pod.yaml"
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,11 @@ class Pipeline:
             assert storage.endpoint is not None
             return storage.endpoint
         return f"http://{self.child('minio')}.{self.namespace}.svc:{MINIO_PORT}"
+
+    @property
+    def table_root(self) -> str:
+        storage = self.spec.storage
+        return "/".join(filter(None, (f"s3a://{storage.bucket}", storage.prefix)))
 
     @property
     def credentials_secret(self) -> str:
@@ -139,7 +165,7 @@ def pipeline_config(pipeline: Pipeline) -> dict[str, str]:
     ingest, refine = spec.processing.ingest, spec.processing.refine
     config = {
         "CRYPTOLAKE_BOOTSTRAP_SERVERS": pipeline.bootstrap_servers,
-        "CRYPTOLAKE_TABLE_ROOT": f"s3a://{spec.storage.bucket}",
+        "CRYPTOLAKE_TABLE_ROOT": pipeline.table_root,
         "CRYPTOLAKE_S3_ENDPOINT": pipeline.s3_endpoint,
         "CRYPTOLAKE_TOPIC_PARTITIONS": str(spec.broker.topic.partitions),
         "CRYPTOLAKE_TOPIC_REPLICATION": str(spec.broker.topic.replication_factor),
@@ -190,6 +216,37 @@ def _workload_replicas(pipeline: Pipeline, wanted: int) -> int:
     return 0 if pipeline.spec.suspend else wanted
 
 
+def resources(wanted: Resources) -> dict[str, Any]:
+    """Requests from the spec; memory is also the limit (no CPU limit: throttling a JVM or an
+    event loop hurts latency more than sharing spare cores)."""
+    return {
+        "requests": {"cpu": wanted.cpu, "memory": wanted.memory},
+        "limits": {"memory": wanted.memory},
+    }
+
+
+def restricted(pod_spec: dict[str, Any], scratch: dict[str, str]) -> dict[str, Any]:
+    """A pod spec made to meet Pod Security Standards "restricted": non-root, RuntimeDefault
+    seccomp, no privilege escalation, no capabilities, a read-only root filesystem; ``scratch``
+    (volume name → path) are the emptyDirs every container may write to."""
+    mounts = [{"name": name, "mountPath": path} for name, path in scratch.items()]
+    containers = [
+        {
+            **container,
+            "securityContext": dict(CONTAINER_SECURITY),
+            "volumeMounts": [*container.get("volumeMounts", []), *mounts],
+        }
+        for container in pod_spec["containers"]
+    ]
+    volumes = [*pod_spec.get("volumes", []), *({"name": n, "emptyDir": {}} for n in scratch)]
+    return {
+        **pod_spec,
+        "securityContext": dict(POD_SECURITY),
+        "containers": containers,
+        "volumes": volumes,
+    }
+
+
 def _container(
     name: str, image: str, args: list[str], pipeline: Pipeline, port: int, **extra: Any
 ) -> dict[str, Any]:
@@ -207,8 +264,15 @@ def _container(
     }
 
 
+SCRATCH: Final = {"tmp": "/tmp"}
+
+
 def _deployment(
-    pipeline: Pipeline, component: str, replicas: int, pod_spec: dict[str, Any]
+    pipeline: Pipeline,
+    component: str,
+    replicas: int,
+    pod_spec: dict[str, Any],
+    scratch: dict[str, str] = SCRATCH,
 ) -> Manifest:
     return {
         "apiVersion": "apps/v1",
@@ -222,7 +286,7 @@ def _deployment(
                     "labels": labels(pipeline, component),
                     "annotations": _pod_annotations(pipeline),
                 },
-                "spec": pod_spec,
+                "spec": restricted(pod_spec, scratch),
             },
         },
     }
@@ -289,6 +353,7 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
         env: list[dict[str, Any]] = []
         ports = {"kafka": KAFKA_PORT, "rpc": REDPANDA_RPC_PORT, "admin": REDPANDA_ADMIN_PORT}
         probe = {"httpGet": {"path": "/v1/status/ready", "port": REDPANDA_ADMIN_PORT}}
+        config_dir = "/etc/redpanda"  # rpk writes redpanda.yaml here
     else:
         voters = ",".join(
             f"{i}@{_broker_pod_address(pipeline, i)}:{CONTROLLER_PORT}" for i in range(replicas)
@@ -313,6 +378,7 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
         ]  # fmt: skip
         ports = {"kafka": KAFKA_PORT, "controller": CONTROLLER_PORT}
         probe = {"tcpSocket": {"port": KAFKA_PORT}}
+        config_dir = "/opt/kafka/config"  # the run script renders server.properties here
     pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     volume_claim = _volume_claim(pipeline, "broker", broker.storage)
     container = {
@@ -323,12 +389,10 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
         "env": [pod_name, *env],
         "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
         "readinessProbe": {**probe, **PROBE_TIMING, "periodSeconds": 5},
-        "resources": {
-            "requests": {"cpu": broker.resources.cpu, "memory": broker.resources.memory},
-            "limits": {"memory": broker.resources.memory},
-        },
+        "resources": resources(broker.resources),
         "volumeMounts": [{"name": "data", "mountPath": data_dir}],
     }
+    pod = {"containers": [container], "terminationGracePeriodSeconds": 60}
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -340,7 +404,7 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
             "selector": {"matchLabels": selector(pipeline, "broker")},
             "template": {
                 "metadata": {"labels": labels(pipeline, "broker")},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 60},
+                "spec": restricted(pod, {"tmp": "/tmp", "config": config_dir}),
             },
             "volumeClaimTemplates": [volume_claim],
         },
@@ -396,7 +460,8 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
         "name": "minio",
         "image": pipeline.images.minio,
         "imagePullPolicy": PULL_POLICY,
-        "args": ["server", "/data", "--address", f":{MINIO_PORT}"],
+        # Its certs dir defaults to ~/.minio/certs, on the read-only root filesystem.
+        "args": ["server", "/data", "--address", f":{MINIO_PORT}", "--certs-dir", "/tmp/certs"],
         "env": [
             {
                 "name": "MINIO_ROOT_USER",
@@ -412,6 +477,7 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
             "httpGet": {"path": "/minio/health/ready", "port": MINIO_PORT},
             **PROBE_TIMING,
         },
+        "resources": resources(storage.resources),
         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
     }
     return {
@@ -424,7 +490,7 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
             "selector": {"matchLabels": selector(pipeline, "storage")},
             "template": {
                 "metadata": {"labels": labels(pipeline, "storage")},
-                "spec": {"containers": [container]},
+                "spec": restricted({"containers": [container]}, SCRATCH),
             },
             "volumeClaimTemplates": [volume_claim],
         },
@@ -437,7 +503,10 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
 def producer_env(pipeline: Pipeline) -> list[dict[str, str]]:
     sources = pipeline.spec.sources
     live = [s for s in sources if s.exchange != "simulator"]
-    env = {"CRYPTOLAKE_METRICS_PORT": str(PRODUCER_METRICS_PORT)}
+    env = {
+        "CRYPTOLAKE_METRICS_PORT": str(PRODUCER_METRICS_PORT),
+        "CRYPTOLAKE_FLUSH_TIMEOUT_S": str(PRODUCER_FLUSH_TIMEOUT_S),
+    }
     if live:
         env["CRYPTOLAKE_SOURCE"] = "live"
         env["CRYPTOLAKE_EXCHANGES"] = ",".join(s.exchange for s in live)
@@ -460,8 +529,14 @@ def build_producer_deployment(pipeline: Pipeline) -> Manifest:
             "httpGet": {"path": "/healthz", "port": PRODUCER_METRICS_PORT},
             **PROBE_TIMING,
         },
+        resources=resources(pipeline.spec.producer.resources),
     )  # fmt: skip
-    return _deployment(pipeline, "producer", 1, {"containers": [container]})
+    # On SIGTERM the producer flushes for up to its flush timeout: the grace period outlasts it.
+    pod = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": PRODUCER_FLUSH_TIMEOUT_S + 15,
+    }
+    return _deployment(pipeline, "producer", 1, pod)
 
 
 def spark_application(pipeline: Pipeline, app: str) -> SparkApplication:
@@ -499,6 +574,7 @@ def spark_settings(pipeline: Pipeline, app: str) -> list[dict[str, Any]]:
         "spark.driver.bindAddress": "0.0.0.0",
         "spark.driver.port": str(SPARK_DRIVER_PORT),
         "spark.blockManager.port": str(SPARK_BLOCK_MANAGER_PORT),
+        "spark.kubernetes.executor.podTemplateFile": f"{SPARK_TEMPLATES_DIR}/{EXECUTOR_TEMPLATE}",
     }
     submit = " ".join(f"--conf {k}={v}" for k, v in confs.items()) + " pyspark-shell"
     return [
@@ -509,27 +585,69 @@ def spark_settings(pipeline: Pipeline, app: str) -> list[dict[str, Any]]:
     ]
 
 
+def spark_pod_memory(heap: str) -> str:
+    """A driver pod's memory limit for its JVM heap (``2g``): the heap twice (off-heap, the
+    local-mode tasks' Python) plus 512 MiB, in MiB."""
+    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    heap_mib = int(heap[:-1]) * units[heap[-1]]
+    return f"{int(2 * heap_mib + 512)}Mi"
+
+
+SPARK_SCRATCH: Final = {"tmp": "/tmp", "home": "/home/cryptolake"}
+
+
+def runs_executors(pipeline: Pipeline) -> bool:
+    return any(spark_application(pipeline, app).executors.instances for app in SPARK_APPLICATIONS)
+
+
+def build_executor_template(pipeline: Pipeline) -> Manifest:
+    """The pod template Spark starts its executors from: restricted like every other pod
+    (Spark adds its own local-dir volumes, image, resources and environment)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "spec": restricted({"containers": [{"name": "executor"}]}, SPARK_SCRATCH),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(pipeline, pipeline.child("spark-templates"), "processing"),
+        "data": {EXECUTOR_TEMPLATE: json.dumps(pod, indent=2, sort_keys=True)},
+    }
+
+
 def build_spark_driver(pipeline: Pipeline, app: str) -> list[Manifest]:
     """One driver Deployment per Spark application (ingest, refine) and its headless Service
     (executors call back)."""
     processing = pipeline.spec.processing
-    driver = spark_application(pipeline, app).driver
+    application = spark_application(pipeline, app)
+    driver = application.driver
     component = app
+    mounts, volumes = [], []
+    if application.executors.instances:
+        mounts = [{"name": "spark-templates", "mountPath": SPARK_TEMPLATES_DIR, "readOnly": True}]
+        volumes = [{"name": "spark-templates",
+                    "configMap": {"name": pipeline.child("spark-templates")}}]  # fmt: skip
     container = _container(
         "driver", processing.image or pipeline.images.jobs, [SPARK_APPLICATIONS[app]], pipeline,
         JOBS_METRICS_PORT, env=spark_settings(pipeline, app),
         resources={
             "requests": {"cpu": driver.cpu or str(driver.cores),
                          "memory": driver.memory.upper() + "i"},
+            "limits": {"memory": spark_pod_memory(driver.memory)},
         },
+        volumeMounts=mounts,
     )  # fmt: skip
     pod = {
         "serviceAccountName": pipeline.child("spark"),
+        # Only a driver that runs executors talks to the API server.
+        "automountServiceAccountToken": bool(application.executors.instances),
         "containers": [container],
+        "volumes": volumes,
         # Queries stop between batches on SIGTERM (jobs' 15 s budget).
         "terminationGracePeriodSeconds": 30,
     }
-    deployment = _deployment(pipeline, component, 1, pod)
+    deployment = _deployment(pipeline, component, 1, pod, SPARK_SCRATCH)
     # Never two drivers of one application: they would share a checkpoint and its tables.
     deployment["spec"]["strategy"] = {"type": "Recreate"}
     service = _service(
@@ -541,9 +659,14 @@ def build_spark_driver(pipeline: Pipeline, app: str) -> list[Manifest]:
 
 
 def build_spark_rbac(pipeline: Pipeline) -> list[Manifest]:
-    """What a Spark driver needs to run its executors: pods, their services, config maps and
-    volume claims in its own namespace."""
+    """The drivers' ServiceAccount; and, only when a driver runs executors, what it needs for
+    them: pods, their services, config maps and volume claims in its own namespace."""
     name = pipeline.child("spark")
+    account = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": metadata(pipeline, name, "processing"),
+               "automountServiceAccountToken": False}  # fmt: skip
+    if not runs_executors(pipeline):
+        return [account]
     rules = [
         {"apiGroups": [""], "resources": ["pods"],
          "verbs": ["create", "get", "list", "watch", "delete", "deletecollection"]},
@@ -551,8 +674,7 @@ def build_spark_rbac(pipeline: Pipeline) -> list[Manifest]:
          "verbs": ["create", "get", "list", "watch", "delete", "deletecollection"]},
     ]  # fmt: skip
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": metadata(pipeline, name, "processing")},
+        account,
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": metadata(pipeline, name, "processing"), "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -560,6 +682,7 @@ def build_spark_rbac(pipeline: Pipeline) -> list[Manifest]:
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": name,
                        "namespace": pipeline.namespace}]},
+        build_executor_template(pipeline),
     ]  # fmt: skip
 
 
@@ -593,6 +716,7 @@ def build_api(pipeline: Pipeline) -> list[Manifest]:
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
+        resources=resources(api.resources),
         volumeMounts=mounts,
     )  # fmt: skip
     deployment = _deployment(

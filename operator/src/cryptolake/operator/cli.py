@@ -1,4 +1,5 @@
-"""``cryptolake-operator``: run the reconciler (``run``) or print the CRD (``crd``)."""
+"""``cryptolake-operator``: run the reconciler (``run``), print the CRD (``crd``), or print what
+a ``CryptoPipeline`` becomes (``render``, like ``helm template``: no cluster needed)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reconcile CryptoPipeline resources (cryptolake.io/v1alpha1) into a broker, "
         "storage, the producer, the Spark jobs and the query API.",
         epilog="Kubernetes access: in-cluster service account, else $KUBECONFIG. Settings: "
-        "CRYPTOLAKE_OPERATOR_METRICS_PORT (9402), _LIVENESS_STALE_S (120), _KAFKA_IMAGE, "
+        "CRYPTOLAKE_OPERATOR_METRICS_PORT (9402), _KAFKA_IMAGE, "
         "_REDPANDA_IMAGE, _MINIO_IMAGE, _PRODUCER_IMAGE, _JOBS_IMAGE, _API_IMAGE.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="kopf's log format (json for log collectors)",
     )
     commands.add_parser("crd", help="print the CustomResourceDefinition YAML (k8s/crd/)")
+    render = commands.add_parser(
+        "render",
+        help="print every object the operator would create for a CryptoPipeline, without a "
+        "cluster (generated credentials are shown with placeholder keys)",
+    )
+    render.add_argument("-f", "--filename", required=True, type=argparse.FileType("r"),
+                        help="the CryptoPipeline YAML ('-': standard input)")  # fmt: skip
+    render.add_argument("-n", "--namespace", default="default",
+                        help="namespace if the resource names none (default: default)")  # fmt: skip
     return parser
 
 
@@ -50,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "crd":
         sys.stdout.write(crd_yaml())
+        return 0
+    if args.command == "render":
+        from cryptolake.operator.render import RenderError, render  # noqa: PLC0415
+
+        try:
+            sys.stdout.write(render(args.filename.read(), args.namespace))
+        except RenderError as error:
+            sys.stderr.write(f"cryptolake-operator render: {error}\n")
+            return 2
         return 0
 
     import kopf  # noqa: PLC0415 (only `run` needs it)

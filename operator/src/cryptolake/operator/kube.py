@@ -17,9 +17,16 @@ from cryptolake.operator.status import FAILING_REASONS, WorkloadState
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER: Final = "cryptolake-operator"
-# Kinds whose set of children changes between releases (the old bronze/silver/gold drivers
-# and the maintenance CronJob): those of a pipeline that it no longer builds are deleted.
-PRUNED_KINDS: Final = (("apps/v1", "Deployment"), ("v1", "Service"), ("batch/v1", "CronJob"))
+# Kinds whose set of children changes with the spec or between releases (the old drivers and
+# CronJob; the executors' Role and pod template): those the pipeline no longer builds go.
+PRUNED_KINDS: Final = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("batch/v1", "CronJob"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+)
 
 
 class Cluster:

@@ -78,6 +78,11 @@ class Resources(CrdModel):
     memory: str = Field(default="1Gi", pattern=QUANTITY, description="Memory request and limit.")
 
 
+def small(cpu: str, memory: str) -> Resources:
+    """Defaults of the small pods (producer, MinIO, API)."""
+    return Resources(cpu=cpu, memory=memory)
+
+
 class Volume(CrdModel):
     size: str = Field(default="10Gi", pattern=QUANTITY, description="PersistentVolumeClaim size.")
     storage_class_name: str | None = Field(
@@ -140,6 +145,13 @@ class Storage(CrdModel):
                     "external storage needs endpoint and credentialsSecret",
                     ".endpoint",
                 ),
+                cel(
+                    "self.engine != 'external' || self.retainPolicy != 'Delete' "
+                    "|| has(self.prefix)",
+                    "retainPolicy Delete on external storage needs prefix: only the objects "
+                    "under it are deleted, never the whole bucket",
+                    ".prefix",
+                ),
             ]
         }
     )
@@ -157,9 +169,20 @@ class Storage(CrdModel):
         description="Secret with keys accessKey and secretKey; generated for minio when unset.",
     )
     bucket: str = Field(default="lakehouse", pattern=BUCKET, description="Bucket for the tables.")
+    prefix: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$",
+        max_length=200,
+        description="Key prefix of the pipeline's tables in the bucket (e.g. team/prod), so "
+        "pipelines can share one; the bucket's root if unset.",
+    )
+    resources: Resources = Field(
+        default_factory=lambda: small("100m", "1Gi"), description="minio only: its pod."
+    )
     retain_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
-        description="On delete: Retain keeps volumes and bucket; Delete removes them.",
+        description="On delete: Retain keeps volumes and data; Delete removes the volumes "
+        "and, on external storage, the objects under prefix.",
     )
 
 
@@ -233,13 +256,31 @@ class Processing(CrdModel):
     )
 
 
+class Producer(CrdModel):
+    resources: Resources = Field(default_factory=lambda: small("100m", "512Mi"))
+
+
 class Api(CrdModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.serviceType == 'ClusterIP' || has(self.authSecret)",
+                    "an API exposed beyond the cluster (NodePort, LoadBalancer) needs "
+                    "authSecret: a Secret whose key `keys` holds the API keys, one a line",
+                    ".authSecret",
+                ),
+            ]
+        }
+    )
+
     replicas: int = Field(default=1, ge=0, le=20)
     image: str | None = Field(default=None, pattern=IMAGE)
     auth_secret: SecretName | None = Field(
         default=None, description="Secret whose key `keys` holds API keys, one a line."
     )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    resources: Resources = Field(default_factory=lambda: small("100m", "1Gi"))
 
 
 class Telemetry(CrdModel):
@@ -265,6 +306,7 @@ class CryptoPipelineSpec(CrdModel):
     sources: list[Source] = Field(min_length=1, max_length=4)
     broker: Broker = Field(default_factory=Broker)
     storage: Storage = Field(default_factory=Storage)
+    producer: Producer = Field(default_factory=Producer)
     processing: Processing = Field(default_factory=Processing)
     api: Api = Field(default_factory=Api)
     telemetry: Telemetry = Field(default_factory=Telemetry)

@@ -137,13 +137,16 @@ def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) 
     return True
 
 
-def delete_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> int:
-    """retainPolicy Delete on external S3: every object (all versions), then the bucket.
-    Returns the objects deleted; a bucket already gone is not an error."""
+def delete_prefix(endpoint: str, access_key: str, secret_key: str, bucket: str, prefix: str) -> int:
+    """retainPolicy Delete on external S3: every object (all versions) under ``prefix/`` and
+    nothing else of the bucket. Returns the objects deleted; a bucket gone is not an error."""
     s3 = _s3(endpoint, access_key, secret_key)
     deleted = 0
     try:
-        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        pages = s3.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=prefix.rstrip("/") + "/"
+        )
+        for page in pages:
             keys = [
                 {"Key": item["Key"], "VersionId": item["VersionId"]}
                 for item in page.get("Versions", []) + page.get("DeleteMarkers", [])
@@ -151,12 +154,11 @@ def delete_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) 
             if keys:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
                 deleted += len(keys)
-        s3.delete_bucket(Bucket=bucket)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "NoSuchBucket":
             return deleted
         raise ServiceUnreachable(f"S3 {endpoint}: {error}") from error
     except BotoCoreError as error:
         raise ServiceUnreachable(f"S3 {endpoint}: {error}") from error
-    log.info("deleted bucket %s on %s (%d objects)", bucket, endpoint, deleted)
+    log.info("deleted %s/%s/ on %s (%d objects)", bucket, prefix, endpoint, deleted)
     return deleted

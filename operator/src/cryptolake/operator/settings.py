@@ -15,8 +15,6 @@ class OperatorSettings(BaseSettings):
 
     # Prometheus metrics (0: off).
     metrics_port: int = Field(default=9402, ge=0, le=65535)
-    # Liveness fails when no reconcile succeeded for this long (the timer runs every 5 s).
-    liveness_stale_s: float = Field(default=120.0, gt=0)
     kafka_image: str = Images.kafka
     redpanda_image: str = Images.redpanda
     minio_image: str = Images.minio

@@ -1,0 +1,52 @@
+"""``cryptolake-operator render``: a ``CryptoPipeline`` manifest → the YAML of every object the
+operator would create for it, from the same builders as the reconciler (no cluster)."""
+
+from __future__ import annotations
+
+import yaml
+from pydantic import ValidationError
+
+from cryptolake.operator.builders import Pipeline, build_children, build_minio_secret
+from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec
+from cryptolake.operator.settings import OperatorSettings
+
+# The uid the API server would give the resource; ownerReferences need one.
+PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
+PLACEHOLDER_KEY = "<generated>"
+
+
+class RenderError(ValueError):
+    """The input is not a CryptoPipeline the operator can realise (the reason says which)."""
+
+
+def render(text: str, namespace: str = "default") -> str:
+    documents = [doc for doc in yaml.safe_load_all(text) if doc]
+    if len(documents) != 1:
+        raise RenderError(f"expected one CryptoPipeline, found {len(documents)} documents")
+    (resource,) = documents
+    if resource.get("apiVersion") != f"{GROUP}/{VERSION}" or resource.get("kind") != KIND:
+        raise RenderError(
+            f"not a {GROUP}/{VERSION} {KIND}: apiVersion {resource.get('apiVersion')!r}, "
+            f"kind {resource.get('kind')!r}"
+        )
+    meta = resource.get("metadata") or {}
+    if not meta.get("name"):
+        raise RenderError("metadata.name is missing")
+    try:
+        spec = CryptoPipelineSpec.model_validate(resource.get("spec") or {})
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = "spec." + ".".join(str(part) for part in first["loc"])
+        raise RenderError(f"{field}: {first['msg']}") from error
+    pipeline = Pipeline(
+        meta["name"],
+        meta.get("namespace", namespace),
+        meta.get("uid", PLACEHOLDER_UID),
+        spec,
+        OperatorSettings().images(),
+    )
+    children = []
+    if spec.storage.engine == "minio" and not spec.storage.credentials_secret:
+        children.append(build_minio_secret(pipeline, PLACEHOLDER_KEY, PLACEHOLDER_KEY))
+    children += build_children(pipeline)
+    return str(yaml.safe_dump_all(children, sort_keys=False))

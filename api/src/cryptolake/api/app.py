@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from cryptolake.api.errors import error_response, install_error_handlers
+from cryptolake.api.guard import Guard
 from cryptolake.api.httpcache import CachedResponses, ResponseCache
 from cryptolake.api.observability import ApiMetrics, RequestMetricsMiddleware, build_telemetry
 from cryptolake.api.observability import instrument as instrument_app
@@ -37,6 +38,13 @@ async def refresh_forever(store: LakeStore, hub: stream.CandleHub, interval_s: f
         await asyncio.sleep(interval_s)
 
 
+def _report_stop(refresher: asyncio.Task[None]) -> None:
+    """A refresher that dies (a bug: refresh() records storage errors itself) is logged; /readyz
+    turns 503 with the same reason."""
+    if not refresher.cancelled() and refresher.exception() is not None:
+        log.error("the table refresher stopped: %r; /readyz now fails", refresher.exception())
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     store = LakeStore(settings)
@@ -47,16 +55,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     api_keys = settings.all_api_keys()
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(store.refresh)
-        refresher = asyncio.create_task(
+        refresher = app.state.refresher = asyncio.create_task(
             refresh_forever(store, hub, settings.refresh_interval_s), name="lake-refresh"
         )
+        refresher.add_done_callback(_report_stop)
         log.info("serving %s (tables: %s)", settings.table_root, store.versions)
         yield
         refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        await asyncio.gather(refresher, return_exceptions=True)
         telemetry.shutdown()
 
     app = FastAPI(
@@ -86,8 +94,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_methods=["GET"],
             allow_headers=["X-API-Key", "Authorization"],
         )
-    # Outermost last: metrics → response cache → CORS → routes (tracing wraps them all).
+    # Outermost last: metrics → guard → response cache → CORS → routes (tracing wraps them all).
     app.add_middleware(CachedResponses, store=store, cache=cache, api_keys=lambda: api_keys)
+    app.add_middleware(Guard, rate_limit=settings.rate_limit, timeout_s=settings.request_timeout_s)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     instrument_app(app, telemetry)
     return app

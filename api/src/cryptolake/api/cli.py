@@ -21,6 +21,8 @@ environment (CRYPTOLAKE_*; flags win):
   CORS_ORIGINS          allowed browser origins (comma list; none by default)
   REFRESH_INTERVAL_S    Delta log polling period (0.25)   HOT_DAYS  days kept in memory (2)
   MAX_RANGE_DAYS        longest span of 1-minute bars a request may load (100)
+  RATE_LIMIT            per client (API key, else address), e.g. 100/second (default); empty: off
+  REQUEST_TIMEOUT_S     504 after this long (30)   SSE_MAX_CLIENTS  open streams, then 429 (200)
 OpenTelemetry: the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT turns export on).
 
 open http://HOST:PORT/ for the dashboard, /docs for the OpenAPI docs.

@@ -10,6 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+# What the guard (cryptolake.api.guard) may answer on any data route, for the OpenAPI document.
+GUARD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Over the per-client rate limit (Retry-After)"},
+    504: {"description": "No answer within the request timeout"},
+}
+
 
 class ApiError(Exception):
     """An error the client can act on (or a 503 it can retry)."""

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptolake.api.observability import tag_request
-from cryptolake.api.security import key_matches, presented_key
+from cryptolake.api.security import key_matches, scope_key
 from cryptolake.api.store import LakeStore
 
 CACHEABLE_PATHS = frozenset(
@@ -88,11 +88,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
-
-
-def _text_header(scope: Scope, name: bytes) -> str | None:
-    value = _header(scope, name)
-    return None if value is None else value.decode("latin-1")
 
 
 class CachedResponses:
@@ -177,10 +172,7 @@ class CachedResponses:
         keys = self.api_keys()
         if not keys:
             return True
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("api_key")
-        presented = presented_key(
-            _text_header(scope, b"x-api-key"), _text_header(scope, b"authorization"), query
-        )
+        presented = scope_key(scope)
         return presented is not None and key_matches(presented, keys)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hmac
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery
+from starlette.types import Scope
 
 from cryptolake.api.errors import ApiError
 
@@ -36,6 +38,18 @@ def presented_key(header: str | None, authorization: str | None, query: str | No
     if authorization and authorization[:7].lower() == "bearer ":
         return authorization[7:].strip() or None
     return query or None
+
+
+def scope_key(scope: Scope) -> str | None:
+    """``presented_key`` of a raw ASGI request (for the middlewares)."""
+    headers = {k: v for k, v in scope["headers"] if k in (b"x-api-key", b"authorization")}
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("api_key")
+    header, authorization = headers.get(b"x-api-key"), headers.get(b"authorization")
+    return presented_key(
+        header.decode("latin-1") if header else None,
+        authorization.decode("latin-1") if authorization else None,
+        query,
+    )
 
 
 def is_exempt(path: str, exempt: list[str]) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from limits import parse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
@@ -64,12 +65,33 @@ class ApiSettings(ServiceSettings):
     vendor_dir: Path = _DEFAULT_VENDOR_DIR
     # Seconds between SSE keepalive comments.
     sse_keepalive_s: float = Field(default=15.0, gt=0)
+    # Open SSE streams beyond which a new one gets 429 (each holds a queue and a socket).
+    sse_max_clients: int = Field(default=200, ge=1)
+    # Requests per client (its API key, else its address) in `limits` notation, e.g.
+    # "100/second" or "5000/minute"; empty: no limit. Probes and /metrics are never limited.
+    rate_limit: str = "100/second"
+    # A request unanswered after this long gets 504 (streams excepted).
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    # /readyz fails when the tables have not been read successfully for this long.
+    refresh_stale_s: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("api_keys", "auth_exempt_paths", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limit_parses(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse(value)
+            except ValueError as error:
+                raise ValueError(
+                    f"{value!r} is no rate limit: write e.g. 100/second or 5000/minute"
+                ) from error
+        return value.strip()
 
     @field_validator("table_root")
     @classmethod
@@ -86,7 +108,13 @@ class ApiSettings(ServiceSettings):
                 raise ValueError(
                     f"CRYPTOLAKE_API_KEYS_FILE={self.api_keys_file}: cannot read it ({error})"
                 ) from error
-            keys += [line.strip() for line in text.splitlines() if line.strip()]
+            from_file = [line.strip() for line in text.splitlines() if line.strip()]
+            if not from_file:
+                raise ValueError(
+                    f"CRYPTOLAKE_API_KEYS_FILE={self.api_keys_file} holds no key, which would "
+                    "turn auth off: put one key a line in it, or unset the variable"
+                )
+            keys += from_file
         return [key.encode() for key in keys]
 
     def table_uri(self, table: str) -> str:

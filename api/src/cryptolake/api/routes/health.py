@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -23,7 +25,12 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz", summary="The tables are reachable (503 with the reason otherwise)")
-async def readyz(store: StoreDep) -> Response:
+async def readyz(request: Request, store: StoreDep) -> Response:
+    refresher: asyncio.Task[None] | None = getattr(request.app.state, "refresher", None)
+    if refresher is not None and refresher.done():
+        error = None if refresher.cancelled() else refresher.exception()
+        message = f"the table refresher stopped: {error!r}" if error else "it was cancelled"
+        return error_response(503, "refresher_stopped", message)
     if store.error is not None:
         return error_response(503, "storage_unavailable", store.error)
     if store.last_refresh is None:
@@ -32,6 +39,10 @@ async def readyz(store: StoreDep) -> Response:
         uri = store.readers[GOLD_CANDLES_1M].uri
         message = f"{GOLD_CANDLES_1M} does not exist yet at {uri} (are the jobs running?)"
         return error_response(503, "table_missing", message)
+    age = time.time() - store.last_refresh
+    if age > store.settings.refresh_stale_s:
+        message = f"the tables were last read {age:.0f} s ago (CRYPTOLAKE_REFRESH_STALE_S)"
+        return error_response(503, "refresh_stale", message)
     body = {
         "status": "ready",
         "versions": store.versions,

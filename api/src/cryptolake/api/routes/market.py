@@ -21,7 +21,7 @@ from cryptolake.api.deps import (
     TimeQuery,
     TracerDep,
 )
-from cryptolake.api.errors import ApiError, bad_parameter
+from cryptolake.api.errors import GUARD_RESPONSES, ApiError, bad_parameter
 from cryptolake.api.lake import StorageUnavailable, TableUnreadable
 from cryptolake.api.observability import tag_request
 from cryptolake.api.params import parse_range
@@ -37,7 +37,12 @@ MAX_LIMIT = 5000
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"1 … {MAX_LIMIT}")]
 
-router = APIRouter(prefix="/v1", tags=["market"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["market"],
+    dependencies=[Depends(require_api_key)],
+    responses=GUARD_RESPONSES,
+)
 
 
 def _json(body: bytes) -> Response:

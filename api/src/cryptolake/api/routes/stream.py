@@ -10,10 +10,11 @@ from typing import Annotated
 
 import polars as pl
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from cryptolake.api import queries
 from cryptolake.api.deps import ExchangeQuery, StoreDep, SymbolQuery
+from cryptolake.api.errors import GUARD_RESPONSES, error_response
 from cryptolake.api.routes.market import resolve_exchange
 from cryptolake.api.security import require_api_key
 
@@ -62,13 +63,19 @@ async def get_hub(request: Request) -> CandleHub:
     return hub
 
 
-router = APIRouter(prefix="/v1/stream", tags=["stream"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1/stream",
+    tags=["stream"],
+    dependencies=[Depends(require_api_key)],
+    responses=GUARD_RESPONSES,
+)
 
 
 @router.get(
     "/candles",
     summary="1-minute bar updates of one symbol as Server-Sent Events (event: candle)",
     response_class=StreamingResponse,
+    responses={429: {"description": "Too many open streams (Retry-After)"}},
 )
 async def stream_candles(
     request: Request,
@@ -76,10 +83,13 @@ async def stream_candles(
     hub: Annotated[CandleHub, Depends(get_hub)],
     symbol: SymbolQuery,
     exchange: ExchangeQuery = None,
-) -> StreamingResponse:
+) -> Response:
     venue = resolve_exchange(store, symbol, exchange)
-    keepalive = store.settings.sse_keepalive_s
+    keepalive, limit = store.settings.sse_keepalive_s, store.settings.sse_max_clients
     metrics = request.app.state.metrics
+    if len(hub) >= limit:
+        message = f"{len(hub)} streams are open, the most this server keeps: retry later"
+        return error_response(429, "too_many_streams", message, headers={"Retry-After": "10"})
 
     async def events() -> AsyncIterator[bytes]:
         subscription = hub.subscribe(venue, symbol)
@@ -99,5 +109,15 @@ async def stream_candles(
             hub.unsubscribe(subscription)
             metrics.sse_clients -= 1
 
+    # Started here, so the stream subscribes (and counts against the cap) before the next
+    # request is read; a started generator is closed by asyncio even if never resumed.
+    stream = events()
+    first = await anext(stream)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in stream:
+            yield chunk
+
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

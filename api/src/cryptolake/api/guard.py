@@ -1,0 +1,84 @@
+"""Per-client rate limit and request timeout, in front of everything but request metrics.
+
+A client is its API key when it sends one (so clients behind one NAT are told apart), else its
+address. The limit uses the ``limits`` library (fixed windows, in memory: per process, like
+the response cache). Probes and /metrics are never limited: a kubelet is no abuser. Streams
+(``/v1/stream/``) have no timeout; their number is capped where they are opened."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+
+import orjson
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cryptolake.api.security import scope_key
+
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+STREAM_PREFIX = "/v1/stream/"
+
+
+def client_key(scope: Scope) -> str:
+    """Who a request counts against: a digest of its API key, else its address."""
+    key = scope_key(scope)
+    if key is not None:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    client = scope.get("client")
+    return f"addr:{client[0] if client else 'unknown'}"
+
+
+async def _reply(send: Send, status: int, code: str, message: str, retry_after: int) -> None:
+    body = orjson.dumps(
+        {"error": {"status": status, "code": code, "message": message, "parameter": None}}
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if retry_after:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware: 429 beyond ``rate_limit`` per client, 504 past ``timeout_s``."""
+
+    def __init__(self, app: ASGIApp, rate_limit: str, timeout_s: float) -> None:
+        self.app, self.timeout_s = app, timeout_s
+        self.limit: RateLimitItem | None = parse(rate_limit) if rate_limit else None
+        self.limiter = FixedWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.limit is not None:
+            who = client_key(scope)
+            if not self.limiter.hit(self.limit, who):
+                reset = self.limiter.get_window_stats(self.limit, who).reset_time
+                wait = max(1, math.ceil(reset - time.time()))
+                message = f"over {self.limit} for this client: retry in {wait} s"
+                await _reply(send, 429, "rate_limited", message, wait)
+                return
+        if scope["path"].startswith(STREAM_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.app(scope, receive, tracked)
+        except TimeoutError:
+            if started:
+                raise  # part of the answer is out: only closing the connection is left
+            message = f"no answer within {self.timeout_s:g} s (CRYPTOLAKE_REQUEST_TIMEOUT_S)"
+            await _reply(send, 504, "timeout", message, 0)

@@ -59,6 +59,22 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("otlp without scheme", with_spec(telemetry={"otlpEndpoint": "collector:4318"}),
      "spec.telemetry.otlpEndpoint"),
     ("suspend not a boolean", with_spec(suspend="yes"), "spec.suspend"),
+    ("an exposed API without keys", with_spec(api={"serviceType": "LoadBalancer"}),
+     "an API exposed beyond the cluster (NodePort, LoadBalancer) needs authSecret"),
+    ("delete on external storage without a prefix",
+     with_spec(storage={"engine": "external", "endpoint": "https://s3.example",
+                        "credentialsSecret": "s3", "retainPolicy": "Delete"}),
+     "retainPolicy Delete on external storage needs prefix"),
+]  # fmt: skip
+
+# Changes a live pipeline cannot take: (what, patch, the message's start).
+IMMUTABLE: list[tuple[str, dict[str, Any], str]] = [
+    ("broker engine", {"broker": {"engine": "redpanda"}}, "broker.engine: delete and re-create"),
+    ("broker volume", {"broker": {"storage": {"size": "20Gi"}}}, "volumes are fixed once created"),
+    ("storage volume", {"storage": {"volume": {"storageClassName": "fast"}}},
+     "volumes are fixed once created"),
+    ("bucket", {"storage": {"bucket": "other"}}, "storage.bucket: delete and re-create"),
+    ("prefix", {"storage": {"prefix": "team-a"}}, "storage.prefix: delete and re-create"),
 ]  # fmt: skip
 
 
@@ -105,3 +121,17 @@ def test_an_empty_spec_section_gets_every_default(pipelines: Any) -> None:
     assert spec["storage"]["retainPolicy"] == "Retain"
     assert spec["processing"]["refine"]["executors"]["instances"] == 0
     assert spec["processing"]["ingest"]["trigger"] == "10 seconds"
+
+
+@pytest.mark.parametrize(("case", "patch", "message"), IMMUTABLE, ids=[c[0] for c in IMMUTABLE])
+def test_what_a_live_pipeline_cannot_change_is_refused_with_what_to_do(
+    pipelines: Any, case: str, patch: dict[str, Any], message: str
+) -> None:
+    pipelines.create(resource("live", MINIMAL_SPEC))
+    with pytest.raises(ApiException) as raised:
+        pipelines.patch("live", {"spec": patch})
+    assert raised.value.status == 422, raised.value.body
+    said = json.loads(raised.value.body)["message"]
+    assert message in said and "retainPolicy Retain keeps the data" in said, said
+    # What may change still does.
+    pipelines.patch("live", {"spec": {"broker": {"topic": {"retentionHours": 24}}}})

@@ -83,7 +83,25 @@ def small(cpu: str, memory: str) -> Resources:
     return Resources(cpu=cpu, memory=memory)
 
 
+# What cannot change on a live pipeline, and what to do instead (CEL transition rules: the
+# API server checks them on update only).
+RECREATE: Final = (
+    "delete and re-create the pipeline to change it (retainPolicy Retain keeps the data)"
+)
+
+
 class Volume(CrdModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self == oldSelf",
+                    "volumes are fixed once created (StatefulSet claims): " + RECREATE,
+                ),
+            ]
+        }
+    )
+
     size: str = Field(default="10Gi", pattern=QUANTITY, description="PersistentVolumeClaim size.")
     storage_class_name: str | None = Field(
         default=None, max_length=253, description="Storage class; the cluster default if unset."
@@ -112,6 +130,7 @@ class Broker(CrdModel):
                     "broker replicas must be at least topic.replicationFactor",
                     ".replicas",
                 ),
+                cel("self.engine == oldSelf.engine", "broker.engine: " + RECREATE, ".engine"),
             ]
         }
     )
@@ -150,6 +169,14 @@ class Storage(CrdModel):
                     "|| has(self.prefix)",
                     "retainPolicy Delete on external storage needs prefix: only the objects "
                     "under it are deleted, never the whole bucket",
+                    ".prefix",
+                ),
+                cel("self.engine == oldSelf.engine", "storage.engine: " + RECREATE, ".engine"),
+                cel("self.bucket == oldSelf.bucket", "storage.bucket: " + RECREATE, ".bucket"),
+                cel(
+                    "has(self.prefix) == has(oldSelf.prefix) && "
+                    "(!has(self.prefix) || self.prefix == oldSelf.prefix)",
+                    "storage.prefix: " + RECREATE,
                     ".prefix",
                 ),
             ]

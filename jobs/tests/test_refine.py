@@ -118,3 +118,20 @@ def test_refine_maintains_its_own_tables_between_two_batches(spark, job_lake):
     assert operations[-4:] == ["OPTIMIZE", "VACUUM START", "VACUUM END", "WRITE"], operations
     rows = spark.read.format("delta").load(settings.table_path(tables.SILVER_TRADES))
     assert sorted(r.trade_id for r in rows.collect()) == ["1", "2", "3"]
+
+
+def test_refine_refuses_to_start_without_its_checkpoint_once_gold_holds_its_batches(
+    spark, job_lake
+):
+    """A lost checkpoint would start a new query at the topic's start: every trade still in
+    Kafka would be counted into Gold again. Refine refuses and says how to recover."""
+    import shutil  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    settings = job_lake("refine", "lost-query")
+    RefineWriter(settings)(refine_batch(spark, [trade("1", 1)]), 0)
+    before = snapshot(spark, settings)
+    shutil.rmtree(Path(settings.checkpoint_path(refine.QUERY)))
+    with pytest.raises(refine.LostCheckpoint, match=r"lost-query.*run `python -m cryptolake"):
+        refine.start_refine(spark, settings)
+    assert snapshot(spark, settings) == before

@@ -137,3 +137,19 @@ def test_every_pod_is_admitted_under_pod_security_restricted(
              "spec": {"containers": [container]}}  # fmt: skip
     with pytest.raises(client.exceptions.ApiException, match="violates PodSecurity"):
         core.create_namespaced_pod(restricted_namespace, plain, dry_run="All")
+
+
+def test_every_rendered_object_is_accepted_by_the_api_server(
+    kube_api: client.ApiClient, kube_namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Server-side dry run of everything (network policies, RBAC, the executor template…)."""
+    from kubernetes.dynamic import DynamicClient  # noqa: PLC0415
+
+    dynamic = DynamicClient(kube_api)
+    objects = rendered("production", capsys, **EXECUTORS)
+    assert {o["kind"] for o in objects} >= {"NetworkPolicy", "Role", "StatefulSet", "ConfigMap"}
+    for obj in objects:
+        obj["metadata"]["namespace"] = kube_namespace
+        obj["metadata"].pop("ownerReferences")  # the owner does not exist here
+        resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        resource.create(body=obj, namespace=kube_namespace, query_params=[("dryRun", "All")])

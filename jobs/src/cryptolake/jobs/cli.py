@@ -22,7 +22,13 @@ from cryptolake.jobs.backfill import backfill
 from cryptolake.jobs.maintenance import run_maintenance
 from cryptolake.jobs.metrics import JobMetrics, ProgressListener
 from cryptolake.jobs.monitor import all_status, render_json, render_text
-from cryptolake.jobs.refine import BatchOutcome, LegacyLayout, rebuild, start_refine
+from cryptolake.jobs.refine import (
+    BatchOutcome,
+    LegacyLayout,
+    LostCheckpoint,
+    rebuild,
+    start_refine,
+)
 from cryptolake.jobs.session import SparkSetupError, build_session
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.jobs.streams import LegacyTables, start_bronze
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             spark.stop()
         return 0
-    except (SparkSetupError, LegacyLayout, LegacyTables, DumpError) as exc:
+    except (SparkSetupError, LegacyLayout, LostCheckpoint, LegacyTables, DumpError) as exc:
         log.error("%s", exc)
         return 2
     except PySparkException as exc:

@@ -45,6 +45,7 @@ from cryptolake.jobs.streams import (
     ranges_condition,
     retry_on_conflict,
     trigger,
+    txn_app_ids,
 )
 from cryptolake.jobs.transforms import (
     CANDLE_KEY,
@@ -541,6 +542,34 @@ def refuse_legacy_layout(spark: SparkSession, settings: JobSettings) -> None:
         )
 
 
+class LostCheckpoint(RuntimeError):
+    """Gold holds batches of a refine query whose checkpoint is gone."""
+
+
+def refuse_lost_checkpoint(spark: SparkSession, settings: JobSettings) -> None:
+    """Without its checkpoint refine would start a new query at the topic's start and count
+    every trade still in Kafka into Gold again: refuse when the candles hold a refine query's
+    batches (Delta keeps their txnAppIds) and nothing says where to start instead."""
+    checkpoint = settings.checkpoint_path(QUERY)
+    if path_exists(spark, f"{checkpoint}/metadata") or path_exists(
+        spark, f"{settings.checkpoints}/{START_OFFSETS_FILE}"
+    ):
+        return
+    candles = settings.table_path(tables.GOLD_CANDLES_1M)
+    if not DeltaTable.isDeltaTable(spark, candles):
+        return
+    writers = [app for app in txn_app_ids(spark, candles) if app.startswith(f"cryptolake-{QUERY}-")]
+    if writers:
+        raise LostCheckpoint(
+            f"the refine checkpoint {checkpoint} is missing, but {candles} holds batches of "
+            f"refine query {writers[-1].removeprefix(f'cryptolake-{QUERY}-')}: starting anew "
+            "would count every trade still in Kafka into Gold a second time. Restore the "
+            "checkpoint if you have it; else stop the jobs and run `python -m cryptolake.jobs "
+            "rebuild` (`make rebuild` locally), which recomputes silver and gold from bronze "
+            "and starts refine where bronze ends"
+        )
+
+
 def start_refine(
     spark: SparkSession,
     settings: JobSettings,
@@ -550,6 +579,7 @@ def start_refine(
 ) -> tuple[StreamingQuery, RefineWriter]:
     """Kafka → parse, validate, deduplicate → ``RefineWriter``."""
     refuse_legacy_layout(spark, settings)
+    refuse_lost_checkpoint(spark, settings)
     ensure_tables(spark, settings, QUERY)
     kafka = kafka_stream(spark, settings, starting_offsets=_starting_offsets(spark, settings))
     parsed = parse_trades(bronze_from_kafka(kafka), max_future_skew_s=settings.max_future_skew_s)

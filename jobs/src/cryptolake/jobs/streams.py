@@ -196,6 +196,16 @@ def committed_txn(spark: SparkSession, path: str, app_id: str) -> int | None:
     return int(version.get()) if version.isDefined() else None
 
 
+def txn_app_ids(spark: SparkSession, path: str) -> list[str]:
+    """Every ``txnAppId`` the table has committed under (its state keeps them all)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    none = jvm.scala.Option.empty()
+    transactions = delta_log.update(False, none, none).transactions()
+    return sorted(jvm.scala.jdk.javaapi.CollectionConverters.asJava(transactions).keySet())
+
+
 def start_bronze(
     spark: SparkSession, settings: JobSettings, *, available_now: bool = False
 ) -> StreamingQuery:

@@ -606,6 +606,8 @@ def build_executor_template(pipeline: Pipeline) -> Manifest:
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
+        # Spark adds its own labels; these let the network policies find the executors.
+        "metadata": {"labels": labels(pipeline, "executor")},
         "spec": restricted({"containers": [{"name": "executor"}]}, SPARK_SCRATCH),
     }
     return {
@@ -727,6 +729,71 @@ def build_api(pipeline: Pipeline) -> list[Manifest]:
     return [deployment, service]
 
 
+# --- network policies -----------------------------------------------------------------------
+
+# The operator's pods (any namespace): it creates topics and the bucket.
+OPERATOR_PEER: Final = {
+    "namespaceSelector": {},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "cryptolake",
+                                    "app.kubernetes.io/component": "operator"}},
+}  # fmt: skip
+
+
+def _peers(pipeline: Pipeline, *components: str) -> list[dict[str, Any]]:
+    return [{"podSelector": {"matchLabels": selector(pipeline, c)}} for c in components]
+
+
+def _policy(
+    pipeline: Pipeline, name: str, component: str | None, ingress: list[dict[str, Any]]
+) -> Manifest:
+    """Ingress to the pipeline's pods of ``component`` (None: all of them) only as listed."""
+    pods = (selector(pipeline, component) if component
+            else {"app.kubernetes.io/instance": pipeline.name})  # fmt: skip
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(pipeline, pipeline.child(name), "network"),
+        "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"],
+                 "ingress": ingress},
+    }  # fmt: skip
+
+
+def _ports(*ports: int | str) -> list[dict[str, Any]]:
+    return [{"port": p, "protocol": "TCP"} for p in ports]
+
+
+def build_network_policies(pipeline: Pipeline) -> list[Manifest]:
+    """Default deny for every pod of the pipeline, then who may talk to whom: the broker only
+    from the producer, the Spark pods, its peers and the operator; MinIO only from the Spark
+    pods, the API and the operator; drivers and executors among themselves; the API and the
+    metrics ports from anywhere (Prometheus, users). Egress stays open: live exchanges,
+    external brokers and S3 have addresses no policy can know."""
+    spark = ("ingest", "refine", "executor")
+    policies = [_policy(pipeline, "default-deny", None, [])]
+    if pipeline.spec.broker.engine != "external":
+        broker_ports = [KAFKA_PORT, CONTROLLER_PORT, REDPANDA_RPC_PORT, REDPANDA_ADMIN_PORT]
+        policies.append(_policy(pipeline, "broker", "broker", [
+            {"from": [*_peers(pipeline, "producer", *spark), OPERATOR_PEER],
+             "ports": _ports(KAFKA_PORT)},
+            {"from": _peers(pipeline, "broker"), "ports": _ports(*broker_ports)},
+        ]))  # fmt: skip
+    if pipeline.spec.storage.engine == "minio":
+        policies.append(_policy(pipeline, "storage", "storage", [
+            {"from": [*_peers(pipeline, *spark, "api"), OPERATOR_PEER],
+             "ports": _ports(MINIO_PORT)},
+        ]))  # fmt: skip
+    for component in spark:
+        policies.append(_policy(pipeline, component, component, [
+            {"from": _peers(pipeline, *spark), "ports": _ports(SPARK_DRIVER_PORT,
+                                                               SPARK_BLOCK_MANAGER_PORT)},
+            {"ports": _ports(JOBS_METRICS_PORT)},
+        ]))  # fmt: skip
+    policies.append(_policy(pipeline, "producer", "producer",
+                            [{"ports": _ports(PRODUCER_METRICS_PORT)}]))  # fmt: skip
+    policies.append(_policy(pipeline, "api", "api", [{"ports": _ports(API_PORT)}]))
+    return policies
+
+
 # --- all children ---------------------------------------------------------------------------
 
 
@@ -734,7 +801,7 @@ def build_children(pipeline: Pipeline) -> list[Manifest]:
     """Every child the pipeline owns, in apply order (config and storage before users).
     Generated credentials are not here: see ``build_minio_secret``."""
     spec = pipeline.spec
-    children = [build_config_map(pipeline)]
+    children = [build_config_map(pipeline), *build_network_policies(pipeline)]
     if spec.broker.engine != "external":
         children += [
             *build_broker_services(pipeline),

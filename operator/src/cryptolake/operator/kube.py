@@ -26,6 +26,7 @@ PRUNED_KINDS: Final = (
     ("batch/v1", "CronJob"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 
 

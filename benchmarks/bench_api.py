@@ -15,12 +15,15 @@ local folder; the API is a separate process started as users start it (``cryptol
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -126,6 +129,54 @@ def commit_to_api_latency(base: str, table_uri: str, commits: int) -> list[float
     return latencies
 
 
+class StreamFlood:
+    """``clients`` SSE streams opened at once and held open (a thread with its own event
+    loop): how many the API took, how many it refused with 429."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url, self.clients = url, clients
+        self.statuses: list[int] = []
+        self.loop = asyncio.new_event_loop()
+        self.stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._run(),))
+
+    async def _hold(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        async with client.stream("GET", self.url) as response:
+            self.statuses.append(response.status_code)
+            if response.status_code == 200:
+                await stop.wait()
+
+    async def _run(self) -> None:
+        self.stop = asyncio.Event()
+        limits = httpx.Limits(max_connections=self.clients + 10)
+        async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+            await asyncio.gather(*(self._hold(client, self.stop) for _ in range(self.clients)),
+                                 return_exceptions=True)  # fmt: skip
+
+    def __enter__(self) -> StreamFlood:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while len(self.statuses) < self.clients and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self.stop is not None
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(timeout=30)
+
+
+def flood_run(base: str, url_path: str, args: argparse.Namespace) -> None:
+    """The candles' latency while ``--sse-clients`` streams try to open at once."""
+    with StreamFlood(f"{base}/v1/stream/candles?symbol=BTC-USDT", args.sse_clients) as flood:
+        p99, rps = run_wrk(base + url_path, args.connections, args.duration, args.wrk_threads,
+                           gzip=True)  # fmt: skip
+        accepted, refused = flood.statuses.count(200), flood.statuses.count(429)
+    print(f"sse_flood clients={args.sse_clients} accepted={accepted} refused_429={refused} "
+          f"other={len(flood.statuses) - accepted - refused} candles_p99_ms={p99:.2f} "
+          f"rps={rps:.0f}", flush=True)  # fmt: skip
+
+
 def main() -> int:
     parser = build_parser(__doc__ or "")
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
@@ -136,6 +187,8 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (leave cores)")
     parser.add_argument("--commits", type=int, default=20, help="commits for the latency test")
+    parser.add_argument("--sse-clients", type=int, default=500,
+                        help="streams opened at once for the flood run (0: skip it)")  # fmt: skip
     parser.add_argument(
         "--no-traced", dest="traced", action="store_false",
         help="skip the run with OpenTelemetry instrumentation on (every span sampled)",
@@ -179,6 +232,8 @@ def main() -> int:
                           f"p99_ms={p99:.2f} rps={rps:.0f}", flush=True)  # fmt: skip
                     if workers == args.workers[-1] and not extra_env and gzip:
                         headline = (p99, rps)
+                if workers == args.workers[0] and not extra_env and args.sse_clients:
+                    flood_run(base, url_path, args)
                 if workers == args.workers[0] and not extra_env:
                     table_uri = settings.table_uri(GOLD_CANDLES_1M)
                     latencies = commit_to_api_latency(base, table_uri, args.commits)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import time
@@ -129,6 +130,8 @@ def eventually(
         time.sleep(every_s)
     raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {last!r})")
 
+
+log = logging.getLogger(__name__)
 
 # Namespaces this tier creates carry this label, so a later run can clean up after a killed one.
 E2E_LABEL = "cryptolake.io/e2e"
@@ -421,10 +424,13 @@ def test_7_suspend_keeps_the_broker_and_the_data(pipeline: Deployment) -> None:
         running = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods}
         return not running & set(WORKLOADS) and {"broker", "storage"} <= running
 
+    started = time.monotonic()
     eventually("suspended: workloads gone, broker and storage kept", workloads_gone, 300)
+    log.info("suspended in %.0f s", time.monotonic() - started)
     assert pipeline.json("pvc", "-l", f"app.kubernetes.io/instance={PIPELINE}")["items"]
     pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", '{"spec":{"suspend":false}}')
     pipeline.wait_ready()
+    log.info("Ready again %.0f s after the suspend", time.monotonic() - started)
     assert len(ground_truth(pipeline)) >= before
     resumed_at = int(time.time() // 60)
     eventually(
@@ -438,6 +444,7 @@ def test_7_suspend_keeps_the_broker_and_the_data(pipeline: Deployment) -> None:
         timeout_s=1500,
         every_s=20,
     )
+    log.info("trades after the resume in Gold %.0f s after the suspend", time.monotonic() - started)
 
 
 def test_8_deleting_the_pipeline_removes_its_children_and_keeps_the_volumes(

@@ -12,7 +12,7 @@ import yaml
 
 from cryptolake.stack.helm import CHART_DIR as CHART
 from cryptolake.stack.helm import REPO_DIR as REPO
-from cryptolake.stack.helm import Tool, render
+from cryptolake.stack.helm import CommandFailed, Tool, render
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 
@@ -287,3 +287,14 @@ def test_a_missing_required_pipeline_spec_is_rejected(helm: Tool, tmp_path: Path
     values.write_text("pipeline:\n  enabled: true\n  spec:\n    sources: null\n")
     done = helm.run("template", "x", str(CHART), "--values", str(values), check=False)
     assert done.returncode != 0 and "/pipeline/spec" in done.stderr, done.stderr
+
+
+def test_a_node_port_without_api_keys_needs_an_explicit_yes() -> None:
+    with pytest.raises(CommandFailed, match="exposes the pipeline's API on every node"):
+        render(set_values=("pipeline.apiNodePort.enabled=true",))
+    keyed = render(set_values=("pipeline.apiNodePort.enabled=true", "pipeline.enabled=true",
+                               "pipeline.spec.api.authSecret=api-keys"))  # fmt: skip
+    assert one(keyed, "Service", "-api-nodeport")["spec"]["type"] == "NodePort"
+    dev = render(set_values=("pipeline.apiNodePort.enabled=true",
+                             "pipeline.apiNodePort.allowUnauthenticated=true"))  # fmt: skip
+    assert one(dev, "Service", "-api-nodeport")

@@ -80,6 +80,7 @@ def test_install_then_uninstall_leaves_nothing(
         "install", release, str(CHART_DIR), "--namespace", kube_namespace,
         "--set", "pipeline.enabled=true", "--set", "grafana.enabled=true",
         "--set", "pipeline.apiNodePort.enabled=true",
+        "--set", "pipeline.apiNodePort.allowUnauthenticated=true",
         "--set", f"pipeline.apiNodePort.nodePort={30000 + hash(release) % 2000}",
     )  # fmt: skip
     notes = installed.stdout.split("NOTES:", 1)[1]

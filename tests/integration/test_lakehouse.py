@@ -371,23 +371,36 @@ def test_sigkill_at_random_points_then_restart_changes_nothing(
         listing = s3.list_objects_v2(Bucket=lake_bucket, Prefix="killed/silver/trades/_delta_log/")
         return sum(item["Key"].endswith(".json") for item in listing.get("Contents", []))
 
-    for _ in range(3):
-        before = silver_commits()
+    def start_jobs() -> subprocess.Popen[bytes]:
         with logs.open("ab") as log:
             # Its own process group, so SIGKILL takes the Python driver and its JVM at once.
-            job = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
-            try:
-                # Once this run has committed something, kill it at a random point after.
-                deadline = time.monotonic() + 180
-                while silver_commits() <= before:
-                    assert job.poll() is None, logs.read_text()[-3000:]
-                    assert time.monotonic() < deadline, "no silver commit in 180 s"
-                    time.sleep(0.5)
-                time.sleep(rng.uniform(0, 4))
-            finally:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait(30)
+            return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+
+    def committed_after(before: int, job: subprocess.Popen[bytes], what: str) -> None:
+        deadline = time.monotonic() + 180
+        while silver_commits() <= before:
+            assert job.poll() is None, logs.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"no silver commit {what} in 180 s"
+            time.sleep(0.5)
+
+    for run in range(3):
+        job = start_jobs()
+        try:
+            # Once this run has committed something, kill it at a random point after.
+            committed_after(silver_commits(), job, "of this run")
+            if run == 1:
+                # The object store goes away mid-stream for 5 s: the jobs ride it out.
+                minio_server.stop()
+                time.sleep(5)
+                minio_server.start()
+                back = time.monotonic()
+                committed_after(silver_commits(), job, "after MinIO came back")
+                print(f"fault minio_restart recovered_s={time.monotonic() - back:.1f}")
+            time.sleep(rng.uniform(0, 4))
+        finally:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(30)
     # Catch up in whole batches: other batch boundaries must give the same tables.
     env.pop("CRYPTOLAKE_MAX_OFFSETS_PER_TRIGGER")
     with logs.open("ab") as log:

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from cryptolake.api.errors import error_response, install_error_handlers
-from cryptolake.api.guard import Guard
+from cryptolake.api.guard import RateLimit, Timeout
 from cryptolake.api.httpcache import CachedResponses, ResponseCache
 from cryptolake.api.observability import ApiMetrics, RequestMetricsMiddleware, build_telemetry
 from cryptolake.api.observability import instrument as instrument_app
@@ -94,9 +94,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_methods=["GET"],
             allow_headers=["X-API-Key", "Authorization"],
         )
-    # Outermost last: metrics → guard → response cache → CORS → routes (tracing wraps them all).
+    # Outermost last: metrics → rate limit → response cache → timeout → CORS → routes
+    # (tracing wraps them all).
+    app.add_middleware(Timeout, timeout_s=settings.request_timeout_s)
     app.add_middleware(CachedResponses, store=store, cache=cache, api_keys=lambda: api_keys)
-    app.add_middleware(Guard, rate_limit=settings.rate_limit, timeout_s=settings.request_timeout_s)
+    app.add_middleware(RateLimit, rate_limit=settings.rate_limit)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     instrument_app(app, telemetry)
     return app

@@ -1,4 +1,5 @@
-"""Per-client rate limit and request timeout, in front of everything but request metrics.
+"""Per-client rate limit (in front of everything but the request metrics) and request timeout
+(behind the response cache).
 
 A client is its API key when it sends one (so clients behind one NAT are told apart), else its
 address. The limit uses the ``limits`` library (fixed windows, in memory: per process, like
@@ -44,19 +45,20 @@ async def _reply(send: Send, status: int, code: str, message: str, retry_after: 
     await send({"type": "http.response.body", "body": body})
 
 
-class Guard:
-    """ASGI middleware: 429 beyond ``rate_limit`` per client, 504 past ``timeout_s``."""
+class RateLimit:
+    """ASGI middleware, outermost but for the metrics: 429 beyond ``rate_limit`` per client."""
 
-    def __init__(self, app: ASGIApp, rate_limit: str, timeout_s: float) -> None:
-        self.app, self.timeout_s = app, timeout_s
+    def __init__(self, app: ASGIApp, rate_limit: str) -> None:
+        self.app = app
         self.limit: RateLimitItem | None = parse(rate_limit) if rate_limit else None
         self.limiter = FixedWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
-            await self.app(scope, receive, send)
-            return
-        if self.limit is not None:
+        if (
+            self.limit is not None
+            and scope["type"] == "http"
+            and (scope["path"] not in UNLIMITED_PATHS)
+        ):
             who = client_key(scope)
             if not self.limiter.hit(self.limit, who):
                 reset = self.limiter.get_window_stats(self.limit, who).reset_time
@@ -64,7 +66,18 @@ class Guard:
                 message = f"over {self.limit} for this client: retry in {wait} s"
                 await _reply(send, 429, "rate_limited", message, wait)
                 return
-        if scope["path"].startswith(STREAM_PREFIX):
+        await self.app(scope, receive, send)
+
+
+class Timeout:
+    """ASGI middleware behind the response cache (a cached answer needs no timer): 504 when
+    a request is not answered within ``timeout_s``. Streams are left alone."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app, self.timeout_s = app, timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(STREAM_PREFIX):
             await self.app(scope, receive, send)
             return
         started = False

@@ -73,6 +73,10 @@ def test_render_prints_every_child_without_a_cluster() -> None:
          "spec: {sources: []}\n", "spec.sources: List should have at least 1 item"),
         ("apiVersion: cryptolake.io/v1alpha1\nkind: CryptoPipeline\nspec: {}\n",
          "metadata.name is missing"),
+        ("- just\n- a list\n", "not a mapping"),
+        ("kind: [unclosed\n", "not YAML"),
+        ("apiVersion: cryptolake.io/v1alpha1\nkind: CryptoPipeline\nmetadata: {name: x}\n"
+         "spec: [1, 2]\n", "spec: Input should be"),
     ],
 )  # fmt: skip
 def test_render_refuses_what_is_no_pipeline_and_says_why(document: str, reason: str) -> None:

@@ -111,6 +111,12 @@ class Pipeline:
         return "/".join(filter(None, (f"s3a://{storage.bucket}", storage.prefix)))
 
     @property
+    def generates_credentials(self) -> bool:
+        """MinIO run by the operator with no Secret named: it draws the keys itself."""
+        storage = self.spec.storage
+        return storage.engine == "minio" and not storage.credentials_secret
+
+    @property
     def credentials_secret(self) -> str:
         return self.spec.storage.credentials_secret or self.child("s3-credentials")
 

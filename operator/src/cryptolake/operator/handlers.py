@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from cryptolake.operator.builders import Pipeline, build_children, build_minio_secret
 from cryptolake.operator.kube import Cluster
-from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpec
+from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpec, spec_error
 from cryptolake.operator.services import (
     ServiceUnreachable,
     TopicSpec,
@@ -67,11 +67,6 @@ def _pipeline(name: str, namespace: str, uid: str, spec: dict[str, Any]) -> Pipe
     assert State.settings is not None
     parsed = CryptoPipelineSpec.model_validate(dict(spec))
     return Pipeline(name, namespace, uid, parsed, State.settings.images())
-
-
-def _field_of(error: ValidationError) -> tuple[str, str]:
-    first = error.errors()[0]
-    return "spec." + ".".join(str(part) for part in first["loc"]), first["msg"]
 
 
 @kopf.on.startup()
@@ -157,13 +152,13 @@ def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
         try:
             pipeline = _pipeline(name, namespace, uid, dict(body.spec))
         except ValidationError as error:
-            field, message = _field_of(error)
+            field, message = spec_error(error)
             FAILURES.labels(handler).inc()
             patch.status.update(failed_status(generation, field, message))
             kopf.warn(body, reason="InvalidSpec", message=f"{field}: {message}")
             raise kopf.PermanentError(f"{field}: {message}") from error
         cluster = _cluster()
-        if pipeline.spec.storage.engine == "minio" and not pipeline.spec.storage.credentials_secret:
+        if pipeline.generates_credentials:
             secret = build_minio_secret(pipeline, secrets.token_hex(10), secrets.token_urlsafe(30))
             if cluster.create_if_absent(secret):
                 kopf.info(body, reason="Created", message="generated the S3 credentials Secret")
@@ -221,7 +216,7 @@ def cryptopipeline_delete(*, body: kopf.Body, logger: Any, **_: Any) -> None:
         pipeline = _pipeline(meta["name"], namespace, meta["uid"], dict(body.spec))
     except ValidationError as error:
         # Deletion must go on; what retainPolicy meant is unknown, so nothing is deleted.
-        field, message = _field_of(error)
+        field, message = spec_error(error)
         kopf.warn(body, reason="CleanupSkipped",
                   message=f"invalid spec ({field}: {message}): volumes and data kept")  # fmt: skip
         logger.warning("invalid spec at deletion (%s: %s): volumes and data kept", field, message)

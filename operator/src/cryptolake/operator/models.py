@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from pydantic.alias_generators import to_camel
 
 GROUP: Final = "cryptolake.io"
@@ -349,3 +349,9 @@ PHASES: Final = ("Pending", "Provisioning", "Running", "Degraded", "Suspended", 
 CONDITION_TYPES: Final = (
     "Ready", "BrokerReady", "StorageReady", "IngestionReady", "ProcessingReady", "ApiReady",
 )  # fmt: skip
+
+
+def spec_error(error: ValidationError) -> tuple[str, str]:
+    """The first problem of a spec that does not validate: (``spec.field.path``, message)."""
+    first = error.errors()[0]
+    return ".".join(["spec", *(str(part) for part in first["loc"])]), first["msg"]

@@ -7,7 +7,7 @@ import yaml
 from pydantic import ValidationError
 
 from cryptolake.operator.builders import Pipeline, build_children, build_minio_secret
-from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec
+from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec, spec_error
 from cryptolake.operator.settings import OperatorSettings
 
 # The uid the API server would give the resource; ownerReferences need one.
@@ -20,24 +20,28 @@ class RenderError(ValueError):
 
 
 def render(text: str, namespace: str = "default") -> str:
-    documents = [doc for doc in yaml.safe_load_all(text) if doc]
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc]
+    except yaml.YAMLError as error:
+        raise RenderError(f"not YAML: {error}") from error
     if len(documents) != 1:
         raise RenderError(f"expected one CryptoPipeline, found {len(documents)} documents")
     (resource,) = documents
+    if not isinstance(resource, dict):
+        raise RenderError(f"not a mapping but a {type(resource).__name__}: no CryptoPipeline")
     if resource.get("apiVersion") != f"{GROUP}/{VERSION}" or resource.get("kind") != KIND:
         raise RenderError(
             f"not a {GROUP}/{VERSION} {KIND}: apiVersion {resource.get('apiVersion')!r}, "
             f"kind {resource.get('kind')!r}"
         )
     meta = resource.get("metadata") or {}
-    if not meta.get("name"):
+    if not isinstance(meta, dict) or not meta.get("name"):
         raise RenderError("metadata.name is missing")
     try:
         spec = CryptoPipelineSpec.model_validate(resource.get("spec") or {})
     except ValidationError as error:
-        first = error.errors()[0]
-        field = "spec." + ".".join(str(part) for part in first["loc"])
-        raise RenderError(f"{field}: {first['msg']}") from error
+        field, message = spec_error(error)
+        raise RenderError(f"{field}: {message}") from error
     pipeline = Pipeline(
         meta["name"],
         meta.get("namespace", namespace),
@@ -46,7 +50,7 @@ def render(text: str, namespace: str = "default") -> str:
         OperatorSettings().images(),
     )
     children = []
-    if spec.storage.engine == "minio" and not spec.storage.credentials_secret:
+    if pipeline.generates_credentials:
         children.append(build_minio_secret(pipeline, PLACEHOLDER_KEY, PLACEHOLDER_KEY))
     children += build_children(pipeline)
     return str(yaml.safe_dump_all(children, sort_keys=False))

@@ -40,6 +40,16 @@ def operator(
     assert runner.exit_code == 0, runner.output
 
 
+@pytest.fixture
+def s3_secret(kube_api: client.ApiClient, kube_namespace: str, minio_server: Any) -> str:
+    """A Secret named ``s3`` with the session MinIO's keys, for external-storage pipelines."""
+    client.CoreV1Api(kube_api).create_namespaced_secret(kube_namespace, {
+        "metadata": {"name": "s3"},
+        "stringData": {"accessKey": minio_server.access_key, "secretKey": minio_server.secret_key},
+    })  # fmt: skip
+    return "s3"
+
+
 def deployments(kube_api: client.ApiClient, namespace: str) -> dict[str, Any]:
     items = client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items
     return {d.metadata.name: d for d in items}
@@ -156,23 +166,19 @@ def test_topics_and_bucket_follow_the_spec_and_an_outage_degrades(
     kube_api: client.ApiClient,
     kafka_broker: Any,
     minio_server: Any,
+    s3_secret: str,
     eventually: Callable[..., Any],
 ) -> None:
     """External broker and S3 (the session's real Kafka and MinIO): the operator creates the
     topics and the bucket to the spec; a broker it cannot reach turns BrokerReady False with
     the reason, and fixing the spec brings it back."""
-    ns = pipelines.namespace
-    client.CoreV1Api(kube_api).create_namespaced_secret(ns, {
-        "metadata": {"name": "s3"},
-        "stringData": {"accessKey": minio_server.access_key, "secretKey": minio_server.secret_key},
-    })  # fmt: skip
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     spec = {
         "sources": [{"exchange": "simulator", "symbols": ["BTC-USDT"]}],
         "broker": {"engine": "external", "bootstrapServers": kafka_broker.bootstrap_servers,
                    "topic": {"partitions": 4, "retentionHours": 24}},
         "storage": {"engine": "external", "endpoint": minio_server.endpoint,
-                    "credentialsSecret": "s3", "bucket": bucket},
+                    "credentialsSecret": s3_secret, "bucket": bucket},
     }  # fmt: skip
     pipelines.create({"apiVersion": "cryptolake.io/v1alpha1", "kind": "CryptoPipeline",
                       "metadata": {"name": "ext"}, "spec": spec})  # fmt: skip
@@ -245,13 +251,10 @@ def test_delete_on_a_shared_external_bucket_removes_only_the_pipelines_prefix(
     pipelines: Any,
     kube_api: client.ApiClient,
     minio_server: Any,
+    s3_secret: str,
     eventually: Callable[..., Any],
 ) -> None:
     ns = pipelines.namespace
-    client.CoreV1Api(kube_api).create_namespaced_secret(ns, {
-        "metadata": {"name": "s3"},
-        "stringData": {"accessKey": minio_server.access_key, "secretKey": minio_server.secret_key},
-    })  # fmt: skip
     bucket = f"shared-{uuid.uuid4().hex[:8]}"
     s3 = s3_client(minio_server.endpoint, minio_server.access_key, minio_server.secret_key)
     s3.create_bucket(Bucket=bucket)
@@ -262,7 +265,7 @@ def test_delete_on_a_shared_external_bucket_removes_only_the_pipelines_prefix(
     spec = {
         "sources": [{"exchange": "simulator", "symbols": ["BTC-USDT"]}],
         "storage": {"engine": "external", "endpoint": minio_server.endpoint,
-                    "credentialsSecret": "s3", "bucket": bucket, "prefix": "team-a",
+                    "credentialsSecret": s3_secret, "bucket": bucket, "prefix": "team-a",
                     "retainPolicy": "Delete"},
     }  # fmt: skip
     pipelines.create({"apiVersion": "cryptolake.io/v1alpha1", "kind": "CryptoPipeline",

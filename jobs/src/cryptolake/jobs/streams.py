@@ -185,25 +185,28 @@ def _has_commit_tagged(spark: SparkSession, path: str, tag: str) -> bool:
     return history.where(F.col("userMetadata") == tag).limit(1).count() > 0
 
 
-def committed_txn(spark: SparkSession, path: str, app_id: str) -> int | None:
-    """The last ``txnVersion`` the table committed for ``app_id`` (None: none). Delta keeps
-    these in the table's state, not only in recent commits."""
+def _transactions(spark: SparkSession, path: str) -> Any:
+    """The table's ``txnAppId`` → ``txnVersion`` map (a Scala Map): Delta keeps these in the
+    table's state, not only in recent commits."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
     none = jvm.scala.Option.empty()
-    version = delta_log.update(False, none, none).transactions().get(app_id)
+    return delta_log.update(False, none, none).transactions()
+
+
+def committed_txn(spark: SparkSession, path: str, app_id: str) -> int | None:
+    """The last ``txnVersion`` the table committed for ``app_id`` (None: none)."""
+    version = _transactions(spark, path).get(app_id)
     return int(version.get()) if version.isDefined() else None
 
 
 def txn_app_ids(spark: SparkSession, path: str) -> list[str]:
-    """Every ``txnAppId`` the table has committed under (its state keeps them all)."""
+    """Every ``txnAppId`` the table has committed under."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    none = jvm.scala.Option.empty()
-    transactions = delta_log.update(False, none, none).transactions()
-    return sorted(jvm.scala.jdk.javaapi.CollectionConverters.asJava(transactions).keySet())
+    converters = jvm.scala.jdk.javaapi.CollectionConverters
+    return sorted(converters.asJava(_transactions(spark, path)).keySet())
 
 
 def start_bronze(

@@ -39,10 +39,27 @@ def test_the_rate_limit_is_per_client_and_spares_the_probes(
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
     assert 1 <= int(refused.headers["retry-after"]) <= 60
-    # Another client (its own key; auth is off, so any key names a client) has its own budget.
-    other = {"X-API-Key": "dashboard-2"}
-    assert client.get(url, params=params, headers=other).status_code == 200
+    # A made-up key is no way around it: only a configured key names a client.
+    invented = {"X-API-Key": "random-4f1c"}
+    assert client.get(url, params=params, headers=invented).status_code == 429
     assert all(client.get("/healthz").status_code == 200 for _ in range(10))
+
+
+def test_each_configured_key_has_its_own_budget(local_lake: Any, client_for: ClientFor) -> None:
+    settings = local_lake.settings.model_copy(
+        update={"rate_limit": "3/minute", "api_keys": ["dashboard-1", "dashboard-2"]}
+    )
+    client = client_for(ApiSettings.model_validate(settings.model_dump()))
+    url, params = CANDLES
+    first, second = {"X-API-Key": "dashboard-1"}, {"X-API-Key": "dashboard-2"}
+    assert [client.get(url, params=params, headers=first).status_code for _ in range(4)] == [
+        200, 200, 200, 429,
+    ]  # fmt: skip
+    assert client.get(url, params=params, headers=second).status_code == 200
+    # Wrong keys count against the address they come from, like no key.
+    wrong = [client.get(url, params=params, headers={"X-API-Key": f"guess-{i}"}).status_code
+             for i in range(4)]  # fmt: skip
+    assert wrong == [401, 401, 401, 429]
 
 
 def test_a_bad_rate_limit_is_refused_with_the_notation() -> None:

@@ -98,7 +98,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     # (tracing wraps them all).
     app.add_middleware(Timeout, timeout_s=settings.request_timeout_s)
     app.add_middleware(CachedResponses, store=store, cache=cache, api_keys=lambda: api_keys)
-    app.add_middleware(RateLimit, rate_limit=settings.rate_limit)
+    app.add_middleware(RateLimit, rate_limit=settings.rate_limit, api_keys=lambda: api_keys)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     instrument_app(app, telemetry)
     return app

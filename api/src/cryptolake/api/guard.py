@@ -1,10 +1,10 @@
 """Per-client rate limit (in front of everything but the request metrics) and request timeout
 (behind the response cache).
 
-A client is its API key when it sends one (so clients behind one NAT are told apart), else its
-address. The limit uses the ``limits`` library (fixed windows, in memory: per process, like
-the response cache). Probes and /metrics are never limited: a kubelet is no abuser. Streams
-(``/v1/stream/``) have no timeout; their number is capped where they are opened."""
+A client is its API key when it sends a configured one (so clients behind one NAT are told
+apart), else its address. The limit uses the ``limits`` library (fixed windows, in memory:
+per process, like the response cache). Probes and /metrics are never limited: a kubelet is no
+abuser. Streams (``/v1/stream/``) have no timeout; their number is capped where they open."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import math
 import time
+from collections.abc import Callable
 
 import orjson
 from limits import RateLimitItem, parse
@@ -19,16 +20,17 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cryptolake.api.security import scope_key
+from cryptolake.api.security import key_matches, scope_key
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 STREAM_PREFIX = "/v1/stream/"
 
 
-def client_key(scope: Scope) -> str:
-    """Who a request counts against: a digest of its API key, else its address."""
+def client_key(scope: Scope, keys: list[bytes]) -> str:
+    """Who a request counts against: a digest of its API key when it is a configured one
+    (an invented key must not buy a fresh budget), else its address."""
     key = scope_key(scope)
-    if key is not None:
+    if key is not None and keys and key_matches(key, keys):
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     client = scope.get("client")
     return f"addr:{client[0] if client else 'unknown'}"
@@ -48,8 +50,8 @@ async def _reply(send: Send, status: int, code: str, message: str, retry_after: 
 class RateLimit:
     """ASGI middleware, outermost but for the metrics: 429 beyond ``rate_limit`` per client."""
 
-    def __init__(self, app: ASGIApp, rate_limit: str) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, rate_limit: str, api_keys: Callable[[], list[bytes]]) -> None:
+        self.app, self.api_keys = app, api_keys
         self.limit: RateLimitItem | None = parse(rate_limit) if rate_limit else None
         self.limiter = FixedWindowRateLimiter(MemoryStorage())
 
@@ -59,7 +61,7 @@ class RateLimit:
             and scope["type"] == "http"
             and (scope["path"] not in UNLIMITED_PATHS)
         ):
-            who = client_key(scope)
+            who = client_key(scope, self.api_keys())
             if not self.limiter.hit(self.limit, who):
                 reset = self.limiter.get_window_stats(self.limit, who).reset_time
                 wait = max(1, math.ceil(reset - time.time()))

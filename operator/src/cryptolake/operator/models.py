@@ -78,11 +78,6 @@ class Resources(CrdModel):
     memory: str = Field(default="1Gi", pattern=QUANTITY, description="Memory request and limit.")
 
 
-def small(cpu: str, memory: str) -> Resources:
-    """Defaults of the small pods (producer, MinIO, API)."""
-    return Resources(cpu=cpu, memory=memory)
-
-
 # What cannot change on a live pipeline, and what to do instead (CEL transition rules: the
 # API server checks them on update only).
 RECREATE: Final = (
@@ -204,7 +199,8 @@ class Storage(CrdModel):
         "pipelines can share one; the bucket's root if unset.",
     )
     resources: Resources = Field(
-        default_factory=lambda: small("100m", "1Gi"), description="minio only: its pod."
+        default_factory=lambda: Resources(cpu="100m", memory="1Gi"),
+        description="minio only: its pod.",
     )
     retain_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
@@ -284,7 +280,7 @@ class Processing(CrdModel):
 
 
 class Producer(CrdModel):
-    resources: Resources = Field(default_factory=lambda: small("100m", "512Mi"))
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="100m", memory="512Mi"))
 
 
 class Api(CrdModel):
@@ -307,7 +303,7 @@ class Api(CrdModel):
         default=None, description="Secret whose key `keys` holds API keys, one a line."
     )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    resources: Resources = Field(default_factory=lambda: small("100m", "1Gi"))
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="100m", memory="1Gi"))
 
 
 class Telemetry(CrdModel):

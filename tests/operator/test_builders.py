@@ -171,6 +171,20 @@ def test_a_config_change_or_a_nonce_rolls_the_workloads() -> None:
     assert all(nonce[n][RESTART_NONCE] == "2026-11-24" for n in before)
 
 
+def test_an_adopted_topic_id_reaches_the_jobs_and_rolls_them() -> None:
+    """The jobs stop on a recreated trades topic until its id is adopted (jobs/topic.py)."""
+    plain = by_kind_name(build_children(pipeline()))[("ConfigMap", "lake-config")]
+    assert "CRYPTOLAKE_ADOPT_TOPIC_ID" not in plain["data"]
+    adopted = pipeline(broker__topic__adoptId="r60kAmcCSjeXn0m0wYgaCQ")
+    config = by_kind_name(build_children(adopted))[("ConfigMap", "lake-config")]
+    assert config["data"]["CRYPTOLAKE_ADOPT_TOPIC_ID"] == "r60kAmcCSjeXn0m0wYgaCQ"
+    rolled = pod_annotations(adopted)
+    assert all(rolled[n][CONFIG_HASH] != pod_annotations(pipeline())[n][CONFIG_HASH]
+               for n in rolled)  # fmt: skip
+    with pytest.raises(ValueError, match="adoptId"):
+        pipeline(broker__topic__adoptId="not an id")
+
+
 def test_generated_credentials_secret() -> None:
     secret = build_minio_secret(pipeline(), "AKIA", "s3cr3t-s3cr3t")
     assert secret["metadata"]["name"] == "lake-s3-credentials"

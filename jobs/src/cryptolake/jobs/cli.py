@@ -32,6 +32,7 @@ from cryptolake.jobs.refine import (
 from cryptolake.jobs.session import SparkSetupError, build_session
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.jobs.streams import LegacyTables, start_bronze
+from cryptolake.jobs.topic import TopicReplaced, replaced_in
 
 log = logging.getLogger("cryptolake.jobs")
 
@@ -55,7 +56,8 @@ environment: CRYPTOLAKE_BOOTSTRAP_SERVERS, CRYPTOLAKE_TRADES_TOPIC, CRYPTOLAKE_T
 CRYPTOLAKE_CHECKPOINT_ROOT, CRYPTOLAKE_S3_ENDPOINT/_ACCESS_KEY/_SECRET_KEY,
 CRYPTOLAKE_{BRONZE,REFINE}_TRIGGER, CRYPTOLAKE_{SILVER,GOLD}_WATERMARK,
 CRYPTOLAKE_GOLD_DERIVED_INTERVAL, CRYPTOLAKE_STARTING_OFFSETS, CRYPTOLAKE_SPARK_MASTER,
-CRYPTOLAKE_METRICS_PORT (see README).
+CRYPTOLAKE_METRICS_PORT, CRYPTOLAKE_ADOPT_TOPIC_ID (a recreated topic's id: read it from its
+first offset; the streams refuse a recreated topic until told so) (see README).
 """
 
 
@@ -141,7 +143,12 @@ def run_streams(settings: JobSettings, command: str, *, available_now: bool) -> 
         while not stop.is_set():
             for query in queries:
                 if not query.isActive:
-                    log.error("query %s ended: %s", query.name, query.exception())
+                    error = str(query.exception())
+                    replaced = replaced_in(error)
+                    if replaced is not None:
+                        log.error("query %s stopped: %s", query.name, replaced)
+                        return 2
+                    log.error("query %s ended: %s", query.name, error)
                     return 1
             stop.wait(1.0)
         log.info("stopping %d queries (checkpoints keep their progress)", len(queries))
@@ -213,10 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             spark.stop()
         return 0
-    except (SparkSetupError, LegacyLayout, LostCheckpoint, LegacyTables, DumpError) as exc:
+    except (SparkSetupError, LegacyLayout, LostCheckpoint, LegacyTables, DumpError,
+            TopicReplaced) as exc:  # fmt: skip
         log.error("%s", exc)
         return 2
     except PySparkException as exc:
+        replaced = replaced_in(str(exc))
+        if replaced is not None:
+            log.error("%s", replaced)
+            return 2
         log.error("spark: %s", exc)
         return 1
 

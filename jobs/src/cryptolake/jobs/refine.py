@@ -47,6 +47,7 @@ from cryptolake.jobs.streams import (
     trigger,
     txn_app_ids,
 )
+from cryptolake.jobs.topic import TopicGuard
 from cryptolake.jobs.transforms import (
     CANDLE_KEY,
     DEDUP_COLUMN,
@@ -104,6 +105,8 @@ class RefineWriter:
     materialize: bool = True
     # The commit tag and txnAppId; None: the refine checkpoint's query id.
     app_id: str | None = None
+    # Called first in each batch; raises to stop the query before anything is written.
+    before_batch: Callable[[], None] | None = None
     # Market key → its newest event time merged (µs): each market's lateness is judged by its
     # own trades, so one market's clock never makes another's trades late.
     newest_us: dict[str, int] | None = None
@@ -122,6 +125,8 @@ class RefineWriter:
         self.maintenance = MaintenanceSchedule(self.settings, QUERY, TABLE_WRITERS[QUERY])
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        if self.before_batch is not None:
+            self.before_batch()
         self.derived.raise_if_failed()
         spark = batch.sparkSession
         if self.app_id is None:
@@ -580,12 +585,20 @@ def start_refine(
     """Kafka → parse, validate, deduplicate → ``RefineWriter``."""
     refuse_legacy_layout(spark, settings)
     refuse_lost_checkpoint(spark, settings)
+    guard = TopicGuard(spark, settings, QUERY)
+    # A recreated topic adopted: a new checkpoint from the new topic's first offsets (the start
+    # file first, so that a crash in between never leaves refine without either).
+    guard.on_start(reset=[
+        (f"{settings.checkpoints}/{START_OFFSETS_FILE}", json.dumps({settings.trades_topic: {}})),
+        (settings.checkpoint_path(QUERY), None),
+    ])  # fmt: skip
     ensure_tables(spark, settings, QUERY)
     kafka = kafka_stream(spark, settings, starting_offsets=_starting_offsets(spark, settings))
     parsed = parse_trades(bronze_from_kafka(kafka), max_future_skew_s=settings.max_future_skew_s)
     # A run to the end of the input refreshes after each batch: its last batch is unknown.
     derived_s = 0.0 if available_now else duration_us(settings.gold_derived_interval) / 1e6
-    writer = RefineWriter(settings, on_batch=on_batch, derived_interval_s=derived_s)
+    writer = RefineWriter(settings, on_batch=on_batch, derived_interval_s=derived_s,
+                          before_batch=guard.before_batch)  # fmt: skip
     query = (
         deduplicate(parsed, settings.silver_watermark)
         .writeStream.queryName(QUERY)

@@ -43,6 +43,9 @@ class JobSettings(KafkaTopicsSettings):
     driver_memory: str = "2g"
 
     starting_offsets: Literal["earliest", "latest"] = "earliest"
+    # The id of a recreated trades topic to read from its first offset (topic.py); the
+    # streams refuse a recreated topic until told so.
+    adopt_topic_id: str | None = None
     max_offsets_per_trigger: int | None = Field(default=None, ge=1)
     # The bronze archive is off the live path: fewer, larger batches leave the cores to refine.
     bronze_trigger: str = "10 seconds"

@@ -34,6 +34,7 @@ from cryptolake.jobs import tables
 from cryptolake.jobs.maintenance import MaintenanceSchedule
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.jobs.tables import PARTITION_COLUMNS
+from cryptolake.jobs.topic import TopicGuard
 from cryptolake.jobs.transforms import bronze_from_kafka, candles_1m, period_stats, sma_5m
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,8 @@ def kafka_stream(
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
         .option("subscribe", settings.trades_topic)
         .option("startingOffsets", starting_offsets or settings.starting_offsets)
-        # Retention may delete offsets not yet read; say so in the log but keep going.
+        # Retention may delete offsets not yet read; say so in the log but keep going. A
+        # recreated topic is caught by topic.TopicGuard instead (no silent skip).
         .option("failOnDataLoss", "false")
     )
     if settings.max_offsets_per_trigger:
@@ -214,15 +216,21 @@ def start_bronze(
 ) -> StreamingQuery:
     """Kafka → bronze/trades: the record as it came, partitioned by ingest date."""
     ensure_tables(spark, settings, "bronze")
+    guard = TopicGuard(spark, settings, "bronze")
+    # A recreated topic adopted: a new checkpoint, from the new topic's first offset.
+    adopted = guard.on_start(reset=[(settings.checkpoint_path("bronze"), None)])
     appender = BatchAppender(settings, "bronze")
     maintenance = MaintenanceSchedule(settings, "bronze", TABLE_WRITERS["bronze"])
 
     def write(batch: DataFrame, batch_id: int) -> None:
+        guard.before_batch()
         appender.append(batch, tables.BRONZE_TRADES, batch_id)
         maintenance.run_if_due(batch.sparkSession)
 
     return (
-        bronze_from_kafka(kafka_stream(spark, settings))
+        bronze_from_kafka(
+            kafka_stream(spark, settings, starting_offsets="earliest" if adopted else None)
+        )
         .writeStream.queryName("bronze")
         .foreachBatch(write)
         .option("checkpointLocation", settings.checkpoint_path("bronze"))

@@ -184,6 +184,8 @@ def pipeline_config(pipeline: Pipeline) -> dict[str, str]:
     }
     if spec.telemetry.otlp_endpoint:
         config["OTEL_EXPORTER_OTLP_ENDPOINT"] = spec.telemetry.otlp_endpoint
+    if spec.broker.topic.adopt_id:
+        config["CRYPTOLAKE_ADOPT_TOPIC_ID"] = spec.broker.topic.adopt_id
     return config
 
 

@@ -109,6 +109,15 @@ class Topic(CrdModel):
     retention_hours: int = Field(
         default=168, ge=1, le=87_600, description="How long the broker keeps trades."
     )
+    adopt_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{22}$",
+        description=(
+            "The id of a trades topic that was deleted and created again: the Spark jobs stop "
+            "on a recreated topic (their offsets belong to the old one) and name its id; set "
+            "it here to read the new topic from its first offset."
+        ),
+    )
 
 
 class Broker(CrdModel):

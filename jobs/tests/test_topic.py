@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer, TopicCollection
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 from pyspark.sql import functions as F
 
@@ -74,8 +74,8 @@ def recreate(admin: AdminClient, topic: str) -> str:
         try:
             futures[topic].result()
             return True
-        except Exception as exc:
-            if "marked for deletion" in str(exc) or "already exists" in str(exc):
+        except KafkaException as exc:  # the deletion still under way
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 return False
             raise
 
@@ -87,8 +87,20 @@ def recreate(admin: AdminClient, topic: str) -> str:
 
 
 def topic_id(admin: AdminClient, topic: str) -> str:
-    (described,) = admin.describe_topics(TopicCollection([topic])).values()
-    return str(described.result().topic_id)
+    """The id as Kafka's Java client writes it (librdkafka prints plain base64; Java the URL-safe
+    alphabet)."""
+    deadline = time.monotonic() + 30
+    while True:
+        (described,) = admin.describe_topics(TopicCollection([topic])).values()
+        try:
+            return str(described.result().topic_id).replace("+", "-").replace("/", "_")
+        except KafkaException as exc:  # a topic just created is not in every metadata cache yet
+            if (
+                exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+                or time.monotonic() > deadline
+            ):
+                raise
+            time.sleep(0.5)
 
 
 def assert_candles_equal_recomputation(candles, trades: list[dict]) -> None:

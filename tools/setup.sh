@@ -59,7 +59,7 @@ step "jars from Maven Central (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
   export PATH="$PATH:/usr/local/go/bin"
 fi
-step "MinIO, etcd, Kubernetes (control plane, node, kubectl), CoreDNS, Helm from their Go modules (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin, linked into .venv/bin)"
+step "MinIO, etcd, Kubernetes (control plane, node, kubectl), CoreDNS, kube-network-policies, Helm from their Go modules (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin, linked into .venv/bin)"
 .venv/bin/cryptolake-stack build --link .venv/bin
 
 echo "setup done in $(( $(date +%s) - started )) s"

@@ -66,6 +66,18 @@ def test_trade_ids_run_on_per_symbol_from_a_seed_dependent_start():
     assert firsts["BTC-USDT"] != next(t.trade_id for t in other if t.symbol == "BTC-USDT")
 
 
+def test_a_restarted_market_never_reissues_a_trade_id():
+    """The simulator restarts with its seed (a producer restart): ids reissued would be dropped
+    by silver as duplicates of the first run's trades for the whole dedup horizon."""
+    first = Market(SYMBOLS, seed=11, rate_per_s=2000.0, start_us=T0)
+    before = first.trades_until(T0 + 10 * SECOND)
+    again = Market(SYMBOLS, seed=11, rate_per_s=2000.0, start_us=T0 + 10 * SECOND + 1)
+    after = again.trades_until(T0 + 20 * SECOND)
+    for symbol in SYMBOLS:
+        last = max(t.trade_id for t in before if t.symbol == symbol)
+        assert min(t.trade_id for t in after if t.symbol == symbol) > last
+
+
 def test_prices_and_quantities_are_exact_multiples_of_tick_and_lot():
     market = Market(["BTC-USDT", "ETH-USDT"], seed=5, rate_per_s=200.0, start_us=T0)
     trades = market.trades_until(T0 + 30 * SECOND)

@@ -167,7 +167,8 @@ class Market:
             replace(spec, start_price=starts[name]) if name in starts else spec
             for name, spec in zip(names, chosen, strict=True)
         ]
-        # Ids start somewhere seed-dependent and high, like a venue that has been trading a while.
+        # Ids start somewhere seed-dependent and high, like a venue that has been trading a
+        # while; _start adds the clock, so a restart (same seed, later) goes on above them.
         self._states = [
             _SymbolState(name, spec, self._rng.randrange(1_000_000, 1_000_000_000))
             for name, spec in zip(names, chosen, strict=True)
@@ -189,6 +190,9 @@ class Market:
     # --- arrivals -------------------------------------------------------------------------
 
     def _start(self, t_us: int) -> None:
+        # One id per microsecond per symbol at most before a restart would catch up with them.
+        for state in self._states:
+            state.next_id += t_us
         self._clock_us = t_us
         self._last_event_us = t_us
         self._regime_end_us = t_us + self._rng.expovariate(1.0 / self._regimes.calm_mean_s) * 1e6

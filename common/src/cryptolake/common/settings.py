@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
@@ -24,11 +26,33 @@ class ServiceSettings(BaseSettings):
 
 
 class KafkaTopicsSettings(ServiceSettings):
-    """The broker address and topic names, shared by the producer and the jobs."""
+    """The broker address, how clients authenticate to it, and topic names: shared by the
+    producer and the jobs. ``librdkafka_config`` and ``java_kafka_config`` (kafka_client.py)
+    turn it into each client library's properties."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     trades_topic: str = TRADES_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    # PLAINTEXT on loopback (the local stack); SASL_SSL with SCRAM in a cluster.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    # PEM file of the CA that signed the broker's certificate (default: the system's CAs).
+    kafka_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaTopicsSettings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if not self.kafka_username or self.kafka_password is None:
+                raise ValueError(
+                    f"CRYPTOLAKE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    "CRYPTOLAKE_KAFKA_USERNAME and CRYPTOLAKE_KAFKA_PASSWORD"
+                )
+            quoted = self.kafka_username + self.kafka_password.get_secret_value()
+            if '"' in quoted or "\\" in quoted:
+                raise ValueError("a Kafka username or password with a double quote or a backslash")
+        return self
 
 
 def cache_root() -> Path:

@@ -47,7 +47,7 @@ from cryptolake.jobs.streams import (
     trigger,
     txn_app_ids,
 )
-from cryptolake.jobs.topic import TopicGuard
+from cryptolake.jobs.topic import TopicGuard, java_admin
 from cryptolake.jobs.transforms import (
     CANDLE_KEY,
     DEDUP_COLUMN,
@@ -626,9 +626,7 @@ def _partitions(spark: SparkSession, settings: JobSettings) -> int:
     """The trades topic's partition count, from the Kafka admin client on Spark's class path."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    properties = jvm.java.util.Properties()
-    properties.put("bootstrap.servers", settings.bootstrap_servers)
-    admin = jvm.org.apache.kafka.clients.admin.Admin.create(properties)
+    admin = java_admin(spark, settings)
     try:
         topics = jvm.java.util.Collections.singletonList(settings.trades_topic)
         described = admin.describeTopics(topics).allTopicNames().get()

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming.query import StreamingQuery
 
+from cryptolake.common.kafka_client import java_kafka_config
 from cryptolake.jobs import tables
 from cryptolake.jobs.maintenance import MaintenanceSchedule
 from cryptolake.jobs.settings import JobSettings
@@ -132,7 +133,7 @@ def kafka_stream(
     """The trades topic; ``starting_offsets`` (a Kafka source JSON) overrides the setting."""
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+        .options(**{f"kafka.{k}": v for k, v in java_kafka_config(settings).items()})
         .option("subscribe", settings.trades_topic)
         .option("startingOffsets", starting_offsets or settings.starting_offsets)
         # Retention may delete offsets not yet read; say so in the log but keep going. A

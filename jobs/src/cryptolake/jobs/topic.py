@@ -17,6 +17,7 @@ from typing import Any
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
+from cryptolake.common.kafka_client import java_kafka_config
 from cryptolake.jobs.files import delete_path, read_text, write_text
 from cryptolake.jobs.settings import JobSettings
 
@@ -142,10 +143,8 @@ class TopicGuard:
         jvm = self.spark.sparkContext._jvm
         assert jvm is not None
         if self._admin is None:
-            properties = jvm.java.util.Properties()
-            properties.put("bootstrap.servers", self.settings.bootstrap_servers)
-            properties.put("default.api.timeout.ms", str(DESCRIBE_TIMEOUT_S * 1000))
-            self._admin = jvm.org.apache.kafka.clients.admin.Admin.create(properties)
+            timeout = {"default.api.timeout.ms": str(DESCRIBE_TIMEOUT_S * 1000)}
+            self._admin = java_admin(self.spark, self.settings, timeout)
         topic = self.settings.trades_topic
         described = self._admin.describeTopics(jvm.java.util.Collections.singletonList(topic))
         seconds = jvm.java.util.concurrent.TimeUnit.SECONDS
@@ -159,6 +158,18 @@ class TopicGuard:
                 return None
             raise
         return None if topic_id == NO_TOPIC_ID else topic_id
+
+
+def java_admin(
+    spark: SparkSession, settings: JobSettings, extra: dict[str, str] | None = None
+) -> Any:
+    """A Kafka admin client of the Java library on Spark's class path (close it when done)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    properties = jvm.java.util.Properties()
+    for key, value in {**java_kafka_config(settings), **(extra or {})}.items():
+        properties.put(key, value)
+    return jvm.org.apache.kafka.clients.admin.Admin.create(properties)
 
 
 def _java_cause(exc: Py4JJavaError) -> str:

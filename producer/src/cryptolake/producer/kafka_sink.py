@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from cryptolake.common.kafka_client import librdkafka_config
 from cryptolake.common.trade import TOPIC_CONFIG, DeadLetter, Trade
 from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.settings import ProducerSettings
@@ -28,7 +29,7 @@ class SinkError(RuntimeError):
 
 def build_producer_config(settings: ProducerSettings) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **librdkafka_config(settings),
         "client.id": "cryptolake-producer",
         # Idempotence gives exactly-once per partition across retries and keeps key order.
         "enable.idempotence": True,
@@ -52,7 +53,8 @@ def topic_config(settings: ProducerSettings) -> dict[str, str]:
 def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
     """Create the trades and DLQ topics if missing (partitions and retention from settings,
     ``TOPIC_CONFIG``); an existing topic is left as is, with a warning where it differs."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    conf: dict[str, str | int | float | bool] = {**librdkafka_config(settings)}
+    admin = AdminClient(conf)
     config = topic_config(settings)
     wanted = [
         NewTopic(topic, settings.topic_partitions, settings.topic_replication, config=config)

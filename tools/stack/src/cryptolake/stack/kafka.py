@@ -53,6 +53,31 @@ def free_port() -> int:
         return port
 
 
+SCRAM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """TLS and SCRAM on the client listener, ACLs enforced (for tests of secured clients; the
+    local stack stays plaintext on loopback). ``admin`` is the super user the broker itself
+    and the probe use; every other user is only what ACLs allow."""
+
+    key_store: Path  # PEM: the server's private key and certificate chain
+    ca_file: Path  # PEM: the CA the certificate chains to (the broker's own client trusts it)
+    users: dict[str, str]  # SCRAM-SHA-512 user → password, ``admin`` among them
+    admin: str = "admin"
+
+    def client_config(self, user: str) -> dict[str, str]:
+        """librdkafka's security properties for ``user``."""
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": SCRAM,
+            "sasl.username": user,
+            "sasl.password": self.users[user],
+            "ssl.ca.location": str(self.ca_file),
+        }
+
+
 @dataclass(frozen=True)
 class KafkaBrokerConfig:
     data_dir: Path
@@ -63,6 +88,33 @@ class KafkaBrokerConfig:
     num_partitions: int = 3
     # Topics are created by the producer with the partitions and retention it is told to use.
     auto_create_topics: bool = False
+    security: BrokerSecurity | None = None
+
+
+def _security_properties(config: KafkaBrokerConfig, security: BrokerSecurity) -> dict[str, str]:
+    password = security.users[security.admin]
+    return {
+        "listeners": (
+            f"SASL_SSL://{config.host}:{config.port},CONTROLLER://{config.host}:"
+            f"{config.controller_port}"
+        ),
+        "advertised.listeners": f"SASL_SSL://{config.host}:{config.port}",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "SASL_SSL",
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{security.admin}" password="{password}";'
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(security.key_store),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(security.ca_file),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        # ANONYMOUS: the broker's own requests over the plaintext controller listener (loopback).
+        "super.users": f"User:{security.admin};User:ANONYMOUS",
+    }
 
 
 def build_server_properties(config: KafkaBrokerConfig) -> str:
@@ -89,6 +141,8 @@ def build_server_properties(config: KafkaBrokerConfig) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
     }
+    if config.security is not None:
+        props.update(_security_properties(config, config.security))
     return "".join(f"{key}={value}\n" for key, value in props.items())
 
 
@@ -139,6 +193,13 @@ class KafkaBroker(Service):
                 # "=" form: a base64 id may start with "-", which would read as a flag.
                 f"--cluster-id={cluster_id}",
                 f"--config={properties}",
+                # SCRAM users exist from the first start (KRaft stores them in its metadata).
+                *(
+                    f"--add-scram={SCRAM}=[name={user},password={password}]"
+                    for user, password in (
+                        self.config.security.users.items() if self.config.security else ()
+                    )
+                ),
             ],
             capture_output=True,
             text=True,
@@ -205,10 +266,16 @@ class KafkaBroker(Service):
             f"kafka not ready after {timeout_s:.0f} s ({last_error}):\n{self.log_tail()}"
         )
 
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka properties of a client with every right (the super user when secured)."""
+        security = self.config.security
+        extra = security.client_config(security.admin) if security else {}
+        return {"bootstrap.servers": self.bootstrap_servers, **extra}
+
     def _probe_produce(self) -> None:
         """Create the probe topic if needed and produce one acknowledged message to it."""
         conf: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.bootstrap_servers,
+            **self.admin_config(),
             "socket.timeout.ms": 2000,
         }
         # Until the broker is up these clients complain; the last error is reported instead.

@@ -21,12 +21,14 @@ command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 # The local Kubernetes cluster (make cluster-up) and its images (make images): a container
-# runtime, CNI plugins, iptables for kube-proxy, buildah and debootstrap to build images.
+# runtime, CNI plugins, iptables for kube-proxy, ipset for the NetworkPolicy firewall, buildah and
+# debootstrap to build images.
 command -v containerd >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v conntrack >/dev/null || missing+=(conntrack)
+command -v ipset >/dev/null || missing+=(ipset)
 command -v buildah >/dev/null || missing+=(buildah)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 if ((${#missing[@]})); then
@@ -59,7 +61,7 @@ step "jars from Maven Central (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake
 if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
   export PATH="$PATH:/usr/local/go/bin"
 fi
-step "MinIO, etcd, Kubernetes (control plane, node, kubectl), CoreDNS, kube-network-policies, Helm from their Go modules (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin, linked into .venv/bin)"
+step "MinIO, etcd, Kubernetes (control plane, node, kubectl), CoreDNS, kube-router, Helm from their Go modules (cached in ${CRYPTOLAKE_CACHE:-~/.cache/cryptolake}/bin, linked into .venv/bin)"
 .venv/bin/cryptolake-stack build --link .venv/bin
 
 echo "setup done in $(( $(date +%s) - started )) s"

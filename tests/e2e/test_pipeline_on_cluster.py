@@ -355,6 +355,86 @@ def test_3_gold_candles_from_the_api_equal_the_ground_truth(pipeline: Deployment
     assert compared >= 2
 
 
+# Which of the pipeline's services a pod can open a TCP connection to, in 5 s each (the
+# addresses from the pipeline's ConfigMap and its API Service).
+PROBE_SERVICES = """
+import json, os, socket, urllib.parse
+def address(url):
+    parsed = urllib.parse.urlsplit(url if "://" in url else "tcp://" + url)
+    return parsed.hostname, parsed.port
+targets = {"broker": address(os.environ["CRYPTOLAKE_BOOTSTRAP_SERVERS"].split(",")[0]),
+           "minio": address(os.environ["CRYPTOLAKE_S3_ENDPOINT"]),
+           "api": (os.environ["API_HOST"], 8000)}
+reached = {}
+for name, (host, port) in targets.items():
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        reached[name] = "connected"
+    except OSError as exc:
+        reached[name] = type(exc).__name__
+print(json.dumps(reached))
+"""
+
+
+def probe_from(pipeline: Deployment, workload: str) -> dict[str, str]:
+    text = pipeline.kubectl("exec", "-i", f"deploy/{PIPELINE}-{workload}", "--",
+                            "env", f"API_HOST={PIPELINE}-api", "python", "-",
+                            stdin=PROBE_SERVICES)  # fmt: skip
+    return json.loads(text.splitlines()[-1])
+
+
+def probe_from_outsider(pipeline: Deployment) -> dict[str, str]:
+    """The probe from a pod of the namespace that is no part of the pipeline (the producer's
+    image and configuration, none of its labels)."""
+    image = pipeline.json("deploy", f"{PIPELINE}-producer")["spec"]["template"]["spec"][
+        "containers"][0]["image"]  # fmt: skip
+    name = f"outsider-{uuid.uuid4().hex[:6]}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {E2E_LABEL: "outsider"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe", "image": image, "imagePullPolicy": "Never",
+                "command": ["python", "-c", PROBE_SERVICES],
+                "env": [{"name": "API_HOST", "value": f"{PIPELINE}-api"}],
+                "envFrom": [{"configMapRef": {"name": f"{PIPELINE}-config"}}],
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }  # fmt: skip
+    pipeline.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    try:
+        eventually(
+            "the outsider's probe finishes",
+            lambda: pipeline.json("pod", name)["status"].get("phase") in ("Succeeded", "Failed"),
+            timeout_s=180,
+        )
+        return json.loads(pipeline.kubectl("logs", name).splitlines()[-1])
+    finally:
+        pipeline.kubectl("delete", "pod", name, "--wait=false")
+
+
+def test_3b_network_policies_keep_other_pods_off_the_broker_and_minio(
+    pipeline: Deployment,
+) -> None:
+    """Enforced NetworkPolicies (the local cluster runs kube-router's firewall): the pipeline's
+    own pods reach what they use; another pod of the namespace reaches only the API."""
+    assert probe_from(pipeline, "producer")["broker"] == "connected"
+    assert probe_from(pipeline, "api")["minio"] == "connected"
+    outsider = probe_from_outsider(pipeline)
+    # The API answers it, so the pod has a network: the other two are refused by policy
+    # (kube-router rejects; an enforcer that drops would leave them to time out).
+    assert outsider["api"] == "connected", outsider
+    denied = {"ConnectionRefusedError", "TimeoutError"}
+    assert outsider["broker"] in denied and outsider["minio"] in denied, outsider
+
+
 def _restart_and_recheck(pipeline: Deployment, selector: str, what: str) -> None:
     (old,) = [p["metadata"]["uid"] for p in pipeline.json("pods", "-l", selector)["items"]]
     killed_at = int(time.time() // 60)

@@ -182,6 +182,20 @@ GO_PROGRAMS: dict[str, GoProgram] = {
         package="github.com/coredns/coredns",
         ldflags=lambda version, _published: ["-s", "-w"],
     ),
+    # NetworkPolicy enforcement for the local cluster: kube-router's firewall alone (iptables
+    # and ipset; its routing and service proxy stay off). kube-network-policies would be the
+    # lighter choice, but it needs the nftables `queue` expression, which kernels without
+    # CONFIG_NFT_QUEUE (and without modules) lack.
+    "kube-router": GoProgram(
+        name="kube-router",
+        module="github.com/cloudnativelabs/kube-router/v2",
+        package="github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+        ldflags=lambda version, _published: [
+            "-s",
+            "-w",
+            f"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={version}",
+        ],
+    ),
     "helm": GoProgram(
         name="helm",
         module="helm.sh/helm/v3",

@@ -6,9 +6,10 @@ Everything runs inside the network namespace ``cryptolake``, joined to the host 
 leaves the machine. The programs: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 kubelet and kube-proxy built from their Go modules (``binaries.py``); Debian's containerd, runc,
 CNI plugins (bridge + host-local) and iptables; CoreDNS (a Go-built binary in an image of our
-own) as the cluster DNS; a hostPath volume provisioner of ours (``provisioner.py``) as the
-default StorageClass. No image is ever pulled: the sandbox ("pause") image and every other image
-are built locally (``images.py``) and imported into containerd.
+own) as the cluster DNS; kube-router's firewall (Go-built too; Debian's ipset) enforcing
+NetworkPolicies; a hostPath volume provisioner of ours (``provisioner.py``) as the default
+StorageClass. No image is ever pulled: the sandbox ("pause") image and every other image are
+built locally (``images.py``) and imported into containerd.
 
 The processes are daemons: ``up`` starts what is not running and returns; ``down`` stops them
 all, the pods' containers included, and removes the namespace. State (PKI, etcd, containerd's
@@ -36,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptolake.stack.binaries import installed_binary
+from cryptolake.stack.images import CLUSTER_IMAGES, COREDNS, build_images, image_refs
 from cryptolake.stack.jars import ToolingMissing
 from cryptolake.stack.kube import (
     ADMIN_USER,
@@ -61,15 +63,14 @@ CLUSTER_CIDR, NODE_POD_CIDR = "10.244.0.0/16", "10.244.0.0/24"
 DNS_SERVICE_IP = "10.96.0.10"  # in kube.py's service range, next to the `kubernetes` Service
 CLUSTER_DOMAIN = "cluster.local"
 APISERVER_PORT = 6443
+NETWORK_POLICY_HEALTH_PORT = 20244  # kube-router's default
 STORAGE_CLASS = "cryptolake-local"
 PROVISIONER_NAME = "cryptolake.io/hostpath"
 SCHEDULER_USER = "system:kube-scheduler"
 NODE_USER = f"system:node:{NODE_NAME}"
 PROXY_USER = "system:kube-proxy"
+NETWORK_POLICY_USER = "system:kube-router"
 CNI_BIN_DIR = Path("/usr/lib/cni")
-# Built locally (images.py), never pulled.
-PAUSE_IMAGE = "localhost/cryptolake/pause:3.10"
-COREDNS_IMAGE = "localhost/cryptolake/coredns:v1.14.7"
 DEBIAN_PROGRAMS = {
     "containerd": "containerd",
     "ctr": "containerd",
@@ -78,6 +79,7 @@ DEBIAN_PROGRAMS = {
     "ip": "iproute2",
     "nsenter": "util-linux",
     "conntrack": "conntrack",
+    "ipset": "ipset",
 }
 
 
@@ -160,6 +162,7 @@ class ClusterTokens:
     scheduler: str = field(default_factory=lambda: secrets.token_hex(24))
     node: str = field(default_factory=lambda: secrets.token_hex(24))
     proxy: str = field(default_factory=lambda: secrets.token_hex(24))
+    network_policy: str = field(default_factory=lambda: secrets.token_hex(24))
 
     def users(self) -> dict[str, tuple[str, str]]:
         """user → (token, groups). The bootstrap RBAC policy binds system:kube-scheduler and
@@ -170,6 +173,7 @@ class ClusterTokens:
             SCHEDULER_USER: (self.scheduler, ""),
             NODE_USER: (self.node, "system:nodes"),
             PROXY_USER: (self.proxy, ""),
+            NETWORK_POLICY_USER: (self.network_policy, ""),
         }
 
     @classmethod
@@ -181,6 +185,7 @@ class ClusterTokens:
             scheduler=by_user[SCHEDULER_USER],
             node=by_user[NODE_USER],
             proxy=by_user[PROXY_USER],
+            network_policy=by_user[NETWORK_POLICY_USER],
         )
 
 
@@ -394,6 +399,68 @@ def build_kube_proxy_config(files: ClusterFiles) -> str:
     return json.dumps(config, indent=2)
 
 
+def build_network_policy_args(files: ClusterFiles) -> list[str]:
+    """kube-router as a NetworkPolicy firewall only (iptables and ipset in the node's
+    namespace): the bridge CNI routes and kube-proxy serves Services, as before. Traffic from
+    the node itself (kubelet probes, `kubectl exec`) stays allowed, as kube-router does."""
+    return [
+        f"--kubeconfig={files.kubeconfig_of('kube-router')}",
+        f"--hostname-override={NODE_NAME}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--enable-cni=false",
+        f"--health-port={NETWORK_POLICY_HEALTH_PORT}",
+        "--v=1",
+    ]
+
+
+def build_network_policy_rbac() -> list[dict[str, object]]:
+    """What kube-router's firewall reads (its upstream ClusterRole, read-only)."""
+    name = "cryptolake:kube-router"
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": NETWORK_POLICY_USER,
+                }
+            ],
+        },
+    ]
+
+
 def build_addons(coredns_image: str) -> list[dict[str, object]]:
     """The default StorageClass (our hostPath provisioner) and CoreDNS for cluster.local."""
     labels = {"k8s-app": "kube-dns"}
@@ -523,10 +590,8 @@ def build_addons(coredns_image: str) -> list[dict[str, object]]:
 def cluster_images(*, build: bool) -> list[tuple[str, Path]]:
     """(reference, OCI archive) of every image the cluster needs: the sandbox and CoreDNS
     always; with ``build``, the project's images too (built or found in the cache)."""
-    from cryptolake.stack import images  # noqa: PLC0415
-
-    wanted = None if build else list(images.CLUSTER_IMAGES)
-    return [(archive.reference, archive.path) for archive in images.build_images(wanted).values()]
+    wanted = None if build else list(CLUSTER_IMAGES)
+    return [(archive.reference, archive.path) for archive in build_images(wanted).values()]
 
 
 # --- the shell: processes, network, files --------------------------------------------------
@@ -631,6 +696,7 @@ DAEMONS = (
     "containerd",
     "kubelet",
     "kube-proxy",
+    "kube-router",
     "provisioner",
 )
 
@@ -718,8 +784,14 @@ class Cluster:
             netns=False,
         )
         self._wait("kubelet", self._node_ready, deadline)
-        self._step("addons: StorageClass, CoreDNS", self._apply_addons)
+        self._step("addons: StorageClass, CoreDNS, RBAC of the NetworkPolicy firewall",
+                   self._apply_addons)  # fmt: skip
         self._wait("coredns", self._dns_ready, deadline)
+        self._ensure(
+            "kube-router",
+            [str(installed_binary("kube-router")), *build_network_policy_args(self.files)],
+        )
+        self._wait("kube-router", self._network_policies_ready, deadline)
         self.progress(
             f"cluster ready in {time.monotonic() - started:.0f} s: "
             f"export KUBECONFIG={self.kubeconfig}"
@@ -749,6 +821,7 @@ class Cluster:
             "kube-scheduler",
             "kubelet",
             "kube-proxy",
+            "kube-router",
         ):
             installed_binary(name)
 
@@ -799,13 +872,16 @@ class Cluster:
             "scheduler": (SCHEDULER_USER, tokens.scheduler),
             "kubelet": (NODE_USER, tokens.node),
             "kube-proxy": (PROXY_USER, tokens.proxy),
+            "kube-router": (NETWORK_POLICY_USER, tokens.network_policy),
         }
         for component, (user, token) in users.items():
             path = files.kubeconfig_of(component)
             path.write_text(build_kubeconfig(self.server, ca_pem, user, token))
             path.chmod(0o600)
         # Unchanged files are left alone: kube-proxy exits when its config file changes.
-        _write_if_changed(files.containerd_config, build_containerd_config(files, PAUSE_IMAGE))
+        _write_if_changed(
+            files.containerd_config, build_containerd_config(files, image_refs()["pause"])
+        )
         _write_if_changed(files.cni_conf_dir / "10-cryptolake.conflist", build_cni_config())
         _write_if_changed(files.kubelet_config, build_kubelet_config(files))
         _write_if_changed(files.kube_proxy_config, build_kube_proxy_config(files))
@@ -818,8 +894,15 @@ class Cluster:
         if files.token_file.exists() and all(path.exists() for path in kept):
             try:
                 return ClusterTokens.from_token_file(files.token_file.read_text())
-            except KeyError:
-                pass  # an older layout: make everything anew
+            except KeyError as missing:
+                # An older layout: make everything anew, but not under running daemons.
+                running = [n for n, d in self.daemons.items() if d.pid() is not None]
+                if running:
+                    raise ClusterFailed(
+                        f"the cluster's credentials predate this version (no user {missing}) "
+                        f"and {', '.join(running)} still run with them: `make cluster-down`, "
+                        "then `make cluster-up` (state is kept)"
+                    ) from None
         tokens = ClusterTokens()
         make_credentials(files, NODE_IP, build_cluster_token_file(tokens))
         # What kube-apiserver presents to kubelets (exec, logs, port-forward).
@@ -910,7 +993,8 @@ class Cluster:
         return None if ready[0]["status"] == "True" else ready[0].get("message", "not Ready")
 
     def _apply_addons(self) -> None:
-        manifests = "\n---\n".join(json.dumps(doc) for doc in build_addons(COREDNS_IMAGE))
+        addons = [*build_addons(image_refs()[COREDNS]), *build_network_policy_rbac()]
+        manifests = "\n---\n".join(json.dumps(doc) for doc in addons)
         self.kubectl(
             "apply",
             "--server-side",
@@ -922,10 +1006,18 @@ class Cluster:
         )
 
     def _dns_ready(self) -> str | None:
-        """A CoreDNS pod Ready with a container started by this kubelet (a warm start finds
-        the old pod's status until the kubelet reports again)."""
+        return self._addon_ready("k8s-app=kube-dns", "CoreDNS")
+
+    def _network_policies_ready(self) -> str | None:
+        """kube-router answers its health check once its firewall controller synced."""
+        url = f"http://{NODE_IP}:{NETWORK_POLICY_HEALTH_PORT}/healthz"
+        return probe_url(url, None, lambda body: True)
+
+    def _addon_ready(self, selector: str, what: str) -> str | None:
+        """A pod of the addon Ready with a container started by this kubelet (a warm start
+        finds the old pod's status until the kubelet reports again)."""
         done = self.kubectl(
-            "get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o", "json", check=False
+            "get", "pods", "-n", "kube-system", "-l", selector, "-o", "json", check=False
         )
         if done.returncode != 0:
             return done.stderr.strip()
@@ -937,7 +1029,7 @@ class Cluster:
                     started = datetime.fromisoformat(running["startedAt"].replace("Z", "+00:00"))
                     if started.timestamp() >= kubelet_started - 1:
                         return None
-        return "CoreDNS not ready yet"
+        return f"{what} not ready yet"
 
     # --- images ---------------------------------------------------------------------------
 
@@ -974,7 +1066,7 @@ class Cluster:
         """Stop everything, the pods' containers included; unmount what the kubelet mounted;
         delete the network namespace. Data stays for the next `up`."""
         began = time.monotonic()
-        for name in ("provisioner", "kube-proxy", "kubelet"):
+        for name in ("provisioner", "kube-router", "kube-proxy", "kubelet"):
             if self.daemons[name].stop():
                 self.progress(f"{name}: stopped")
         if self.daemons["containerd"].pid() is not None:

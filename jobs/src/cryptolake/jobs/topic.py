@@ -143,8 +143,7 @@ class TopicGuard:
         jvm = self.spark.sparkContext._jvm
         assert jvm is not None
         if self._admin is None:
-            timeout = {"default.api.timeout.ms": str(DESCRIBE_TIMEOUT_S * 1000)}
-            self._admin = java_admin(self.spark, self.settings, timeout)
+            self._admin = _shared_admin(self.spark, self.settings)
         topic = self.settings.trades_topic
         described = self._admin.describeTopics(jvm.java.util.Collections.singletonList(topic))
         seconds = jvm.java.util.concurrent.TimeUnit.SECONDS
@@ -158,6 +157,19 @@ class TopicGuard:
                 return None
             raise
         return None if topic_id == NO_TOPIC_ID else topic_id
+
+
+# One admin client per broker configuration and process: the queries' guards share it (a
+# client per guard would outlive its query, reconnecting to a broker that may be gone).
+_ADMINS: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+def _shared_admin(spark: SparkSession, settings: JobSettings) -> Any:
+    key = tuple(sorted(java_kafka_config(settings).items()))
+    if key not in _ADMINS:
+        timeout = {"default.api.timeout.ms": str(DESCRIBE_TIMEOUT_S * 1000)}
+        _ADMINS[key] = java_admin(spark, settings, timeout)
+    return _ADMINS[key]
 
 
 def java_admin(

@@ -10,6 +10,7 @@ before left."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -42,14 +43,18 @@ API_NODE_PORT = 30080
 # The local cluster's node address (cluster.py); another cluster: its first InternalIP.
 LOCAL_NODE_IP = "10.231.0.2"
 WORKLOADS = ("producer", "ingest", "refine", "api")
-# What the trades topic holds, read inside the producer pod (its image has the Kafka client):
-# every record from the start of each partition to the end it had when the script began.
+# What the trades topic holds, read inside the producer pod (its image has the Kafka client;
+# on a TLS broker the test logs in as the admin, since the producer may not read): every record
+# from the start of each partition to the end it had when the script began.
 DUMP_TOPIC = """
-import os, sys
+import sys
 from confluent_kafka import Consumer, TopicPartition
-topic = os.environ.get("CRYPTOLAKE_TRADES_TOPIC", "crypto.trades.v1")
-consumer = Consumer({"bootstrap.servers": os.environ["CRYPTOLAKE_BOOTSTRAP_SERVERS"],
-                     "group.id": "e2e-ground-truth", "enable.auto.commit": False})
+from cryptolake.common.kafka_client import librdkafka_config
+from cryptolake.common.settings import KafkaTopicsSettings
+settings = KafkaTopicsSettings()
+topic = settings.trades_topic
+consumer = Consumer({**librdkafka_config(settings), "group.id": "e2e-ground-truth",
+                     "enable.auto.commit": False})
 partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
 ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in partitions}
 consumer.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items()])
@@ -259,9 +264,16 @@ def pipeline(release: Deployment) -> Deployment:
 
 def ground_truth(deployment: Deployment) -> list[dict[str, Any]]:
     """Every trade the producer put into Kafka, duplicates removed as Silver removes them."""
+    admin: list[str] = []
+    secret = deployment.json("secrets", "-l", f"app.kubernetes.io/instance={PIPELINE}")
+    for item in secret["items"]:
+        if item["metadata"]["name"] == f"{PIPELINE}-kafka-auth":
+            password = base64.b64decode(item["data"]["admin"]).decode()
+            admin = ["CRYPTOLAKE_KAFKA_USERNAME=admin", f"CRYPTOLAKE_KAFKA_PASSWORD={password}"]
     text = deployment.kubectl(
-        "exec", "-i", f"deploy/{PIPELINE}-producer", "--", "python", "-", stdin=DUMP_TOPIC
-    )
+        "exec", "-i", f"deploy/{PIPELINE}-producer", "--", "env", *admin, "python", "-",
+        stdin=DUMP_TOPIC,
+    )  # fmt: skip
     trades: dict[tuple[str, str, str], dict[str, Any]] = {}
     for line in text.splitlines():
         trade = json.loads(line)
@@ -433,6 +445,45 @@ def test_3b_network_policies_keep_other_pods_off_the_broker_and_minio(
     assert outsider["api"] == "connected", outsider
     denied = {"ConnectionRefusedError", "TimeoutError"}
     assert outsider["broker"] in denied and outsider["minio"] in denied, outsider
+
+
+# Run in the producer pod: a plaintext client, and the producer's own login reading trades.
+BROKER_REFUSALS = """
+import json
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from cryptolake.common.kafka_client import librdkafka_config
+from cryptolake.common.settings import KafkaTopicsSettings
+settings = KafkaTopicsSettings()
+refused = {}
+plain = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "socket.timeout.ms": 3000})
+try:
+    plain.list_topics(timeout=8)
+    refused["plaintext"] = "answered"
+except KafkaException as exc:
+    refused["plaintext"] = exc.args[0].name()
+consumer = Consumer({**librdkafka_config(settings), "group.id": "e2e-producer-reads"})
+consumer.assign([TopicPartition(settings.trades_topic, 0, 0)])
+message = consumer.poll(15)
+refused["producer_reads"] = (message.error().name() if message is not None and message.error()
+                             else "read" if message is not None else "nothing")
+consumer.close()
+print(json.dumps(refused))
+"""
+
+
+def test_3c_the_broker_speaks_tls_and_each_client_may_only_do_its_job(
+    pipeline: Deployment,
+) -> None:
+    """broker.tls (the default): no plaintext client gets an answer, and the producer's login
+    may not read the trades it writes (the jobs' may: test 3 needs it)."""
+    text = pipeline.kubectl("exec", "-i", f"deploy/{PIPELINE}-producer", "--", "python", "-",
+                            stdin=BROKER_REFUSALS)  # fmt: skip
+    refused = json.loads(text.splitlines()[-1])
+    assert refused["plaintext"] in ("_TRANSPORT", "_TIMED_OUT", "_ALL_BROKERS_DOWN"), refused
+    # Refused either way: its consumer group or the topic, whichever the broker checks first.
+    assert refused["producer_reads"] in ("GROUP_AUTHORIZATION_FAILED",
+                                         "TOPIC_AUTHORIZATION_FAILED"), refused  # fmt: skip
 
 
 def _restart_and_recheck(pipeline: Deployment, selector: str, what: str) -> None:

@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import (
-    AclBinding,
-    AclOperation,
-    AclPermissionType,
-    AdminClient,
-    ResourcePatternType,
-    ResourceType,
-)
+from confluent_kafka.admin import AdminClient
 from pyspark.sql import functions as F
 
 from cryptolake.common.candles import reference_bars
@@ -28,6 +21,7 @@ from cryptolake.jobs.cli import start_streams
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.operator.kafka_auth import JOBS_USER, PRODUCER_USER, client_acls
 from cryptolake.operator.pki import issue, make_ca
+from cryptolake.operator.services import reconcile_acls
 from cryptolake.producer.app import run_until
 from cryptolake.producer.kafka_sink import ensure_topics
 from cryptolake.producer.settings import ProducerSettings
@@ -60,18 +54,6 @@ class SecuredBroker:
         }
 
 
-def _acl_binding(acl) -> AclBinding:
-    return AclBinding(
-        ResourceType[acl.resource],
-        acl.name,
-        ResourcePatternType.PREFIXED if acl.prefixed else ResourcePatternType.LITERAL,
-        acl.principal,
-        "*",
-        AclOperation[acl.operation],
-        AclPermissionType.ALLOW,
-    )
-
-
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory) -> SecuredBroker:
     folder = tmp_path_factory.mktemp("kafka-tls")
@@ -90,9 +72,9 @@ def secured(tmp_path_factory) -> SecuredBroker:
     broker.start()
     suffix = uuid.uuid4().hex[:8]
     trades, dlq = f"sec.{suffix}.trades", f"sec.{suffix}.dlq"
-    admin = AdminClient(broker.admin_config())
-    for future in admin.create_acls([_acl_binding(a) for a in client_acls(trades, dlq)]).values():
-        future.result(timeout=30)
+    # What the operator does on its pipelines' brokers.
+    reconcile_acls(broker.bootstrap_servers, client_acls(trades, dlq),
+                   security.client_config(security.admin))  # fmt: skip
     yield SecuredBroker(broker, security, trades, dlq, other_ca)
     broker.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ from cryptolake.operator.builders import (
     RESTART_NONCE,
     Pipeline,
     build_children,
+    build_kafka_secret,
     build_minio_secret,
     kafka_cluster_id,
 )
 from cryptolake.operator.models import CryptoPipelineSpec
+from cryptolake.operator.pki import issue, make_ca
 
 SAMPLES = Path(__file__).resolve().parents[2] / "k8s" / "samples"
 
@@ -219,3 +222,64 @@ def test_network_policies_deny_by_default_then_allow_who_needs_it() -> None:
     assert sources("lake-storage", 9000) == {"ingest", "refine", "executor", "api", "operator"}
     assert sources("lake-api", 8000) == {"anyone"}
     assert sources("lake-refine", 7078) == {"ingest", "refine", "executor"}
+
+
+def _env_names(container: dict[str, Any]) -> list[str]:
+    return [e["name"] for e in container["env"]]
+
+
+def test_a_kafka_pipeline_is_tls_and_scram_by_default_with_one_user_per_client() -> None:
+    children = by_kind_name(build_children(pipeline()))
+    broker = children[("StatefulSet", "lake-broker")]["spec"]["template"]["spec"]
+    (container,) = broker["containers"]
+    names = _env_names(container)
+    assert len(names) == len(set(names))  # server-side apply keys env by name
+    env = env_of(container)
+    assert env["KAFKA_LISTENERS"] == "SASL_SSL://:9092,CONTROLLER://:9093"
+    assert env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL"
+    assert env["KAFKA_SUPER_USERS"] == "User:admin;User:CN=lake-broker,O=CryptoLake"
+    assert env["KAFKA_SSL_KEYSTORE_KEY"] == {"secretKeyRef": {"name": "lake-kafka-auth",
+                                                              "key": "tls.key"}}  # fmt: skip
+    # Kubernetes expands $(VAR) only for variables defined before.
+    assert names.index("SCRAM_PASSWORD_ADMIN") < names.index("SCRAM_USERS")
+    assert env["SCRAM_USERS"].split() == [
+        "admin=$(SCRAM_PASSWORD_ADMIN)", "producer=$(SCRAM_PASSWORD_PRODUCER)",
+        "jobs=$(SCRAM_PASSWORD_JOBS)",
+    ]  # fmt: skip
+    # No password and no CA key in any property file or plain value.
+    assert not any("BEGIN" in str(v) for v in env.values())
+    users = {}
+    for name in ("lake-producer", "lake-ingest", "lake-refine"):
+        spec = children[("Deployment", name)]["spec"]["template"]["spec"]
+        client = env_of(spec["containers"][0])
+        users[name] = client["CRYPTOLAKE_KAFKA_USERNAME"]
+        assert client["CRYPTOLAKE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert client["CRYPTOLAKE_KAFKA_PASSWORD"] == {
+            "secretKeyRef": {"name": "lake-kafka-auth", "key": users[name]}}  # fmt: skip
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "kafka-ca"]
+        assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # not ca.key
+    assert users == {"lake-producer": "producer", "lake-ingest": "jobs", "lake-refine": "jobs"}
+    api = children[("Deployment", "lake-api")]["spec"]["template"]["spec"]
+    assert "CRYPTOLAKE_KAFKA_PASSWORD" not in env_of(api["containers"][0])
+
+
+def test_executors_mount_the_ca_and_plaintext_brokers_get_no_kafka_auth() -> None:
+    executors = pipeline(processing={"refine": {"executors": {"instances": 1}}})
+    template = by_kind_name(build_children(executors))[("ConfigMap", "lake-spark-templates")]
+    pod = json.loads(template["data"]["executor-pod.yaml"])
+    assert {"name": "kafka-ca", "mountPath": "/etc/cryptolake/kafka", "readOnly": True} in (
+        pod["spec"]["containers"][0]["volumeMounts"])  # fmt: skip
+    for plain in (pipeline(broker__tls=False), pipeline("production")):
+        for child in build_children(plain):
+            assert "KAFKA_SSL" not in json.dumps(child) and "kafka-auth" not in json.dumps(child)
+
+
+def test_the_kafka_secret_holds_the_ca_certificate_chain_and_one_password_per_user() -> None:
+    ca = make_ca("lake CA")
+    server = issue(ca, "lake-broker", pipeline().broker_hosts())
+    secret = build_kafka_secret(
+        pipeline(), ca, server, {"admin": "a", "producer": "p", "jobs": "j"}
+    )
+    data = secret["stringData"]
+    assert set(data) == {"ca.crt", "ca.key", "tls.crt", "tls.key", "admin", "producer", "jobs"}
+    assert data["tls.crt"].endswith(ca.certificate)  # leaf, then the CA: the chain

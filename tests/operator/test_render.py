@@ -60,7 +60,8 @@ def test_render_prints_every_child_without_a_cluster() -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     kinds = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout)]
-    assert kinds[0] == ("Secret", "minimal-s3-credentials")  # generated, placeholder keys
+    # Generated: placeholders for the keys, passwords and certificates.
+    assert kinds[:2] == [("Secret", "minimal-s3-credentials"), ("Secret", "minimal-kafka-auth")]
     assert ("Deployment", "minimal-refine") in kinds and ("StatefulSet", "minimal-broker") in kinds
     assert all(d["metadata"]["namespace"] == "markets" for d in yaml.safe_load_all(done.stdout))
 

@@ -281,6 +281,12 @@ def test_broker_and_format_commands() -> None:
     fmt = format_command({"JAVA_HOME": "/jdk"}, "-x", props, log4j)
     assert fmt[0] == "/jdk/bin/java"
     assert "--cluster-id=-x" in fmt and "--ignore-formatted" in fmt
+    assert not [arg for arg in fmt if arg.startswith("--add-scram")]
+    scram = format_command({"SCRAM_USERS": "admin=a1 jobs=j2"}, "-x", props, log4j)
+    assert scram[-2:] == ["--add-scram=SCRAM-SHA-512=[name=admin,password=a1]",
+                          "--add-scram=SCRAM-SHA-512=[name=jobs,password=j2]"]  # fmt: skip
+    # Not a broker property: the KAFKA_* rendering never sees it.
+    assert server_properties({"SCRAM_USERS": "admin=a1", "KAFKA_NODE_ID": "1"}) == {"node.id": "1"}
 
 
 # --- the api image's npm lock fetcher -------------------------------------------------------

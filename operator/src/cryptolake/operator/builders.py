@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from cryptolake.operator.kafka_auth import ADMIN_USER, JOBS_USER, PRODUCER_USER
 from cryptolake.operator.models import (
     GROUP,
     KIND,
@@ -25,6 +26,7 @@ from cryptolake.operator.models import (
     SparkApplication,
     Volume,
 )
+from cryptolake.operator.pki import KeyPair
 
 Manifest = dict[str, Any]
 
@@ -57,6 +59,10 @@ CONTAINER_SECURITY: Final = {
 }
 # Spark's executors read their pod template from here (the driver mounts it from a ConfigMap).
 SPARK_TEMPLATES_DIR: Final = "/etc/cryptolake/spark"
+# Where clients of a TLS broker find the pipeline's CA (one key of the kafka-auth Secret).
+KAFKA_CA_DIR: Final = "/etc/cryptolake/kafka"
+KAFKA_CA_KEY: Final = "ca.crt"
+SCRAM: Final = "SCRAM-SHA-512"
 EXECUTOR_TEMPLATE: Final = "executor-pod.yaml"
 
 
@@ -119,6 +125,27 @@ class Pipeline:
     @property
     def credentials_secret(self) -> str:
         return self.spec.storage.credentials_secret or self.child("s3-credentials")
+
+    @property
+    def kafka_tls(self) -> bool:
+        """The operator's Kafka with TLS, SCRAM users and ACLs (``broker.tls``)."""
+        return self.spec.broker.engine == "kafka" and self.spec.broker.tls
+
+    @property
+    def kafka_secret(self) -> str:
+        """The CA, the brokers' certificate and the SCRAM users' passwords (operator-made)."""
+        return self.child("kafka-auth")
+
+    @property
+    def broker_principal(self) -> str:
+        """The brokers' certificate subject: their identity to each other's controllers."""
+        return f"CN={self.child('broker')},O=CryptoLake"
+
+    def broker_hosts(self) -> list[str]:
+        """The names clients reach the brokers by: the Service, and each pod."""
+        service, namespace = self.child("broker"), self.namespace
+        return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+                f"*.{self.broker_headless}.{namespace}.svc"]  # fmt: skip
 
 
 # --- metadata -------------------------------------------------------------------------------
@@ -340,6 +367,49 @@ def _broker_pod_address(pipeline: Pipeline, ordinal: int | str) -> str:
     )
 
 
+KAFKA_USERS: Final = (ADMIN_USER, PRODUCER_USER, JOBS_USER)
+
+
+def kafka_tls_env(pipeline: Pipeline, advertised: str) -> list[dict[str, Any]]:
+    """A TLS broker (engine kafka): clients on SASL_SSL with SCRAM-SHA-512, the controllers on
+    mutual TLS, the StandardAuthorizer denying what no ACL allows, every key from the
+    kafka-auth Secret (PEM values inline). The SCRAM users are stored when the storage is first
+    formatted (``SCRAM_USERS``, read by the image's run script)."""
+    secret = pipeline.kafka_secret
+
+    def from_secret(name: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    passwords = [from_secret(f"SCRAM_PASSWORD_{user.upper()}", user) for user in KAFKA_USERS]
+    admin_password = f"$(SCRAM_PASSWORD_{ADMIN_USER.upper()})"
+    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{ADMIN_USER}" password="{admin_password}";')  # fmt: skip
+    users = " ".join(f"{user}=$(SCRAM_PASSWORD_{user.upper()})" for user in KAFKA_USERS)
+    return [
+        *passwords,  # first: the values below refer to them
+        {"name": "SCRAM_USERS", "value": users},
+        {"name": "KAFKA_LISTENERS",
+         "value": f"SASL_SSL://:{KAFKA_PORT},CONTROLLER://:{CONTROLLER_PORT}"},
+        {"name": "KAFKA_ADVERTISED_LISTENERS", "value": f"SASL_SSL://{advertised}:{KAFKA_PORT}"},
+        {"name": "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+         "value": "SASL_SSL:SASL_SSL,CONTROLLER:SSL"},
+        {"name": "KAFKA_INTER_BROKER_LISTENER_NAME", "value": "SASL_SSL"},
+        {"name": "KAFKA_SASL_ENABLED_MECHANISMS", "value": SCRAM},
+        {"name": "KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL", "value": SCRAM},
+        {"name": "KAFKA_LISTENER_NAME_SASL__SSL_SCRAM___SHA___512_SASL_JAAS_CONFIG", "value": jaas},
+        {"name": "KAFKA_LISTENER_NAME_CONTROLLER_SSL_CLIENT_AUTH", "value": "required"},
+        {"name": "KAFKA_SSL_KEYSTORE_TYPE", "value": "PEM"},
+        from_secret("KAFKA_SSL_KEYSTORE_KEY", "tls.key"),
+        from_secret("KAFKA_SSL_KEYSTORE_CERTIFICATE_CHAIN", "tls.crt"),
+        {"name": "KAFKA_SSL_TRUSTSTORE_TYPE", "value": "PEM"},
+        from_secret("KAFKA_SSL_TRUSTSTORE_CERTIFICATES", KAFKA_CA_KEY),
+        {"name": "KAFKA_AUTHORIZER_CLASS_NAME",
+         "value": "org.apache.kafka.metadata.authorizer.StandardAuthorizer"},
+        {"name": "KAFKA_SUPER_USERS",
+         "value": f"User:{ADMIN_USER};User:{pipeline.broker_principal}"},
+    ]  # fmt: skip
+
+
 def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
     broker = pipeline.spec.broker
     replicas = broker.replicas
@@ -384,6 +454,10 @@ def build_broker_statefulset(pipeline: Pipeline) -> Manifest:
             {"name": "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "value": internal_rf},
             {"name": "KAFKA_HEAP_OPTS", "value": "-Xms512m -Xmx512m"},
         ]  # fmt: skip
+        if pipeline.kafka_tls:
+            secured = kafka_tls_env(pipeline, advertised)
+            replaced = {variable["name"] for variable in secured}
+            env = [*secured, *(v for v in env if v["name"] not in replaced)]
         ports = {"kafka": KAFKA_PORT, "controller": CONTROLLER_PORT}
         probe = {"tcpSocket": {"port": KAFKA_PORT}}
         config_dir = "/opt/kafka/config"  # the run script renders server.properties here
@@ -447,6 +521,52 @@ def build_broker_pdb(pipeline: Pipeline) -> Manifest:
 
 
 # --- storage --------------------------------------------------------------------------------
+
+
+def build_kafka_secret(
+    pipeline: Pipeline, ca: KeyPair, server: KeyPair, passwords: dict[str, str]
+) -> Manifest:
+    """The TLS broker's material (the caller draws keys and passwords, so this stays pure):
+    the CA (its key never leaves this Secret: pods mount ``ca.crt`` alone), the brokers'
+    certificate chain and key, one SCRAM password per user."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(pipeline, pipeline.kafka_secret, "broker"),
+        "type": "Opaque",
+        "stringData": {
+            KAFKA_CA_KEY: ca.certificate, "ca.key": ca.key,
+            "tls.crt": server.certificate, "tls.key": server.key, **passwords,
+        },
+    }  # fmt: skip
+
+
+def kafka_client_env(pipeline: Pipeline, user: str) -> list[dict[str, Any]]:
+    """How a client logs in to the pipeline's broker as ``user`` (common/kafka_client.py reads
+    these); nothing for a plaintext broker."""
+    if not pipeline.kafka_tls:
+        return []
+    secret = pipeline.kafka_secret
+    return [
+        {"name": "CRYPTOLAKE_KAFKA_SECURITY_PROTOCOL", "value": "SASL_SSL"},
+        {"name": "CRYPTOLAKE_KAFKA_SASL_MECHANISM", "value": SCRAM},
+        {"name": "CRYPTOLAKE_KAFKA_USERNAME", "value": user},
+        {"name": "CRYPTOLAKE_KAFKA_PASSWORD",
+         "valueFrom": {"secretKeyRef": {"name": secret, "key": user}}},
+        {"name": "CRYPTOLAKE_KAFKA_CA_FILE", "value": f"{KAFKA_CA_DIR}/{KAFKA_CA_KEY}"},
+    ]  # fmt: skip
+
+
+def kafka_ca_volume(pipeline: Pipeline) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(mounts, volumes) that put the pipeline's CA certificate at KAFKA_CA_DIR."""
+    if not pipeline.kafka_tls:
+        return [], []
+    mount = {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True}
+    volume = {"name": "kafka-ca", "secret": {
+        "secretName": pipeline.kafka_secret,
+        "items": [{"key": KAFKA_CA_KEY, "path": KAFKA_CA_KEY}],
+    }}  # fmt: skip
+    return [mount], [volume]
 
 
 def build_minio_secret(pipeline: Pipeline, access_key: str, secret_key: str) -> Manifest:
@@ -530,9 +650,11 @@ def producer_env(pipeline: Pipeline) -> list[dict[str, str]]:
 
 
 def build_producer_deployment(pipeline: Pipeline) -> Manifest:
+    mounts, volumes = kafka_ca_volume(pipeline)
     container = _container(
         "producer", pipeline.images.producer, [], pipeline, PRODUCER_METRICS_PORT,
-        env=producer_env(pipeline),
+        env=producer_env(pipeline) + kafka_client_env(pipeline, PRODUCER_USER),
+        volumeMounts=mounts,
         readinessProbe={
             "httpGet": {"path": "/healthz", "port": PRODUCER_METRICS_PORT},
             **PROBE_TIMING,
@@ -542,6 +664,7 @@ def build_producer_deployment(pipeline: Pipeline) -> Manifest:
     # On SIGTERM the producer flushes for up to its flush timeout: the grace period outlasts it.
     pod = {
         "containers": [container],
+        "volumes": volumes,
         "terminationGracePeriodSeconds": PRODUCER_FLUSH_TIMEOUT_S + 15,
     }
     return _deployment(pipeline, "producer", 1, pod)
@@ -611,12 +734,15 @@ def runs_executors(pipeline: Pipeline) -> bool:
 def build_executor_template(pipeline: Pipeline) -> Manifest:
     """The pod template Spark starts its executors from: restricted like every other pod
     (Spark adds its own local-dir volumes, image, resources and environment)."""
+    # Executors run the Kafka source's reads: they need the broker's CA too.
+    mounts, volumes = kafka_ca_volume(pipeline)
+    executor = {"name": "executor", "volumeMounts": mounts}
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         # Spark adds its own labels; these let the network policies find the executors.
         "metadata": {"labels": labels(pipeline, "executor")},
-        "spec": restricted({"containers": [{"name": "executor"}]}, SPARK_SCRATCH),
+        "spec": restricted({"containers": [executor], "volumes": volumes}, SPARK_SCRATCH),
     }
     return {
         "apiVersion": "v1",
@@ -633,14 +759,16 @@ def build_spark_driver(pipeline: Pipeline, app: str) -> list[Manifest]:
     application = spark_application(pipeline, app)
     driver = application.driver
     component = app
-    mounts, volumes = [], []
+    mounts, volumes = kafka_ca_volume(pipeline)
     if application.executors.instances:
-        mounts = [{"name": "spark-templates", "mountPath": SPARK_TEMPLATES_DIR, "readOnly": True}]
-        volumes = [{"name": "spark-templates",
-                    "configMap": {"name": pipeline.child("spark-templates")}}]  # fmt: skip
+        mounts.append({"name": "spark-templates", "mountPath": SPARK_TEMPLATES_DIR,
+                       "readOnly": True})  # fmt: skip
+        volumes.append({"name": "spark-templates",
+                        "configMap": {"name": pipeline.child("spark-templates")}})  # fmt: skip
+    env = spark_settings(pipeline, app) + kafka_client_env(pipeline, JOBS_USER)
     container = _container(
         "driver", processing.image or pipeline.images.jobs, [SPARK_APPLICATIONS[app]], pipeline,
-        JOBS_METRICS_PORT, env=spark_settings(pipeline, app),
+        JOBS_METRICS_PORT, env=env,
         resources={
             "requests": {"cpu": driver.cpu or str(driver.cores),
                          "memory": driver.memory.upper() + "i"},

@@ -21,14 +21,26 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
 
-from cryptolake.operator.builders import Pipeline, build_children, build_minio_secret
+from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
+from cryptolake.operator.builders import (
+    KAFKA_CA_KEY,
+    KAFKA_USERS,
+    SCRAM,
+    Pipeline,
+    build_children,
+    build_kafka_secret,
+    build_minio_secret,
+)
+from cryptolake.operator.kafka_auth import ADMIN_USER, client_acls
 from cryptolake.operator.kube import Cluster
 from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpec, spec_error
+from cryptolake.operator.pki import issue, make_ca
 from cryptolake.operator.services import (
     ServiceUnreachable,
     TopicSpec,
     delete_prefix,
     ensure_bucket,
+    reconcile_acls,
     reconcile_topics,
 )
 from cryptolake.operator.settings import OperatorSettings
@@ -109,8 +121,21 @@ def _answering(observed: Observed, component: str, external: bool) -> bool:
     return external or (state is not None and state.ready > 0)
 
 
-def _check_broker(pipeline: Pipeline, observed: Observed) -> str | None:
-    """Topics to the spec once the broker answers; the reason when it does not."""
+def _kafka_admin_client(pipeline: Pipeline, cluster: Cluster) -> dict[str, str]:
+    """librdkafka's properties for the operator as the broker's admin (a TLS broker)."""
+    if not pipeline.kafka_tls:
+        return {}
+    keys = cluster.secret_keys(pipeline.namespace, pipeline.kafka_secret)
+    return {
+        "security.protocol": "SASL_SSL", "sasl.mechanisms": SCRAM,
+        "sasl.username": ADMIN_USER, "sasl.password": keys[ADMIN_USER],
+        "ssl.ca.pem": keys[KAFKA_CA_KEY],
+    }  # fmt: skip
+
+
+def _check_broker(pipeline: Pipeline, cluster: Cluster, observed: Observed) -> str | None:
+    """Topics to the spec (and on a TLS broker the clients' ACLs) once the broker answers;
+    the reason when it does not."""
     broker = pipeline.spec.broker
     if not _answering(observed, "broker", broker.engine == "external"):
         return None
@@ -119,10 +144,35 @@ def _check_broker(pipeline: Pipeline, observed: Observed) -> str | None:
         broker.topic.retention_hours * 3_600_000,
     )  # fmt: skip
     try:
-        reconcile_topics(pipeline.bootstrap_servers, wanted)
+        client = _kafka_admin_client(pipeline, cluster)
+        if client:
+            reconcile_acls(pipeline.bootstrap_servers, client_acls(TRADES_TOPIC, DLQ_TOPIC), client)
+        reconcile_topics(pipeline.bootstrap_servers, wanted, client=client)
+    except KeyError as error:
+        return f"Secret {pipeline.kafka_secret} has no key {error}"
+    except ApiException as error:
+        return f"Secret {pipeline.kafka_secret}: {error.reason}"
     except ServiceUnreachable as error:
         return str(error)
     return None
+
+
+def _ensure_kafka_secret(pipeline: Pipeline, cluster: Cluster, body: kopf.Body) -> None:
+    """The TLS broker's CA, certificate and passwords, made once (a Secret that exists is
+    kept: rotation is deleting it, see docs/security.md)."""
+    if not pipeline.kafka_tls:
+        return
+    try:
+        cluster.secret_keys(pipeline.namespace, pipeline.kafka_secret)
+        return  # made before: keys are drawn only for a Secret that is missing
+    except ApiException as error:
+        if error.status != 404:
+            raise
+    ca = make_ca(f"{pipeline.name}.{pipeline.namespace} pipeline CA")
+    server = issue(ca, pipeline.child("broker"), pipeline.broker_hosts())
+    passwords = {user: secrets.token_hex(24) for user in KAFKA_USERS}
+    if cluster.create_if_absent(build_kafka_secret(pipeline, ca, server, passwords)):
+        kopf.info(body, reason="Created", message="generated the Kafka CA, certificate and users")
 
 
 def _check_storage(pipeline: Pipeline, cluster: Cluster, observed: Observed) -> str | None:
@@ -162,13 +212,14 @@ def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
             secret = build_minio_secret(pipeline, secrets.token_hex(10), secrets.token_urlsafe(30))
             if cluster.create_if_absent(secret):
                 kopf.info(body, reason="Created", message="generated the S3 credentials Secret")
+        _ensure_kafka_secret(pipeline, cluster, body)
         children = build_children(pipeline)
         for child in children:
             cluster.apply(child)
         for gone in cluster.prune(pipeline, children):
             kopf.info(body, reason="Pruned", message=f"deleted {gone}, no longer part of it")
         observed = Observed(cluster.workload_states(pipeline))
-        observed.broker_error = _check_broker(pipeline, observed)
+        observed.broker_error = _check_broker(pipeline, cluster, observed)
         observed.storage_error = _check_storage(pipeline, cluster, observed)
         endpoint = f"http://{pipeline.child('api')}.{namespace}.svc:8000"
         new_status = build_status(

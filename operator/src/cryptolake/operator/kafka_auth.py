@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+ADMIN_USER: Final = "admin"  # the super user: the brokers between themselves, the operator
 PRODUCER_USER: Final = "producer"
 JOBS_USER: Final = "jobs"
 # The group ids Spark's Kafka source makes up (spark-kafka-source-<uuid>-…).

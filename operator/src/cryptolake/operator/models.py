@@ -135,6 +135,7 @@ class Broker(CrdModel):
                     ".replicas",
                 ),
                 cel("self.engine == oldSelf.engine", "broker.engine: " + RECREATE, ".engine"),
+                cel("self.tls == oldSelf.tls", "broker.tls: " + RECREATE, ".tls"),
             ]
         }
     )
@@ -155,6 +156,14 @@ class Broker(CrdModel):
         default=None,
         pattern=r"^[^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*$",
         description="external only: host:port list.",
+    )
+    tls: bool = Field(
+        default=True,
+        description=(
+            "engine kafka: clients connect with TLS (a CA the operator keeps in the Secret "
+            "<name>-kafka-auth) and SCRAM-SHA-512, one user per client, ACLs enforced; false: "
+            "plaintext. Not yet for redpanda and external brokers (plaintext)."
+        ),
     )
 
 

@@ -6,8 +6,15 @@ from __future__ import annotations
 import yaml
 from pydantic import ValidationError
 
-from cryptolake.operator.builders import Pipeline, build_children, build_minio_secret
+from cryptolake.operator.builders import (
+    KAFKA_USERS,
+    Pipeline,
+    build_children,
+    build_kafka_secret,
+    build_minio_secret,
+)
 from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec, spec_error
+from cryptolake.operator.pki import KeyPair
 from cryptolake.operator.settings import OperatorSettings
 
 # The uid the API server would give the resource; ownerReferences need one.
@@ -52,5 +59,9 @@ def render(text: str, namespace: str = "default") -> str:
     children = []
     if pipeline.generates_credentials:
         children.append(build_minio_secret(pipeline, PLACEHOLDER_KEY, PLACEHOLDER_KEY))
+    if pipeline.kafka_tls:
+        generated = KeyPair(PLACEHOLDER_KEY, PLACEHOLDER_KEY)
+        passwords = dict.fromkeys(KAFKA_USERS, PLACEHOLDER_KEY)
+        children.append(build_kafka_secret(pipeline, generated, generated, passwords))
     children += build_children(pipeline)
     return str(yaml.safe_dump_all(children, sort_keys=False))

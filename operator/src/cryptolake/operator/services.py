@@ -5,6 +5,7 @@ the Kafka admin API) and the bucket (S3). Both are idempotent; an unreachable se
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -13,16 +14,22 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewPartitions,
     NewTopic,
+    ResourcePatternType,
+    ResourceType,
 )
 
 from cryptolake.common.s3 import REGION
 from cryptolake.common.trade import DLQ_TOPIC, TOPIC_CONFIG, TRADES_TOPIC
+from cryptolake.operator.kafka_auth import Acl
 
 log = logging.getLogger(__name__)
 TOPICS: Final = (TRADES_TOPIC, DLQ_TOPIC)
@@ -58,14 +65,46 @@ def build_config_alterations(wanted: TopicSpec) -> list[ConfigResource]:
     ]
 
 
-def reconcile_topics(bootstrap: str, wanted: TopicSpec, timeout_s: float = 5.0) -> list[str]:
-    """Create missing topics, add partitions up to the spec (Kafka never removes them), set
-    retention and ``TOPIC_CONFIG``. Returns what it changed."""
-    admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 3000},
+def _admin(bootstrap: str, client: Mapping[str, str] | None) -> AdminClient:
+    """An admin client; ``client`` adds librdkafka's security properties (a TLS broker)."""
+    return AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 3000,
+         **(client or {})},
         # librdkafka's connection errors through logging, not raw lines on stderr.
         logger=logging.getLogger("cryptolake.operator.librdkafka"),
-    )
+    )  # fmt: skip
+
+
+def reconcile_acls(
+    bootstrap: str, acls: list[Acl], client: Mapping[str, str], timeout_s: float = 5.0
+) -> None:
+    """Create every ACL (creating one that exists changes nothing)."""
+    bindings = [
+        AclBinding(
+            ResourceType[acl.resource], acl.name,
+            ResourcePatternType.PREFIXED if acl.prefixed else ResourcePatternType.LITERAL,
+            acl.principal, "*", AclOperation[acl.operation], AclPermissionType.ALLOW,
+        )
+        for acl in acls
+    ]  # fmt: skip
+    admin = _admin(bootstrap, client)  # held: the futures fail once the client is collected
+    try:
+        for future in admin.create_acls(bindings).values():
+            _result(future, timeout_s)
+    except KafkaException as error:
+        raise ServiceUnreachable(f"broker {bootstrap}: ACLs: {error.args[0].str()}") from error
+
+
+def reconcile_topics(
+    bootstrap: str,
+    wanted: TopicSpec,
+    timeout_s: float = 5.0,
+    *,
+    client: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Create missing topics, add partitions up to the spec (Kafka never removes them), set
+    retention and ``TOPIC_CONFIG``. Returns what it changed."""
+    admin = _admin(bootstrap, client)
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
         changes = []

@@ -7,7 +7,8 @@ with the configuration in ``KAFKA_*`` variables. As in apache/kafka (docker/reso
 ``render-properties``): every ``KAFKA_X`` but the JVM and logging ones becomes property ``x``,
 where ``_`` → ``.``, ``__`` → ``_`` and ``___`` → ``-``; with no ``KAFKA_*`` configuration at all,
 a single-node default applies. ``CLUSTER_ID`` formats the storage on first start (a formatted
-one is kept), then the broker replaces this process, logging to standard output.
+one is kept; ``SCRAM_USERS`` adds SCRAM users then), then the broker replaces this process,
+logging to standard output.
 
 Standard library only: the image runs it with Debian's python3; the functions above ``main``
 are pure, for the tests.
@@ -142,6 +143,16 @@ def java_binary(env: Mapping[str, str]) -> str:
     return f"{home}/bin/java" if home else "java"
 
 
+def scram_arguments(env: Mapping[str, str]) -> list[str]:
+    """``--add-scram`` for each ``user=password`` of ``SCRAM_USERS`` (space-separated): KRaft
+    keeps SCRAM users in its metadata, stored when the storage is first formatted."""
+    arguments = []
+    for item in env.get("SCRAM_USERS", "").split():
+        user, _, password = item.partition("=")
+        arguments.append(f"--add-scram=SCRAM-SHA-512=[name={user},password={password}]")
+    return arguments
+
+
 def format_command(
     env: Mapping[str, str], cluster_id: str, properties: Path, log4j: Path
 ) -> list[str]:
@@ -157,6 +168,7 @@ def format_command(
         f"--cluster-id={cluster_id}",
         f"--config={properties}",
         "--ignore-formatted",
+        *scram_arguments(env),
     ]
 
 

@@ -13,6 +13,11 @@ _JAAS_MODULES = {
 }
 
 
+def jaas_config(mechanism: str, username: str, password: str) -> str:
+    """The Java client's ``sasl.jaas.config`` for a user (clients, and a broker's own login)."""
+    return f'{_JAAS_MODULES[mechanism]} required username="{username}" password="{password}";'
+
+
 def librdkafka_config(settings: KafkaTopicsSettings) -> dict[str, str]:
     """``bootstrap.servers`` and the security properties, as librdkafka names them."""
     protocol = settings.kafka_security_protocol
@@ -36,9 +41,8 @@ def java_kafka_config(settings: KafkaTopicsSettings) -> dict[str, str]:
         assert settings.kafka_username and settings.kafka_password  # the settings' validator
         mechanism = settings.kafka_sasl_mechanism
         config["sasl.mechanism"] = mechanism
-        config["sasl.jaas.config"] = (
-            f'{_JAAS_MODULES[mechanism]} required username="{settings.kafka_username}" '
-            f'password="{settings.kafka_password.get_secret_value()}";'
+        config["sasl.jaas.config"] = jaas_config(
+            mechanism, settings.kafka_username, settings.kafka_password.get_secret_value()
         )
     if protocol.endswith("SSL") and settings.kafka_ca_file is not None:
         # PEM trust stores need no keytool step (Kafka 2.7+).

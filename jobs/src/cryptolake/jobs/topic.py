@@ -81,7 +81,6 @@ class TopicGuard:
     settings: JobSettings
     query: str
     recorded: str | None = field(default=None, init=False)
-    _admin: Any = field(default=None, init=False, repr=False)
 
     @property
     def record_path(self) -> str:
@@ -142,10 +141,9 @@ class TopicGuard:
         topic does not exist, the broker does not answer in time or keeps no ids."""
         jvm = self.spark.sparkContext._jvm
         assert jvm is not None
-        if self._admin is None:
-            self._admin = _shared_admin(self.spark, self.settings)
         topic = self.settings.trades_topic
-        described = self._admin.describeTopics(jvm.java.util.Collections.singletonList(topic))
+        admin = _shared_admin(self.spark, self.settings)
+        described = admin.describeTopics(jvm.java.util.Collections.singletonList(topic))
         seconds = jvm.java.util.concurrent.TimeUnit.SECONDS
         try:
             topic_id = str(described.allTopicNames().get(DESCRIBE_TIMEOUT_S, seconds)

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from cryptolake.common.kafka_client import jaas_config
 from cryptolake.operator.kafka_auth import ADMIN_USER, JOBS_USER, PRODUCER_USER
 from cryptolake.operator.models import (
     GROUP,
@@ -381,9 +382,7 @@ def kafka_tls_env(pipeline: Pipeline, advertised: str) -> list[dict[str, Any]]:
         return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
     passwords = [from_secret(f"SCRAM_PASSWORD_{user.upper()}", user) for user in KAFKA_USERS]
-    admin_password = f"$(SCRAM_PASSWORD_{ADMIN_USER.upper()})"
-    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{ADMIN_USER}" password="{admin_password}";')  # fmt: skip
+    jaas = jaas_config(SCRAM, ADMIN_USER, f"$(SCRAM_PASSWORD_{ADMIN_USER.upper()})")
     users = " ".join(f"{user}=$(SCRAM_PASSWORD_{user.upper()})" for user in KAFKA_USERS)
     return [
         *passwords,  # first: the values below refer to them

@@ -1005,19 +1005,16 @@ class Cluster:
             stdin=manifests,
         )
 
-    def _dns_ready(self) -> str | None:
-        return self._addon_ready("k8s-app=kube-dns", "CoreDNS")
-
     def _network_policies_ready(self) -> str | None:
         """kube-router answers its health check once its firewall controller synced."""
         url = f"http://{NODE_IP}:{NETWORK_POLICY_HEALTH_PORT}/healthz"
         return probe_url(url, None, lambda body: True)
 
-    def _addon_ready(self, selector: str, what: str) -> str | None:
-        """A pod of the addon Ready with a container started by this kubelet (a warm start
-        finds the old pod's status until the kubelet reports again)."""
+    def _dns_ready(self) -> str | None:
+        """A CoreDNS pod Ready with a container started by this kubelet (a warm start finds
+        the old pod's status until the kubelet reports again)."""
         done = self.kubectl(
-            "get", "pods", "-n", "kube-system", "-l", selector, "-o", "json", check=False
+            "get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o", "json", check=False
         )
         if done.returncode != 0:
             return done.stderr.strip()
@@ -1029,7 +1026,7 @@ class Cluster:
                     started = datetime.fromisoformat(running["startedAt"].replace("Z", "+00:00"))
                     if started.timestamp() >= kubelet_started - 1:
                         return None
-        return f"{what} not ready yet"
+        return "CoreDNS not ready yet"
 
     # --- images ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cryptolake.common.kafka_client import jaas_config
 from cryptolake.stack.jars import ToolingMissing, resolved_jars_dir
 from cryptolake.stack.processes import Service, terminate
 
@@ -103,9 +104,8 @@ def _security_properties(config: KafkaBrokerConfig, security: BrokerSecurity) ->
         "inter.broker.listener.name": "SASL_SSL",
         "sasl.enabled.mechanisms": SCRAM,
         "sasl.mechanism.inter.broker.protocol": SCRAM,
-        f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config": (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{security.admin}" password="{password}";'
+        f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config": jaas_config(
+            SCRAM, security.admin, password
         ),
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": str(security.key_store),

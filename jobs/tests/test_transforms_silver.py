@@ -228,18 +228,6 @@ def test_a_batch_replayed_after_a_restart_is_appended_once(spark, job_lake):
     assert count() == 8
 
 
-def test_local_mode_puts_the_jars_on_the_class_path_instead_of_copying_them(tmp_path) -> None:
-    from cryptolake.jobs.session import build_spark_conf  # noqa: PLC0415
-    from cryptolake.jobs.settings import JobSettings  # noqa: PLC0415
-
-    jars = [tmp_path / "delta.jar", tmp_path / "kafka.jar"]
-    local = build_spark_conf(JobSettings(spark_master="local[2]"), jars)
-    assert local["spark.driver.extraClassPath"] == f"{jars[0]}:{jars[1]}"
-    assert "spark.jars" not in local
-    cluster = build_spark_conf(JobSettings(spark_master="k8s://https://kubernetes:443"), jars)
-    assert cluster["spark.jars"] == f"{jars[0]},{jars[1]}"
-
-
 @pytest.mark.parametrize("old", ["silver", "gold", "silver_trades"])
 def test_refine_refuses_a_lakehouse_of_the_old_chained_layout(spark, tmp_path, old) -> None:
     from cryptolake.jobs.refine import LegacyLayout, start_refine  # noqa: PLC0415

@@ -486,6 +486,34 @@ def test_3c_the_broker_speaks_tls_and_each_client_may_only_do_its_job(
                                          "TOPIC_AUTHORIZATION_FAILED"), refused  # fmt: skip
 
 
+# Run in the API pod: MinIO by its Service name over HTTPS, trusting what the pod trusts (the
+# pipeline's CA through SSL_CERT_FILE), and the same address in plain HTTP.
+MINIO_TLS = """
+import json, os, ssl, urllib.error, urllib.request
+https = os.environ["CRYPTOLAKE_S3_ENDPOINT"]
+seen = {}
+for name, url in {"https": https, "http": "http://" + https.split("://", 1)[1]}.items():
+    try:
+        with urllib.request.urlopen(url + "/minio/health/ready", timeout=5) as response:
+            seen[name] = response.status
+    except urllib.error.HTTPError as exc:
+        seen[name] = exc.code
+    except (OSError, ssl.SSLError) as exc:
+        seen[name] = type(exc).__name__
+print(json.dumps(seen))
+"""
+
+
+def test_3d_minio_speaks_tls_with_a_certificate_of_the_pipeline_ca(pipeline: Deployment) -> None:
+    """storage.tls (the default): the certificate verifies for MinIO's Service name against
+    the pipeline's CA (the API pod trusts nothing else); plain HTTP is refused."""
+    text = pipeline.kubectl("exec", "-i", f"deploy/{PIPELINE}-api", "--", "python", "-",
+                            stdin=MINIO_TLS)  # fmt: skip
+    seen = json.loads(text.splitlines()[-1])
+    assert seen["https"] == 200, seen
+    assert seen["http"] == 400, seen  # MinIO: "client sent an HTTP request to an HTTPS server"
+
+
 def _restart_and_recheck(pipeline: Deployment, selector: str, what: str) -> None:
     (old,) = [p["metadata"]["uid"] for p in pipeline.json("pods", "-l", selector)["items"]]
     killed_at = int(time.time() // 60)

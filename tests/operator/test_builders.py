@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from cryptolake.operator.builders import (
     CONFIG_HASH,
     RESTART_NONCE,
     Pipeline,
+    build_ca_secret,
     build_children,
     build_kafka_secret,
     build_minio_secret,
+    build_minio_tls_secret,
     kafka_cluster_id,
 )
 from cryptolake.operator.models import CryptoPipelineSpec
@@ -256,8 +261,10 @@ def test_a_kafka_pipeline_is_tls_and_scram_by_default_with_one_user_per_client()
         assert client["CRYPTOLAKE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
         assert client["CRYPTOLAKE_KAFKA_PASSWORD"] == {
             "secretKeyRef": {"name": "lake-kafka-auth", "key": users[name]}}  # fmt: skip
-        (volume,) = [v for v in spec["volumes"] if v["name"] == "kafka-ca"]
-        assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # not ca.key
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "ca"]
+        assert volume["secret"]["secretName"] == "lake-ca"
+        assert {"key": "ca.crt", "path": "ca.crt"} in volume["secret"]["items"]
+        assert "ca.key" not in json.dumps(volume)
     assert users == {"lake-producer": "producer", "lake-ingest": "jobs", "lake-refine": "jobs"}
     api = children[("Deployment", "lake-api")]["spec"]["template"]["spec"]
     assert "CRYPTOLAKE_KAFKA_PASSWORD" not in env_of(api["containers"][0])
@@ -267,19 +274,69 @@ def test_executors_mount_the_ca_and_plaintext_brokers_get_no_kafka_auth() -> Non
     executors = pipeline(processing={"refine": {"executors": {"instances": 1}}})
     template = by_kind_name(build_children(executors))[("ConfigMap", "lake-spark-templates")]
     pod = json.loads(template["data"]["executor-pod.yaml"])
-    assert {"name": "kafka-ca", "mountPath": "/etc/cryptolake/kafka", "readOnly": True} in (
+    assert {"name": "ca", "mountPath": "/etc/cryptolake/ca", "readOnly": True} in (
         pod["spec"]["containers"][0]["volumeMounts"])  # fmt: skip
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "ca"]
+    assert [item["key"] for item in volume["secret"]["items"]] == ["ca.crt", "truststore.p12"]
     for plain in (pipeline(broker__tls=False), pipeline("production")):
         for child in build_children(plain):
             assert "KAFKA_SSL" not in json.dumps(child) and "kafka-auth" not in json.dumps(child)
 
 
-def test_the_kafka_secret_holds_the_ca_certificate_chain_and_one_password_per_user() -> None:
+def test_the_secrets_hold_the_ca_the_certificate_chains_and_one_password_per_user() -> None:
     ca = make_ca("lake CA")
+    secret = build_ca_secret(pipeline(), ca)
+    assert secret["stringData"] == {"ca.crt": ca.certificate, "ca.key": ca.key}
+    store = pkcs12.load_pkcs12(base64.b64decode(secret["data"]["truststore.p12"]), b"changeit")
+    (trusted,) = store.additional_certs
+    assert trusted.certificate == x509.load_pem_x509_certificate(ca.certificate.encode())
     server = issue(ca, "lake-broker", pipeline().broker_hosts())
-    secret = build_kafka_secret(
-        pipeline(), ca, server, {"admin": "a", "producer": "p", "jobs": "j"}
-    )
-    data = secret["stringData"]
-    assert set(data) == {"ca.crt", "ca.key", "tls.crt", "tls.key", "admin", "producer", "jobs"}
+    data = build_kafka_secret(pipeline(), server, {"admin": "a", "producer": "p", "jobs": "j"})[
+        "stringData"
+    ]
+    assert set(data) == {"tls.crt", "tls.key", "admin", "producer", "jobs"}  # no CA key
     assert data["tls.crt"].endswith(ca.certificate)  # leaf, then the CA: the chain
+    minio = build_minio_tls_secret(pipeline(), issue(ca, "lake-minio", pipeline().minio_hosts()))
+    assert minio["type"] == "kubernetes.io/tls"
+    assert set(minio["stringData"]) == {"tls.crt", "tls.key"}
+
+
+def test_minio_is_https_by_default_and_its_clients_trust_the_pipeline_ca() -> None:
+    children = by_kind_name(build_children(pipeline()))
+    config = children[("ConfigMap", "lake-config")]["data"]
+    assert config["CRYPTOLAKE_S3_ENDPOINT"] == "https://lake-minio.markets.svc:9000"
+    minio = children[("StatefulSet", "lake-minio")]["spec"]["template"]["spec"]
+    (server,) = minio["containers"]
+    assert server["args"][-2:] == ["--certs-dir", "/etc/cryptolake/minio-certs"]
+    assert server["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (certs,) = [v for v in minio["volumes"] if v["name"] == "certs"]
+    assert certs["secret"] == {
+        "secretName": "lake-minio-tls",
+        "items": [
+            {"key": "tls.crt", "path": "public.crt"},
+            {"key": "tls.key", "path": "private.key"},
+        ],
+    }
+    for driver in ("lake-ingest", "lake-refine"):
+        spec = children[("Deployment", driver)]["spec"]["template"]["spec"]
+        env = env_of(spec["containers"][0])
+        assert env["CRYPTOLAKE_S3_TRUSTSTORE"] == "/etc/cryptolake/ca/truststore.p12"
+    api = children[("Deployment", "lake-api")]["spec"]["template"]["spec"]
+    assert env_of(api["containers"][0])["SSL_CERT_FILE"] == "/etc/cryptolake/ca/ca.crt"
+    (ca,) = [v for v in api["volumes"] if v["name"] == "ca"]
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    # The producer never talks to S3: the Kafka CA only, no trust store.
+    producer = children[("Deployment", "lake-producer")]["spec"]["template"]["spec"]
+    (ca,) = [v for v in producer["volumes"] if v["name"] == "ca"]
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert "CRYPTOLAKE_S3_TRUSTSTORE" not in env_of(producer["containers"][0])
+
+
+def test_plain_http_minio_and_external_storage_get_no_s3_trust() -> None:
+    for plain in (pipeline(storage__tls=False, broker__tls=False), pipeline("production")):
+        rendered = json.dumps(build_children(plain))
+        for word in ("minio-tls", "truststore", "SSL_CERT_FILE", "lake-ca"):
+            assert word not in rendered, word
+    plain = by_kind_name(build_children(pipeline(storage__tls=False)))
+    endpoint = plain[("ConfigMap", "lake-config")]["data"]["CRYPTOLAKE_S3_ENDPOINT"]
+    assert endpoint == "http://lake-minio.markets.svc:9000"

@@ -61,7 +61,12 @@ def test_render_prints_every_child_without_a_cluster() -> None:
     )  # fmt: skip
     kinds = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout)]
     # Generated: placeholders for the keys, passwords and certificates.
-    assert kinds[:2] == [("Secret", "minimal-s3-credentials"), ("Secret", "minimal-kafka-auth")]
+    assert kinds[:4] == [
+        ("Secret", "minimal-s3-credentials"),
+        ("Secret", "minimal-ca"),
+        ("Secret", "minimal-kafka-auth"),
+        ("Secret", "minimal-minio-tls"),
+    ]
     assert ("Deployment", "minimal-refine") in kinds and ("StatefulSet", "minimal-broker") in kinds
     assert all(d["metadata"]["namespace"] == "markets" for d in yaml.safe_load_all(done.stdout))
 

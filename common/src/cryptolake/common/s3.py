@@ -7,6 +7,10 @@ from urllib.parse import urlsplit
 
 # An explicit region, so the AWS SDKs never probe EC2 instance metadata for one.
 REGION: Final = "us-east-1"
+# The password of Java trust stores (``CRYPTOLAKE_S3_TRUSTSTORE``): the JDK's own convention.
+# It only guards the integrity of public certificates; the Kubernetes API client in Spark
+# (fabric8) opens the JVM's trust store with exactly this password when none is set.
+TRUSTSTORE_PASSWORD: Final = "changeit"
 
 
 def s3a_spark_conf(endpoint: str, access_key: str, secret_key: str) -> dict[str, str]:
@@ -28,3 +32,13 @@ def s3a_spark_conf(endpoint: str, access_key: str, secret_key: str) -> dict[str,
         s3a + "access.key": access_key,
         s3a + "secret.key": secret_key,
     }
+
+
+def java_trust_options(truststore: str) -> str:
+    """JVM options that make ``truststore`` (PKCS#12, TRUSTSTORE_PASSWORD) the trust of every
+    TLS client in the JVM that has no trust of its own: S3A's AWS SDK, which has no setting
+    for a private CA. Kafka's client keeps its own PEM trust (``ssl.truststore.*``)."""
+    return (
+        f"-Djavax.net.ssl.trustStore={truststore} -Djavax.net.ssl.trustStoreType=PKCS12 "
+        f"-Djavax.net.ssl.trustStorePassword={TRUSTSTORE_PASSWORD}"
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from cryptolake.common.s3 import s3a_spark_conf
+from cryptolake.common.s3 import java_trust_options, s3a_spark_conf
 from cryptolake.jobs.settings import JobSettings
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,10 @@ def build_spark_conf(settings: JobSettings, jars: list[Path]) -> dict[str, str]:
         "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods",
         "spark.executor.extraJavaOptions": "-XX:-DontCompileHugeMethods",
     }
+    if settings.s3_truststore:
+        for side in ("driver", "executor"):
+            key = f"spark.{side}.extraJavaOptions"
+            conf[key] += " " + java_trust_options(str(settings.s3_truststore))
     if settings.spark_master.startswith("local"):
         # Tasks run in the driver's JVM, so its class path is enough. `spark.jars` would copy
         # the 640 MB of jars into a /tmp/spark-* folder per session, which a killed JVM leaves.

@@ -35,6 +35,10 @@ class JobSettings(KafkaTopicsSettings):
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
+    # A Java PKCS#12 trust store (password common.s3.TRUSTSTORE_PASSWORD) for an S3 endpoint
+    # whose certificate a private CA signed (the operator's TLS MinIO); the JVMs' default trust
+    # otherwise. Its path must be the same in the driver and the executors.
+    s3_truststore: Path | None = None
 
     spark_master: str = "local[2]"
     # Jars added to pyspark's (Delta, Kafka source, S3A); default: the cache `make setup` fills.

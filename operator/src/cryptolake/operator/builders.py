@@ -27,7 +27,7 @@ from cryptolake.operator.models import (
     SparkApplication,
     Volume,
 )
-from cryptolake.operator.pki import KeyPair
+from cryptolake.operator.pki import KeyPair, java_truststore
 
 Manifest = dict[str, Any]
 
@@ -60,9 +60,13 @@ CONTAINER_SECURITY: Final = {
 }
 # Spark's executors read their pod template from here (the driver mounts it from a ConfigMap).
 SPARK_TEMPLATES_DIR: Final = "/etc/cryptolake/spark"
-# Where clients of a TLS broker find the pipeline's CA (one key of the kafka-auth Secret).
-KAFKA_CA_DIR: Final = "/etc/cryptolake/kafka"
-KAFKA_CA_KEY: Final = "ca.crt"
+# Where TLS clients find the pipeline's CA (keys of the <name>-ca Secret): the certificate
+# as PEM, and as a Java trust store for the JVMs' S3 client.
+CA_DIR: Final = "/etc/cryptolake/ca"
+CA_CERT_KEY: Final = "ca.crt"
+TRUSTSTORE_KEY: Final = "truststore.p12"
+# MinIO reads public.crt and private.key from its certs dir (a read-only mount is fine).
+MINIO_CERTS_DIR: Final = "/etc/cryptolake/minio-certs"
 SCRAM: Final = "SCRAM-SHA-512"
 EXECUTOR_TEMPLATE: Final = "executor-pod.yaml"
 
@@ -110,7 +114,8 @@ class Pipeline:
         if storage.engine == "external":
             assert storage.endpoint is not None
             return storage.endpoint
-        return f"http://{self.child('minio')}.{self.namespace}.svc:{MINIO_PORT}"
+        scheme = "https" if self.minio_tls else "http"
+        return f"{scheme}://{self.child('minio')}.{self.namespace}.svc:{MINIO_PORT}"
 
     @property
     def table_root(self) -> str:
@@ -133,9 +138,28 @@ class Pipeline:
         return self.spec.broker.engine == "kafka" and self.spec.broker.tls
 
     @property
+    def minio_tls(self) -> bool:
+        """The operator's MinIO serving HTTPS with a certificate of the pipeline's CA."""
+        return self.spec.storage.engine == "minio" and self.spec.storage.tls
+
+    @property
+    def ca_secret(self) -> str:
+        """The pipeline's CA (operator-made): its key, its certificate, a Java trust store."""
+        return self.child("ca")
+
+    @property
     def kafka_secret(self) -> str:
-        """The CA, the brokers' certificate and the SCRAM users' passwords (operator-made)."""
+        """The brokers' certificate and the SCRAM users' passwords (operator-made)."""
         return self.child("kafka-auth")
+
+    @property
+    def minio_tls_secret(self) -> str:
+        """MinIO's server certificate (operator-made, kubernetes.io/tls)."""
+        return self.child("minio-tls")
+
+    def minio_hosts(self) -> list[str]:
+        service, namespace = self.child("minio"), self.namespace
+        return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc"]
 
     @property
     def broker_principal(self) -> str:
@@ -401,7 +425,8 @@ def kafka_tls_env(pipeline: Pipeline, advertised: str) -> list[dict[str, Any]]:
         from_secret("KAFKA_SSL_KEYSTORE_KEY", "tls.key"),
         from_secret("KAFKA_SSL_KEYSTORE_CERTIFICATE_CHAIN", "tls.crt"),
         {"name": "KAFKA_SSL_TRUSTSTORE_TYPE", "value": "PEM"},
-        from_secret("KAFKA_SSL_TRUSTSTORE_CERTIFICATES", KAFKA_CA_KEY),
+        {"name": "KAFKA_SSL_TRUSTSTORE_CERTIFICATES",
+         "valueFrom": {"secretKeyRef": {"name": pipeline.ca_secret, "key": CA_CERT_KEY}}},
         {"name": "KAFKA_AUTHORIZER_CLASS_NAME",
          "value": "org.apache.kafka.metadata.authorizer.StandardAuthorizer"},
         {"name": "KAFKA_SUPER_USERS",
@@ -522,22 +547,41 @@ def build_broker_pdb(pipeline: Pipeline) -> Manifest:
 # --- storage --------------------------------------------------------------------------------
 
 
-def build_kafka_secret(
-    pipeline: Pipeline, ca: KeyPair, server: KeyPair, passwords: dict[str, str]
-) -> Manifest:
-    """The TLS broker's material (the caller draws keys and passwords, so this stays pure):
-    the CA (its key never leaves this Secret: pods mount ``ca.crt`` alone), the brokers'
-    certificate chain and key, one SCRAM password per user."""
+def build_ca_secret(pipeline: Pipeline, ca: KeyPair) -> Manifest:
+    """The pipeline's CA (the caller draws it, so this stays pure). Its key never leaves this
+    Secret: pods mount the certificate and the trust store alone."""
+    truststore = base64.b64encode(java_truststore(ca)).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(pipeline, pipeline.ca_secret, "config"),
+        "type": "Opaque",
+        "stringData": {CA_CERT_KEY: ca.certificate, "ca.key": ca.key},
+        "data": {TRUSTSTORE_KEY: truststore},
+    }
+
+
+def build_kafka_secret(pipeline: Pipeline, server: KeyPair, passwords: dict[str, str]) -> Manifest:
+    """The TLS broker's certificate chain and key (from the pipeline's CA) and one SCRAM
+    password per user; the caller draws them."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": metadata(pipeline, pipeline.kafka_secret, "broker"),
         "type": "Opaque",
-        "stringData": {
-            KAFKA_CA_KEY: ca.certificate, "ca.key": ca.key,
-            "tls.crt": server.certificate, "tls.key": server.key, **passwords,
-        },
-    }  # fmt: skip
+        "stringData": {"tls.crt": server.certificate, "tls.key": server.key, **passwords},
+    }
+
+
+def build_minio_tls_secret(pipeline: Pipeline, server: KeyPair) -> Manifest:
+    """MinIO's certificate chain and key, from the pipeline's CA (the caller issues them)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(pipeline, pipeline.minio_tls_secret, "storage"),
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": server.certificate, "tls.key": server.key},
+    }
 
 
 def kafka_client_env(pipeline: Pipeline, user: str) -> list[dict[str, Any]]:
@@ -552,18 +596,37 @@ def kafka_client_env(pipeline: Pipeline, user: str) -> list[dict[str, Any]]:
         {"name": "CRYPTOLAKE_KAFKA_USERNAME", "value": user},
         {"name": "CRYPTOLAKE_KAFKA_PASSWORD",
          "valueFrom": {"secretKeyRef": {"name": secret, "key": user}}},
-        {"name": "CRYPTOLAKE_KAFKA_CA_FILE", "value": f"{KAFKA_CA_DIR}/{KAFKA_CA_KEY}"},
+        {"name": "CRYPTOLAKE_KAFKA_CA_FILE", "value": f"{CA_DIR}/{CA_CERT_KEY}"},
     ]  # fmt: skip
 
 
-def kafka_ca_volume(pipeline: Pipeline) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(mounts, volumes) that put the pipeline's CA certificate at KAFKA_CA_DIR."""
-    if not pipeline.kafka_tls:
+def s3_trust_env(pipeline: Pipeline, *, jvm: bool) -> list[dict[str, Any]]:
+    """How an S3 client trusts a TLS MinIO: a JVM (the jobs) through the Java trust store,
+    others (the API's delta-rs, OpenSSL) through SSL_CERT_FILE, the variable rustls' and
+    OpenSSL's native roots honour. Nothing for plain HTTP or external S3."""
+    if not pipeline.minio_tls:
+        return []
+    if jvm:
+        return [{"name": "CRYPTOLAKE_S3_TRUSTSTORE", "value": f"{CA_DIR}/{TRUSTSTORE_KEY}"}]
+    return [{"name": "SSL_CERT_FILE", "value": f"{CA_DIR}/{CA_CERT_KEY}"}]
+
+
+def ca_volume(
+    pipeline: Pipeline, *, kafka: bool, s3: bool, jvm: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(mounts, volumes) that put the pipeline's CA at CA_DIR for a Kafka client and/or an S3
+    client (``jvm``: with the Java trust store) of the TLS services; nothing when none is."""
+    keys = []
+    if (kafka and pipeline.kafka_tls) or (s3 and pipeline.minio_tls):
+        keys.append(CA_CERT_KEY)
+    if s3 and jvm and pipeline.minio_tls:
+        keys.append(TRUSTSTORE_KEY)
+    if not keys:
         return [], []
-    mount = {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True}
-    volume = {"name": "kafka-ca", "secret": {
-        "secretName": pipeline.kafka_secret,
-        "items": [{"key": KAFKA_CA_KEY, "path": KAFKA_CA_KEY}],
+    mount = {"name": "ca", "mountPath": CA_DIR, "readOnly": True}
+    volume = {"name": "ca", "secret": {
+        "secretName": pipeline.ca_secret,
+        "items": [{"key": key, "path": key} for key in keys],
     }}  # fmt: skip
     return [mount], [volume]
 
@@ -583,12 +646,21 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
     storage = pipeline.spec.storage
     secret = pipeline.credentials_secret
     volume_claim = _volume_claim(pipeline, "storage", storage.volume)
+    # Its certs dir defaults to ~/.minio/certs, on the read-only root filesystem.
+    certs_dir, scheme, mounts, volumes = "/tmp/certs", "HTTP", [], []
+    if pipeline.minio_tls:
+        certs_dir, scheme = MINIO_CERTS_DIR, "HTTPS"
+        mounts = [{"name": "certs", "mountPath": MINIO_CERTS_DIR, "readOnly": True}]
+        volumes = [{"name": "certs", "secret": {
+            "secretName": pipeline.minio_tls_secret,
+            "items": [{"key": "tls.crt", "path": "public.crt"},
+                      {"key": "tls.key", "path": "private.key"}],
+        }}]  # fmt: skip
     container = {
         "name": "minio",
         "image": pipeline.images.minio,
         "imagePullPolicy": PULL_POLICY,
-        # Its certs dir defaults to ~/.minio/certs, on the read-only root filesystem.
-        "args": ["server", "/data", "--address", f":{MINIO_PORT}", "--certs-dir", "/tmp/certs"],
+        "args": ["server", "/data", "--address", f":{MINIO_PORT}", "--certs-dir", certs_dir],
         "env": [
             {
                 "name": "MINIO_ROOT_USER",
@@ -601,11 +673,11 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
         ],
         "ports": [{"name": "s3", "containerPort": MINIO_PORT}],
         "readinessProbe": {
-            "httpGet": {"path": "/minio/health/ready", "port": MINIO_PORT},
+            "httpGet": {"path": "/minio/health/ready", "port": MINIO_PORT, "scheme": scheme},
             **PROBE_TIMING,
         },
         "resources": resources(storage.resources),
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, *mounts],
     }
     return {
         "apiVersion": "apps/v1",
@@ -617,7 +689,7 @@ def build_minio_statefulset(pipeline: Pipeline) -> Manifest:
             "selector": {"matchLabels": selector(pipeline, "storage")},
             "template": {
                 "metadata": {"labels": labels(pipeline, "storage")},
-                "spec": restricted({"containers": [container]}, SCRATCH),
+                "spec": restricted({"containers": [container], "volumes": volumes}, SCRATCH),
             },
             "volumeClaimTemplates": [volume_claim],
         },
@@ -649,7 +721,7 @@ def producer_env(pipeline: Pipeline) -> list[dict[str, str]]:
 
 
 def build_producer_deployment(pipeline: Pipeline) -> Manifest:
-    mounts, volumes = kafka_ca_volume(pipeline)
+    mounts, volumes = ca_volume(pipeline, kafka=True, s3=False)
     container = _container(
         "producer", pipeline.images.producer, [], pipeline, PRODUCER_METRICS_PORT,
         env=producer_env(pipeline) + kafka_client_env(pipeline, PRODUCER_USER),
@@ -733,8 +805,9 @@ def runs_executors(pipeline: Pipeline) -> bool:
 def build_executor_template(pipeline: Pipeline) -> Manifest:
     """The pod template Spark starts its executors from: restricted like every other pod
     (Spark adds its own local-dir volumes, image, resources and environment)."""
-    # Executors run the Kafka source's reads: they need the broker's CA too.
-    mounts, volumes = kafka_ca_volume(pipeline)
+    # Executors read Kafka and write S3: they trust the CA like their driver (the trust store
+    # path is in the driver's spark.executor.extraJavaOptions).
+    mounts, volumes = ca_volume(pipeline, kafka=True, s3=True, jvm=True)
     executor = {"name": "executor", "volumeMounts": mounts}
     pod = {
         "apiVersion": "v1",
@@ -758,13 +831,17 @@ def build_spark_driver(pipeline: Pipeline, app: str) -> list[Manifest]:
     application = spark_application(pipeline, app)
     driver = application.driver
     component = app
-    mounts, volumes = kafka_ca_volume(pipeline)
+    mounts, volumes = ca_volume(pipeline, kafka=True, s3=True, jvm=True)
     if application.executors.instances:
         mounts.append({"name": "spark-templates", "mountPath": SPARK_TEMPLATES_DIR,
                        "readOnly": True})  # fmt: skip
         volumes.append({"name": "spark-templates",
                         "configMap": {"name": pipeline.child("spark-templates")}})  # fmt: skip
-    env = spark_settings(pipeline, app) + kafka_client_env(pipeline, JOBS_USER)
+    env = [
+        *spark_settings(pipeline, app),
+        *kafka_client_env(pipeline, JOBS_USER),
+        *s3_trust_env(pipeline, jvm=True),
+    ]
     container = _container(
         "driver", processing.image or pipeline.images.jobs, [SPARK_APPLICATIONS[app]], pipeline,
         JOBS_METRICS_PORT, env=env,
@@ -833,8 +910,8 @@ def build_api(pipeline: Pipeline) -> list[Manifest]:
             "value": f"{pipeline.spec.telemetry.service_name_prefix}-api",
         },
     ]
-    mounts: list[dict[str, Any]] = []
-    volumes: list[dict[str, Any]] = []
+    env += s3_trust_env(pipeline, jvm=False)
+    mounts, volumes = ca_volume(pipeline, kafka=False, s3=True)
     if api.auth_secret:
         env.append({"name": "CRYPTOLAKE_API_KEYS_FILE", "value": "/etc/cryptolake/api-keys/keys"})
         mounts.append(
@@ -934,7 +1011,8 @@ def build_network_policies(pipeline: Pipeline) -> list[Manifest]:
 
 def build_children(pipeline: Pipeline) -> list[Manifest]:
     """Every child the pipeline owns, in apply order (config and storage before users).
-    Generated credentials are not here: see ``build_minio_secret``."""
+    Generated credentials and certificates are not here: see ``build_minio_secret``,
+    ``build_ca_secret``, ``build_kafka_secret`` and ``build_minio_tls_secret``."""
     spec = pipeline.spec
     children = [build_config_map(pipeline), *build_network_policies(pipeline)]
     if spec.broker.engine != "external":

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -23,18 +25,20 @@ from pydantic import ValidationError
 
 from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
 from cryptolake.operator.builders import (
-    KAFKA_CA_KEY,
+    CA_CERT_KEY,
     KAFKA_USERS,
     SCRAM,
     Pipeline,
+    build_ca_secret,
     build_children,
     build_kafka_secret,
     build_minio_secret,
+    build_minio_tls_secret,
 )
 from cryptolake.operator.kafka_auth import ADMIN_USER, client_acls
 from cryptolake.operator.kube import Cluster
 from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpec, spec_error
-from cryptolake.operator.pki import issue, make_ca
+from cryptolake.operator.pki import KeyPair, issue, make_ca
 from cryptolake.operator.services import (
     ServiceUnreachable,
     TopicSpec,
@@ -126,10 +130,11 @@ def _kafka_admin_client(pipeline: Pipeline, cluster: Cluster) -> dict[str, str]:
     if not pipeline.kafka_tls:
         return {}
     keys = cluster.secret_keys(pipeline.namespace, pipeline.kafka_secret)
+    ca = cluster.secret_keys(pipeline.namespace, pipeline.ca_secret)
     return {
         "security.protocol": "SASL_SSL", "sasl.mechanisms": SCRAM,
         "sasl.username": ADMIN_USER, "sasl.password": keys[ADMIN_USER],
-        "ssl.ca.pem": keys[KAFKA_CA_KEY],
+        "ssl.ca.pem": ca[CA_CERT_KEY],
     }  # fmt: skip
 
 
@@ -157,22 +162,67 @@ def _check_broker(pipeline: Pipeline, cluster: Cluster, observed: Observed) -> s
     return None
 
 
-def _ensure_kafka_secret(pipeline: Pipeline, cluster: Cluster, body: kopf.Body) -> None:
-    """The TLS broker's CA, certificate and passwords, made once (a Secret that exists is
-    kept: rotation is deleting it, see docs/security.md)."""
-    if not pipeline.kafka_tls:
-        return
+def _missing(cluster: Cluster, namespace: str, name: str) -> bool:
     try:
-        cluster.secret_keys(pipeline.namespace, pipeline.kafka_secret)
-        return  # made before: keys are drawn only for a Secret that is missing
+        cluster.secret_keys(namespace, name)
     except ApiException as error:
         if error.status != 404:
             raise
-    ca = make_ca(f"{pipeline.name}.{pipeline.namespace} pipeline CA")
-    server = issue(ca, pipeline.child("broker"), pipeline.broker_hosts())
-    passwords = {user: secrets.token_hex(24) for user in KAFKA_USERS}
-    if cluster.create_if_absent(build_kafka_secret(pipeline, ca, server, passwords)):
-        kopf.info(body, reason="Created", message="generated the Kafka CA, certificate and users")
+        return True
+    return False
+
+
+def _pipeline_ca(pipeline: Pipeline, cluster: Cluster, body: kopf.Body) -> KeyPair:
+    """The pipeline's CA, made once. A Kafka Secret of an older operator held the CA itself:
+    that CA is kept (its broker certificate stays valid for the clients)."""
+    namespace = pipeline.namespace
+    try:
+        keys = cluster.secret_keys(namespace, pipeline.ca_secret)
+        return KeyPair(keys[CA_CERT_KEY], keys["ca.key"])
+    except ApiException as error:
+        if error.status != 404:
+            raise
+    try:
+        older = cluster.secret_keys(namespace, pipeline.kafka_secret)
+        ca = KeyPair(older[CA_CERT_KEY], older["ca.key"])
+    except (ApiException, KeyError):
+        ca = make_ca(f"{pipeline.name}.{namespace} pipeline CA")
+    if cluster.create_if_absent(build_ca_secret(pipeline, ca)):
+        kopf.info(body, reason="Created", message="generated the pipeline's CA")
+    keys = cluster.secret_keys(namespace, pipeline.ca_secret)  # another writer may have won
+    return KeyPair(keys[CA_CERT_KEY], keys["ca.key"])
+
+
+def _ensure_tls_secrets(pipeline: Pipeline, cluster: Cluster, body: kopf.Body) -> None:
+    """The CA, the broker's certificate and passwords, MinIO's certificate: each made once (a
+    Secret that exists is kept: rotation is deleting it, see docs/security.md)."""
+    if not (pipeline.kafka_tls or pipeline.minio_tls):
+        return
+    namespace = pipeline.namespace
+    kafka = pipeline.kafka_tls and _missing(cluster, namespace, pipeline.kafka_secret)
+    minio = pipeline.minio_tls and _missing(cluster, namespace, pipeline.minio_tls_secret)
+    ca = _pipeline_ca(pipeline, cluster, body)
+    if kafka:
+        server = issue(ca, pipeline.child("broker"), pipeline.broker_hosts())
+        passwords = {user: secrets.token_hex(24) for user in KAFKA_USERS}
+        if cluster.create_if_absent(build_kafka_secret(pipeline, server, passwords)):
+            kopf.info(body, reason="Created", message="generated the Kafka certificate and users")
+    if minio:
+        server = issue(ca, pipeline.child("minio"), pipeline.minio_hosts())
+        if cluster.create_if_absent(build_minio_tls_secret(pipeline, server)):
+            kopf.info(body, reason="Created", message="generated MinIO's certificate")
+
+
+def _ca_file(pipeline: Pipeline, cluster: Cluster) -> str | None:
+    """The CA certificate as a file, for boto3 (which takes a path): None for plain HTTP."""
+    if not pipeline.minio_tls:
+        return None
+    certificate = cluster.secret_keys(pipeline.namespace, pipeline.ca_secret)[CA_CERT_KEY]
+    path = Path(tempfile.gettempdir(), "cryptolake-ca", f"{pipeline.uid}.crt")
+    if not path.exists() or path.read_text() != certificate:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(certificate)
+    return str(path)
 
 
 def _check_storage(pipeline: Pipeline, cluster: Cluster, observed: Observed) -> str | None:
@@ -182,9 +232,12 @@ def _check_storage(pipeline: Pipeline, cluster: Cluster, observed: Observed) -> 
         return None
     try:
         keys = cluster.secret_keys(pipeline.namespace, pipeline.credentials_secret)
-        ensure_bucket(pipeline.s3_endpoint, keys["accessKey"], keys["secretKey"], storage.bucket)
+        ensure_bucket(
+            pipeline.s3_endpoint, keys["accessKey"], keys["secretKey"], storage.bucket,
+            ca_file=_ca_file(pipeline, cluster),
+        )  # fmt: skip
     except KeyError as error:
-        return f"Secret {pipeline.credentials_secret} has no key {error}"
+        return f"Secret {pipeline.credentials_secret} (or {pipeline.ca_secret}) has no key {error}"
     except ApiException as error:
         return f"Secret {pipeline.credentials_secret}: {error.reason}"
     except ServiceUnreachable as error:
@@ -212,7 +265,7 @@ def _reconcile(handler: str, *, body: kopf.Body, patch: kopf.Patch) -> None:
             secret = build_minio_secret(pipeline, secrets.token_hex(10), secrets.token_urlsafe(30))
             if cluster.create_if_absent(secret):
                 kopf.info(body, reason="Created", message="generated the S3 credentials Secret")
-        _ensure_kafka_secret(pipeline, cluster, body)
+        _ensure_tls_secrets(pipeline, cluster, body)
         children = build_children(pipeline)
         for child in children:
             cluster.apply(child)

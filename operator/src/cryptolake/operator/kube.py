@@ -127,9 +127,17 @@ class Cluster:
         return states
 
     def secret_keys(self, namespace: str, name: str) -> dict[str, str]:
-        """A Secret's data, decoded (credentials for S3)."""
+        """A Secret's text values, decoded (credentials, PEM); binary ones (a Java trust store)
+        are left out."""
         data = self.core.read_namespaced_secret(name, namespace).data or {}
-        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+        decoded = {key: base64.b64decode(value) for key, value in data.items()}
+        texts = {}
+        for key, value in decoded.items():
+            try:
+                texts[key] = value.decode()
+            except UnicodeDecodeError:
+                continue  # not text: no caller reads it
+        return texts
 
     def namespace_terminating(self, namespace: str) -> bool:
         try:

@@ -160,9 +160,10 @@ class Broker(CrdModel):
     tls: bool = Field(
         default=True,
         description=(
-            "engine kafka: clients connect with TLS (a CA the operator keeps in the Secret "
-            "<name>-kafka-auth) and SCRAM-SHA-512, one user per client, ACLs enforced; false: "
-            "plaintext. Not yet for redpanda and external brokers (plaintext)."
+            "engine kafka: clients connect with TLS (a certificate of the pipeline's CA, kept "
+            "in the Secret <name>-ca) and SCRAM-SHA-512, one user per client (passwords in "
+            "<name>-kafka-auth), ACLs enforced; false: plaintext. Not yet for redpanda and "
+            "external brokers (plaintext)."
         ),
     )
 
@@ -186,6 +187,7 @@ class Storage(CrdModel):
                 ),
                 cel("self.engine == oldSelf.engine", "storage.engine: " + RECREATE, ".engine"),
                 cel("self.bucket == oldSelf.bucket", "storage.bucket: " + RECREATE, ".bucket"),
+                cel("self.tls == oldSelf.tls", "storage.tls: " + RECREATE, ".tls"),
                 cel(
                     "has(self.prefix) == has(oldSelf.prefix) && "
                     "(!has(self.prefix) || self.prefix == oldSelf.prefix)",
@@ -201,6 +203,12 @@ class Storage(CrdModel):
         description="minio: a MinIO the operator runs; external: any S3 endpoint.",
     )
     volume: Volume = Field(default_factory=Volume, description="minio only: its volume.")
+    tls: bool = Field(
+        default=True,
+        description="minio only: MinIO serves HTTPS with a certificate of the pipeline's CA "
+        "(Secret <name>-ca), which the jobs and the API trust; false: plain HTTP. External "
+        "storage: the endpoint's scheme decides.",
+    )
     endpoint: str | None = Field(
         default=None, pattern=r"^https?://[^\s]+$", description="external only: S3 endpoint URL."
     )

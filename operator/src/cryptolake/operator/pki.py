@@ -1,7 +1,7 @@
 """A pipeline's certificate authority and the certificates it signs, as PEM (``cryptography``):
 the operator keeps the CA in a Secret and issues the broker's and MinIO's server certificates
-from it; clients trust the CA's certificate alone. EC P-256 keys in PKCS#8, which Kafka's PEM
-key stores, MinIO and OpenSSL-based clients all read."""
+from it; clients trust the CA's certificate alone (JVMs through ``java_truststore``). EC P-256
+keys in PKCS#8, which Kafka's PEM key stores, MinIO and OpenSSL-based clients all read."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cryptolake.common.s3 import TRUSTSTORE_PASSWORD
 
 CA_DAYS = 3650
 LEAF_DAYS = 397  # what browsers accept for a server certificate; rotation renews it
@@ -120,3 +123,13 @@ def issue(
     )
     chain = cert.public_bytes(serialization.Encoding.PEM).decode() + ca.certificate
     return KeyPair(chain, _key_pem(key))
+
+
+def java_truststore(ca: KeyPair) -> bytes:
+    """The CA's certificate as a Java PKCS#12 trust store (password TRUSTSTORE_PASSWORD): JVMs
+    read no PEM trust, and S3A's AWS SDK has no trust setting but the JVM's."""
+    certificate = x509.load_pem_x509_certificate(ca.certificate.encode())
+    return pkcs12.serialize_java_truststore(
+        [pkcs12.PKCS12Certificate(certificate, b"cryptolake-ca")],
+        serialization.BestAvailableEncryption(TRUSTSTORE_PASSWORD.encode()),
+    )

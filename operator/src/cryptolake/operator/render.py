@@ -9,12 +9,14 @@ from pydantic import ValidationError
 from cryptolake.operator.builders import (
     KAFKA_USERS,
     Pipeline,
+    build_ca_secret,
     build_children,
     build_kafka_secret,
     build_minio_secret,
+    build_minio_tls_secret,
 )
 from cryptolake.operator.models import GROUP, KIND, VERSION, CryptoPipelineSpec, spec_error
-from cryptolake.operator.pki import KeyPair
+from cryptolake.operator.pki import KeyPair, make_ca
 from cryptolake.operator.settings import OperatorSettings
 
 # The uid the API server would give the resource; ownerReferences need one.
@@ -59,9 +61,16 @@ def render(text: str, namespace: str = "default") -> str:
     children = []
     if pipeline.generates_credentials:
         children.append(build_minio_secret(pipeline, PLACEHOLDER_KEY, PLACEHOLDER_KEY))
+    generated = KeyPair(PLACEHOLDER_KEY, PLACEHOLDER_KEY)
+    if pipeline.kafka_tls or pipeline.minio_tls:
+        # A real CA (the trust store is derived from its certificate), shown as placeholders.
+        ca = build_ca_secret(pipeline, make_ca("placeholder"))
+        ca["stringData"] = dict.fromkeys([*ca["stringData"], *ca.pop("data")], PLACEHOLDER_KEY)
+        children.append(ca)
     if pipeline.kafka_tls:
-        generated = KeyPair(PLACEHOLDER_KEY, PLACEHOLDER_KEY)
         passwords = dict.fromkeys(KAFKA_USERS, PLACEHOLDER_KEY)
-        children.append(build_kafka_secret(pipeline, generated, generated, passwords))
+        children.append(build_kafka_secret(pipeline, generated, passwords))
+    if pipeline.minio_tls:
+        children.append(build_minio_tls_secret(pipeline, generated))
     children += build_children(pipeline)
     return str(yaml.safe_dump_all(children, sort_keys=False))

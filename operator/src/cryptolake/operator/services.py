@@ -144,13 +144,15 @@ def _result(future: object, timeout_s: float, tolerate: int | None = None) -> No
             raise
 
 
-def _s3(endpoint: str, access_key: str, secret_key: str) -> Any:
+def _s3(endpoint: str, access_key: str, secret_key: str, ca_file: str | None = None) -> Any:
+    """``ca_file``: trust this CA (a TLS MinIO of the pipeline) instead of the system's."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         region_name=REGION,
+        verify=ca_file,
         config=Config(
             s3={"addressing_style": "path"},
             connect_timeout=3,
@@ -160,9 +162,11 @@ def _s3(endpoint: str, access_key: str, secret_key: str) -> Any:
     )
 
 
-def ensure_bucket(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:
+def ensure_bucket(
+    endpoint: str, access_key: str, secret_key: str, bucket: str, *, ca_file: str | None = None
+) -> bool:
     """Create the bucket unless it exists; True when created."""
-    s3 = _s3(endpoint, access_key, secret_key)
+    s3 = _s3(endpoint, access_key, secret_key, ca_file)
     try:
         s3.create_bucket(Bucket=bucket)
     except ClientError as error:

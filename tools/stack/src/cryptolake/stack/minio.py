@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -46,6 +47,9 @@ class MinioServerConfig:
     root_password: str = "cryptolake"
     # The web console on this port; None turns it off (tests, and one port less to find).
     console_port: int | None = None
+    # HTTPS with public.crt (the chain, leaf first) and private.key from this folder; None:
+    # plain HTTP. The CA at the chain's end is what the readiness check trusts.
+    certs_dir: Path | None = None
 
 
 def build_server_env(config: MinioServerConfig, base: dict[str, str]) -> dict[str, str]:
@@ -69,6 +73,8 @@ def build_server_args(config: MinioServerConfig) -> list[str]:
     args = ["server", "--address", f"{config.host}:{config.port}"]
     if config.console_port is not None:
         args += ["--console-address", f"{config.host}:{config.console_port}"]
+    if config.certs_dir is not None:
+        args += ["--certs-dir", str(config.certs_dir)]
     return [*args, str(config.data_dir / "data")]
 
 
@@ -83,7 +89,8 @@ class MinioServer(Service):
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.config.host}:{self.config.port}"
+        scheme = "https" if self.config.certs_dir else "http"
+        return f"{scheme}://{self.config.host}:{self.config.port}"
 
     @property
     def access_key(self) -> str:
@@ -116,6 +123,8 @@ class MinioServer(Service):
         started = time.monotonic()
         deadline = started + timeout_s
         url = f"{self.endpoint}/minio/health/ready"
+        certs = self.config.certs_dir
+        trust = ssl.create_default_context(cafile=certs / "public.crt") if certs else None
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -123,7 +132,7 @@ class MinioServer(Service):
                     f"minio exited with code {self.process.returncode}:\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
+                with urllib.request.urlopen(url, timeout=2, context=trust) as response:
                     if response.status == 200:
                         log.info(
                             "minio: ready on %s after %.1f s",

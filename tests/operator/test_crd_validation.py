@@ -38,7 +38,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("replication above replicas",
      with_spec(broker={"replicas": 1, "topic": {"replicationFactor": 3}}),
      "broker replicas must be at least topic.replicationFactor"),
-    ("external broker without servers", with_spec(broker={"engine": "external"}),
+    ("TLS on redpanda", with_spec(broker={"engine": "redpanda"}),
+     "broker.tls: TLS is built for engine kafka only so far"),
+    ("external broker without servers", with_spec(broker={"engine": "external", "tls": False}),
      "an external broker needs bootstrapServers"),
     ("zero partitions", with_spec(broker={"topic": {"partitions": 0}}),
      "spec.broker.topic.partitions"),
@@ -69,7 +71,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 
 # Changes a live pipeline cannot take: (what, patch, the message's start).
 IMMUTABLE: list[tuple[str, dict[str, Any], str]] = [
-    ("broker engine", {"broker": {"engine": "redpanda"}}, "broker.engine: delete and re-create"),
+    ("broker engine", {"broker": {"engine": "redpanda", "tls": False}},
+     "broker.engine: delete and re-create"),
+    ("storage TLS", {"storage": {"tls": False}}, "storage.tls: delete and re-create"),
     ("broker volume", {"broker": {"storage": {"size": "20Gi"}}}, "volumes are fixed once created"),
     ("storage volume", {"storage": {"volume": {"storageClassName": "fast"}}},
      "volumes are fixed once created"),

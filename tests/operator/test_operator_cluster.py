@@ -4,6 +4,7 @@ deleting the pipeline lets the garbage collector take the children."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.request
@@ -16,6 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from kopf.testing import KopfRunner
 from kubernetes import client
 
+from cryptolake.operator.pki import issue, make_ca
 from cryptolake.operator.services import TOPICS
 from cryptolake.stack.kafka import free_port
 from cryptolake.stack.minio import s3_client
@@ -176,7 +178,7 @@ def test_topics_and_bucket_follow_the_spec_and_an_outage_degrades(
     spec = {
         "sources": [{"exchange": "simulator", "symbols": ["BTC-USDT"]}],
         "broker": {"engine": "external", "bootstrapServers": kafka_broker.bootstrap_servers,
-                   "topic": {"partitions": 4, "retentionHours": 24}},
+                   "tls": False, "topic": {"partitions": 4, "retentionHours": 24}},
         "storage": {"engine": "external", "endpoint": minio_server.endpoint,
                     "credentialsSecret": s3_secret, "bucket": bucket},
     }  # fmt: skip
@@ -306,3 +308,30 @@ def test_an_idle_operator_stays_alive(
             assert answer.status == 200
             assert "last_reconcile_age_s" in json.loads(answer.read())
     assert runner.exception is None, runner.output
+
+
+def test_the_pipeline_ca_is_made_once_and_an_older_kafka_secrets_ca_is_kept(
+    operator: KopfRunner,
+    pipelines: Any,
+    kube_api: client.ApiClient,
+    load_sample: Callable[[str], dict[str, Any]],
+    eventually: Callable[..., Any],
+) -> None:
+    """An operator before the <name>-ca Secret kept the CA in <name>-kafka-auth: a pipeline
+    upgraded in place keeps that CA (the broker's certificate stays valid for its clients),
+    and MinIO's new certificate is signed by it."""
+    ns, core = pipelines.namespace, client.CoreV1Api(kube_api)
+    older = make_ca("an older operator's CA")
+    server = issue(older, "minimal-broker", ["minimal-broker"])
+    core.create_namespaced_secret(ns, {"metadata": {"name": "minimal-kafka-auth"}, "stringData": {
+        "ca.crt": older.certificate, "ca.key": older.key, "tls.crt": server.certificate,
+        "tls.key": server.key, "admin": "a", "producer": "p", "jobs": "j"}})  # fmt: skip
+    pipelines.create(load_sample("minimal"))
+
+    def text(name: str, key: str) -> str:
+        return base64.b64decode(core.read_namespaced_secret(name, ns).data[key]).decode()
+
+    eventually(lambda: text("minimal-minio-tls", "tls.crt"), 20, "MinIO's certificate")
+    assert text("minimal-ca", "ca.crt") == older.certificate
+    assert text("minimal-minio-tls", "tls.crt").endswith(older.certificate)
+    assert text("minimal-kafka-auth", "tls.crt") == server.certificate  # kept as it was

@@ -136,6 +136,12 @@ class Broker(CrdModel):
                 ),
                 cel("self.engine == oldSelf.engine", "broker.engine: " + RECREATE, ".engine"),
                 cel("self.tls == oldSelf.tls", "broker.tls: " + RECREATE, ".tls"),
+                cel(
+                    "self.engine == 'kafka' || !self.tls",
+                    "broker.tls: TLS is built for engine kafka only so far; set tls: false to "
+                    "run redpanda or an external broker in plaintext",
+                    ".tls",
+                ),
             ]
         }
     )

@@ -165,3 +165,56 @@ def test_a_bad_frame_goes_whole_to_the_dlq(
     assert (letter.source, letter.reason, letter.ingest_time) == ("binance", reason, RECV_US)
     assert detail in letter.detail
     assert letter.raw == (raw if isinstance(raw, str) else raw.decode(errors="replace"))
+
+
+# The Old Trade Lookup (GET /api/v3/historicalTrades) answer, as the REST docs show it.
+HISTORY = (
+    b'[{"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",'
+    b' "time": 1499865549590, "isBuyerMaker": true, "isBestMatch": true}]'
+)
+
+
+def test_history_request_asks_for_a_page_from_an_id() -> None:
+    adapter = BinanceAdapter(["BNB-BTC"])
+    request = adapter.history_request("BNB-BTC", 28457, 5000)
+    assert request.url == "https://api.binance.com/api/v3/historicalTrades"
+    assert request.params == {"symbol": "BNBBTC", "fromId": "28457", "limit": "1000"}
+    simulated = BinanceAdapter(["BNB-BTC"], rest_url="http://127.0.0.1:9/binance/")
+    assert simulated.history_request("BNB-BTC", 1, 10).url == (
+        "http://127.0.0.1:9/binance/api/v3/historicalTrades")  # fmt: skip
+
+
+def test_history_trades_read_like_stream_trades() -> None:
+    parsed = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", HISTORY, RECV_US)
+    assert parsed.kind is FrameKind.TRADES and not parsed.dead_letters
+    (trade,) = parsed.trades
+    assert (trade.symbol, trade.trade_id, trade.price, trade.qty, trade.side) == (
+        "BNB-BTC", "28457", "4.00000100", "12.00000000", "sell")  # fmt: skip
+    assert trade.event_time == 1_499_865_549_590_000
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        ({"id": 1, "price": "abc", "qty": "1", "time": 1499865549590, "isBuyerMaker": True},
+         RejectReason.BAD_PRICE),
+        ({"id": "1", "price": "1", "qty": "1", "time": 1499865549590, "isBuyerMaker": True},
+         RejectReason.BAD_TYPE),
+        ({"id": 1, "price": "1", "qty": "1", "isBuyerMaker": True}, RejectReason.MISSING_FIELD),
+        ({"id": 1, "price": "1", "qty": "1", "time": 1499865549590, "isBuyerMaker": 1},
+         RejectReason.BAD_TYPE),
+        ([1, 2], RejectReason.BAD_TYPE),
+    ],
+)  # fmt: skip
+def test_a_hostile_history_element_is_a_dead_letter_beside_the_good_ones(element, reason) -> None:
+    body = b"[" + HISTORY[1:-1] + b"," + json.dumps(element).encode() + b"]"
+    parsed = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", body, RECV_US)
+    assert [t.trade_id for t in parsed.trades] == ["28457"]
+    (letter,) = parsed.dead_letters
+    assert letter.reason == reason
+
+
+@pytest.mark.parametrize("body", [b"{", b'{"code": -1121, "msg": "Invalid symbol."}', b"\xff"])
+def test_a_history_answer_that_is_no_list_is_rejected_whole(body: bytes) -> None:
+    parsed = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", body, RECV_US)
+    assert parsed.kind is FrameKind.REJECTED and not parsed.trades

@@ -4,9 +4,11 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Coroutine
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
@@ -436,3 +438,59 @@ def test_config_canonicalizes_symbols_and_refuses_nonsense():
         SimulatorConfig(rate_per_s=0)
     with pytest.raises(ValueError):
         SimulatorConfig(symbols=[])
+
+
+def test_the_rest_history_serves_every_trade_of_the_market_sent_or_not() -> None:
+    """Trades the market made while nobody listened are in the history, in id order, in
+    Binance's REST shape; bad requests get Binance's error codes."""
+
+    async def scenario() -> None:
+        async with SimulatorServer(SimulatorConfig(**FAST)) as sim:
+            await asyncio.sleep(0.5)  # nobody is connected: nothing is sent
+            assert sim.trades_sent == 0
+            base = sim.url("binance").replace("ws://", "http://") + "/api/v3/historicalTrades"
+            async with httpx.AsyncClient() as http:
+                first = (await http.get(base, params={"symbol": "BTCUSDT", "limit": 1000})).json()
+                assert len(first) > 10
+                ids = [t["id"] for t in first]
+                assert ids == list(range(ids[0], ids[0] + len(ids)))
+                page = await http.get(base, params={"symbol": "BTCUSDT", "fromId": ids[3],
+                                                    "limit": 2})  # fmt: skip
+                assert page.json() == first[3:5]
+                assert page.headers["content-type"] == "application/json"
+                bad = await http.get(base, params={"symbol": "NOPEUSDT"})
+                assert (bad.status_code, bad.json()["code"]) == (400, -1121)
+                bad = await http.get(base, params={"symbol": "BTCUSDT", "fromId": "x"})
+                assert (bad.status_code, bad.json()["code"]) == (400, -1100)
+            trade = first[0]
+            assert set(trade) == {"id", "price", "qty", "quoteQty", "time", "isBuyerMaker",
+                                  "isBestMatch"}  # fmt: skip
+            assert Decimal(trade["quoteQty"]) == Decimal(trade["price"]) * Decimal(trade["qty"])
+
+    run(scenario())
+
+
+def test_rest_failures_and_silently_skipped_frames() -> None:
+    config = SimulatorConfig(**FAST, rest_fail_every=2, skip_frame_every=3)
+
+    async def scenario() -> None:
+        async with SimulatorServer(config) as sim:
+            base = sim.url("binance").replace("ws://", "http://") + "/api/v3/historicalTrades"
+            async with httpx.AsyncClient() as http:
+                answers = [(await http.get(base, params={"symbol": "BTCUSDT"})) for _ in range(4)]
+            assert [a.status_code for a in answers] == [200, 429, 200, 503]
+            assert answers[1].headers["retry-after"] == "1"
+            async with open_feed(sim, "binance") as ws:
+                frames = [json.loads(await ws.recv())["data"] for _ in range(60)]
+            assert sim.frames_skipped >= 19  # every third trade frame never left
+            received: dict[str, list[int]] = {}
+            for data in frames:
+                received.setdefault(split_concatenated(data["s"]), []).append(data["t"])
+            history = sim.feeds["binance"].history
+            for symbol, ids in received.items():
+                kept = {t.trade_id for t in history[symbol]}
+                assert set(ids) <= kept
+                span = set(range(ids[0], ids[-1] + 1))
+                assert span - set(ids) and span <= kept  # holes in the feed, none in the history
+
+    run(scenario())

@@ -284,6 +284,16 @@ def pipeline_health() -> dict:
                 "sum by (exchange) (increase(cryptolake_producer_gap_trades_total[15m]))",
                 "missing trades {{exchange}}",
             ),
+            prom(
+                "D",
+                "sum by (exchange) (increase(cryptolake_producer_recovered_trades_total[15m]))",
+                "recovered trades {{exchange}}",
+            ),
+            prom(
+                "E",
+                "sum by (exchange) (increase(cryptolake_producer_unrecoverable_gaps_total[15m]))",
+                "unrecoverable gaps {{exchange}}",
+            ),
         ),
         series(
             "Kafka lag (records behind, per query)",

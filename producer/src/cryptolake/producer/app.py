@@ -18,6 +18,7 @@ from cryptolake.producer.exchanges.base import ExchangeAdapter
 from cryptolake.producer.feed import Backoff, Feed, probe_reachable
 from cryptolake.producer.kafka_sink import KafkaSink, SinkError, ensure_topics
 from cryptolake.producer.metrics import MetricsServer, ProducerMetrics
+from cryptolake.producer.recovery import RecoverySettings
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
 
@@ -45,7 +46,9 @@ def live_adapters(settings: ProducerSettings) -> list[ExchangeAdapter]:
 def simulator_adapter(settings: ProducerSettings, base_url: str) -> ExchangeAdapter:
     """One feed on the simulator, labelled ``simulator`` so it never passes for market data."""
     cls = adapter_class(settings.simulator_protocol)
-    return cls(settings.simulator_symbols(), label=SIMULATOR, url=base_url)
+    # The simulator serves each exchange's REST history beside its WebSocket, same path.
+    rest_url = base_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    return cls(settings.simulator_symbols(), label=SIMULATOR, url=base_url, rest_url=rest_url)
 
 
 async def _reachable_live(settings: ProducerSettings) -> list[ExchangeAdapter]:
@@ -129,6 +132,8 @@ class Producer:
                     self.sink,
                     self.metrics,
                     Backoff(settings.reconnect_min_s, settings.reconnect_max_s),
+                    gap_grace_s=settings.gap_grace_s,
+                    recovery=RecoverySettings(max_attempts=settings.recovery_attempts),
                 )
                 for adapter in adapters
             ]
@@ -153,11 +158,14 @@ class Producer:
                 rate = (self.sink.delivered - last_delivered) / (now - last_time)
                 connected = [feed.name for feed in self.feeds if feed.state.connected]
                 log.info(
-                    "status: %d trades produced (%.0f/s), %d to DLQ, %d failed; connected: %s",
+                    "status: %d trades produced (%.0f/s), %d to DLQ, %d failed, %d recovered "
+                    "from gaps, %d gaps unrecoverable; connected: %s",
                     self.sink.delivered,
                     rate,
                     self.sink.dlq_delivered,
                     self.sink.failed,
+                    sum(feed.recovery.recovered for feed in self.feeds),
+                    sum(len(feed.recovery.unrecoverable) for feed in self.feeds),
                     ", ".join(connected) or "none",
                 )
                 last_time, last_delivered = now, self.sink.delivered

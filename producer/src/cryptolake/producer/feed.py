@@ -2,7 +2,9 @@
 
 Reconnects use exponential backoff with full jitter and resubscribe. Every reconnect after a
 session that carried trades is a *gap*: trades made while we were away may be missing, so it
-is logged and counted; where trade ids are sequential the missing count is measured too.
+is logged and counted. Where trade ids are sequential, the missing ids are tracked
+(``gaps.py``), in a session as across reconnects, and a recovery task beside the feed fetches
+them from the exchange's REST history (``recovery.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketExcepti
 
 from cryptolake.common.timeutil import now_us
 from cryptolake.producer.exchanges.base import ExchangeAdapter, FrameKind, ParsedFrame
+from cryptolake.producer.gaps import GapTracker
 from cryptolake.producer.kafka_sink import KafkaSink
 from cryptolake.producer.metrics import ProducerMetrics
+from cryptolake.producer.recovery import Recovery, RecoverySettings
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +47,6 @@ class Backoff:
 
 
 @dataclass
-class GapTracker:
-    """Measures trades missed across a reconnect from the exchanges' sequential trade ids."""
-
-    last_id: dict[str, int] = field(default_factory=dict)
-    pending_check: set[str] = field(default_factory=set)
-
-    def reconnected(self) -> None:
-        self.pending_check = set(self.last_id)
-
-    def observe(self, symbol: str, trade_id: str) -> int:
-        """Record a trade; returns how many ids were skipped if this is the first trade of
-        ``symbol`` after a reconnect, else 0 (ids may repeat or swap inside a session)."""
-        if not trade_id.isdigit():
-            return 0
-        number = int(trade_id)
-        previous = self.last_id.get(symbol)
-        self.last_id[symbol] = number if previous is None else max(previous, number)
-        if symbol in self.pending_check:
-            self.pending_check.discard(symbol)
-            if previous is not None and number > previous + 1:
-                return number - previous - 1
-        return 0
-
-
-@dataclass
 class FeedState:
     connected: bool = False
     sessions: int = 0
@@ -80,14 +59,22 @@ class Feed:
     """Runs one adapter until ``stop`` is set."""
 
     def __init__(
-        self, adapter: ExchangeAdapter, sink: KafkaSink, metrics: ProducerMetrics, backoff: Backoff
+        self,
+        adapter: ExchangeAdapter,
+        sink: KafkaSink,
+        metrics: ProducerMetrics,
+        backoff: Backoff,
+        *,
+        gap_grace_s: float = 2.0,
+        recovery: RecoverySettings | None = None,
     ) -> None:
         self.adapter = adapter
         self.sink = sink
         self.metrics = metrics
         self.backoff = backoff
         self.state = FeedState()
-        self.gaps = GapTracker()
+        self.gaps = GapTracker(grace_s=gap_grace_s)
+        self.recovery = Recovery(adapter, self.gaps, sink, metrics, recovery)
         labels = {"exchange": adapter.label, "protocol": adapter.name}
         self._labels = labels
         self._frame_counters = {
@@ -102,6 +89,15 @@ class Feed:
         return f"{self.adapter.label}/{self.adapter.name}"
 
     async def run(self, stop: asyncio.Event) -> None:
+        recovery = asyncio.create_task(self.recovery.run(stop), name=f"recovery {self.name}")
+        try:
+            await self._run(stop)
+        finally:
+            if not recovery.done():
+                await asyncio.wait({recovery}, timeout=5)  # stop is set: it ends between pages
+                recovery.cancel()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             disconnected_at = time.time()
             try:
@@ -155,7 +151,6 @@ class Feed:
             await self._receive(ws, stop)
 
     def _report_reconnect_gap(self) -> None:
-        self.gaps.reconnected()
         if self.state.trades:
             self.metrics.gaps.labels(**self._labels).inc()
             log.warning(
@@ -196,17 +191,12 @@ class Feed:
             self.state.trades += len(parsed.trades)
             self._received.inc(len(parsed.trades))
             self.sink.publish_trades(parsed.trades)
+            now = time.monotonic()
             for trade in parsed.trades:
-                missed = self.gaps.observe(trade.symbol, trade.trade_id)
-                if missed:
-                    self.metrics.gap_trades.labels(**self._labels).inc(missed)
-                    log.warning(
-                        "%s: GAP — %d %s trades missed while reconnecting (ids up to %s)",
-                        self.name,
-                        missed,
-                        trade.symbol,
-                        trade.trade_id,
-                    )
+                gap = self.gaps.observe(trade.symbol, trade.trade_id, now)
+                if gap is not None:
+                    log.debug("%s: ids %d-%d of %s not received (yet)",
+                              self.name, gap.first_id, gap.last_id, gap.symbol)  # fmt: skip
         if parsed.dead_letters:
             self.state.dlq += len(parsed.dead_letters)
             for letter in parsed.dead_letters:

@@ -66,8 +66,33 @@ class ProducerMetrics:
         )
         self.gap_trades = Counter(
             "cryptolake_producer_gap_trades",
-            "Trades known missing from jumps in sequential trade ids",
+            "Trades missing (still, after a grace period) from jumps in sequential trade ids",
             labels,
+            registry=self.registry,
+        )
+        self.recovered_trades = Counter(
+            "cryptolake_producer_recovered_trades",
+            "Missing trades fetched from the exchange's REST history and published",
+            labels,
+            registry=self.registry,
+        )
+        self.unrecoverable_gaps = Counter(
+            "cryptolake_producer_unrecoverable_gaps",
+            "Gaps the REST history could not close (too old, or REST down): recorded in logs",
+            labels,
+            registry=self.registry,
+        )
+        self.open_gap_trades = Gauge(
+            "cryptolake_producer_open_gap_trades",
+            "Trades known missing and not yet recovered",
+            labels,
+            registry=self.registry,
+        )
+        self.gap_close = Histogram(
+            "cryptolake_producer_gap_close_seconds",
+            "Time from a gap's detection to its last missing trade published",
+            labels,
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
             registry=self.registry,
         )
         self.connected = Gauge(

@@ -46,6 +46,10 @@ class ProducerSettings(KafkaTopicsSettings):
     # Connect to an already running simulator at this base URL instead of starting one.
     simulator_url: str | None = None
     reconnect_min_s: float = Field(default=0.5, gt=0)
+    # Missing trade ids wait this long for a late frame before the REST history is asked.
+    gap_grace_s: float = Field(default=2.0, gt=0)
+    # Attempts per history request (429s, 5xx, network errors) before a gap is unrecoverable.
+    recovery_attempts: int = Field(default=6, ge=1)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     flush_timeout_s: float = Field(default=30.0, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)

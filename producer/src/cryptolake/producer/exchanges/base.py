@@ -1,7 +1,9 @@
 """What every exchange adapter provides: where to connect, what to send, how to parse frames.
 
 Adapters are pure: ``parse`` turns one WebSocket frame into normalized trades and dead letters,
-with no I/O, so tests replay recorded frames through them. The feed loop does the I/O. Dead
+with no I/O, so tests replay recorded frames through them; ``history_request`` and
+``parse_history`` do the same for the exchange's REST trade history, which closes gaps. The
+feed loop and the recovery do the I/O. Dead
 letters are built by :func:`cryptolake.producer.dead_letters.dead_letter`, so they stay small
 whatever the frame.
 """
@@ -37,23 +39,43 @@ class ParsedFrame:
     sequence: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """One REST call for a market's trades from a trade id on (a GET with these params)."""
+
+    url: str
+    params: dict[str, str]
+
+
 class ExchangeAdapter(ABC):
     """One exchange's wire protocol. ``label`` is the ``exchange`` field written to the data:
-    the adapter's name for live data, ``simulator`` when it talks to the market simulator."""
+    the adapter's name for live data, ``simulator`` when it talks to the market simulator.
+    ``rest_url`` is the base of its REST API (trade history), the exchange's own by default."""
 
     name: ClassVar[str]
     default_url: ClassVar[str]
+    default_rest_url: ClassVar[str | None] = None
     # Seconds without any frame after which the connection is presumed dead.
     idle_timeout_s: ClassVar[float] = 30.0
+    # Trades per history request, and seconds between two of them: the exchange's public
+    # limits, with headroom for anything else on the same address.
+    history_limit: ClassVar[int] = 1000
+    history_interval_s: ClassVar[float] = 0.5
 
     def __init__(
-        self, symbols: Sequence[str], *, label: str | None = None, url: str | None = None
+        self,
+        symbols: Sequence[str],
+        *,
+        label: str | None = None,
+        url: str | None = None,
+        rest_url: str | None = None,
     ) -> None:
         if not symbols:
             raise ValueError(f"{self.name}: give at least one symbol")
         self.symbols = list(symbols)  # canonical BASE-QUOTE
         self.label = label or self.name
         self.base_url = url or self.default_url
+        self.rest_url = rest_url or self.default_rest_url
 
     @abstractmethod
     def connect_url(self) -> str:
@@ -66,6 +88,17 @@ class ExchangeAdapter(ABC):
     @abstractmethod
     def parse(self, frame: str | bytes, recv_time_us: int) -> ParsedFrame:
         """Normalize one frame. Never raises: what cannot be normalized becomes dead letters."""
+
+    def history_request(self, symbol: str, from_id: int, limit: int) -> HistoryRequest | None:
+        """The REST call for up to ``limit`` trades of ``symbol`` from ``from_id`` on, in id
+        order; None where the exchange has no such history (its gaps stay unrecoverable)."""
+        return None
+
+    def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> ParsedFrame:
+        """Normalize one history answer, like ``parse`` a frame (never raises)."""
+        return self.reject(
+            RejectReason.UNKNOWN_MESSAGE, f"{self.name} has no trade history", body, recv_time_us
+        )
 
     def load_object(self, frame: str | bytes, recv_time_us: int) -> dict[str, Any] | ParsedFrame:
         """The frame as a JSON object, or the rejection to return when it is not one."""

@@ -13,8 +13,13 @@ Each exchange has its own synthetic market (:mod:`.market`), shared by all its c
 like a real venue: a client that is away misses what traded meanwhile. Everything sent is
 SYNTHETIC; the logs say so, and the producer labels such data ``simulator``.
 
+The same paths answer REST requests for each market's trade history, as the exchanges do:
+``GET /binance/api/v3/historicalTrades?symbol=BTCUSDT&fromId=…&limit=…``. The history holds
+every trade the market made (the last ``history_per_symbol`` of each symbol), sent or not.
+
 Scenarios (see :class:`SimulatorConfig`) inject the faults a feed must survive: dropped
-connections, malformed frames, duplicates, out-of-order trades and a shutdown notice. With
+connections, frames silently skipped, malformed frames, duplicates, out-of-order trades, a
+shutdown notice, and REST answers of 429 and 503. With
 ``ground_truth_path`` set, every item actually sent is appended to a JSON-lines file, in send
 order, as a correct parser would read it.
 """
@@ -31,6 +36,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal
@@ -39,9 +45,11 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
-from cryptolake.common.symbols import canonical_symbol
+from cryptolake.common.symbols import canonical_symbol, split_concatenated
 from cryptolake.common.timeutil import now_us
 from cryptolake.producer.simulator import wire
 from cryptolake.producer.simulator.market import Market, SimTrade
@@ -95,6 +103,20 @@ class SimulatorConfig(BaseModel):
     )
     duplicate_every: int | None = Field(
         default=None, ge=1, description="after every Nth trade, re-send an already-sent one"
+    )
+    skip_frame_every: int | None = Field(
+        default=None,
+        ge=2,
+        description="silently skip every Nth trade frame: the connection stays open, its "
+        "trades never arrive (the history still has them)",
+    )
+    rest_fail_every: int | None = Field(
+        default=None,
+        ge=2,
+        description="answer every Nth REST request with 429 (Retry-After: 1) or 503, in turn",
+    )
+    history_per_symbol: int = Field(
+        default=200_000, ge=1, description="trades per symbol the REST history keeps"
     )
     out_of_order_every: int | None = Field(
         default=None, ge=1, description="swap every Nth trade with the next trade of its symbol"
@@ -206,6 +228,7 @@ class _Session(ABC):
         self.frames_sent = 0
         self.last_send = 0.0  # loop time of the last frame sent
         self._malformed_count = 0
+        self._trade_frames = 0
         self._dup_count = 0
         self._ooo_count = 0
         self._recent: deque[SimTrade] = deque(maxlen=4)
@@ -328,8 +351,13 @@ class _Session(ABC):
         if granted < len(items):
             items = items[:granted]
         sent = 0
+        skip_every = self.config.skip_frame_every
         try:
             for frame, chunk in self._frames(items):
+                self._trade_frames += 1
+                if skip_every is not None and self._trade_frames % skip_every == 0:
+                    self.sim.frames_skipped += 1
+                    continue  # lost on the way: not sent, not in the ground truth
                 await self._send(frame)
                 sent += len(chunk)
                 self.sim.record_trades(self.fmt, chunk)
@@ -693,6 +721,25 @@ class _Feed:
         self.market = market
         self.sessions: set[_Session] = set()
         self._listening = asyncio.Event()
+        # Per symbol, the market's trades in id order (ids are consecutive per symbol).
+        self.history: dict[str, list[SimTrade]] = {}
+
+    def remember(self, trades: list[SimTrade]) -> None:
+        keep = self.sim.config.history_per_symbol
+        for trade in trades:
+            self.history.setdefault(trade.symbol, []).append(trade)
+        for symbol, kept in self.history.items():
+            if len(kept) > 2 * keep:
+                self.history[symbol] = kept[-keep:]
+
+    def trades_from(self, symbol: str, from_id: int, limit: int) -> list[SimTrade]:
+        """Up to ``limit`` trades of ``symbol`` from id ``from_id`` on (from the oldest kept
+        when that one is older)."""
+        kept = self.history.get(symbol, [])
+        if not kept:
+            return []
+        start = max(0, from_id - kept[0].trade_id)
+        return kept[start : start + limit]
 
     def add(self, session: _Session) -> None:
         self.sessions.add(session)
@@ -715,6 +762,7 @@ class _Feed:
             await asyncio.sleep(tick)
             # The market moves on whether or not anyone listens: absent clients miss trades.
             trades = self.market.trades_until(now_us())
+            self.remember(trades)
             if trades and self.sessions and not self.sim.budget_exhausted:
                 for session in list(self.sessions):
                     session.offer(trades)
@@ -728,6 +776,7 @@ class _Feed:
                 await asyncio.sleep(0.05)
                 continue
             trades = self.market.next_trades(FLOOD_BATCH, now_us())
+            self.remember(trades)
             for session in list(self.sessions):
                 # Waiting on a full inbox is the backpressure: the slowest socket sets the pace.
                 await session.inbox.put(trades)
@@ -750,6 +799,9 @@ class SimulatorServer:
         self.malformed_sent = 0
         self.connections = 0
         self.disconnects = 0
+        self.frames_skipped = 0
+        self.rest_requests = 0
+        self.rest_failures = 0
         self.feeds: dict[ExchangeName, _Feed] = {}
         self._sessions: set[_Session] = set()
         self._reserved = 0
@@ -783,6 +835,7 @@ class SimulatorServer:
             config.host,
             self._requested_port,
             compression=None,  # exchanges' trade feeds are uncompressed by default
+            process_request=self._rest,
             ping_interval=config.ping_interval_s,
             ping_timeout=config.ping_interval_s,
             write_limit=2**20 if config.flood else 2**16,
@@ -861,6 +914,47 @@ class SimulatorServer:
         if self._truth is not None:
             self._truth.malformed(fmt, bad)
 
+    # --- REST -----------------------------------------------------------------------------
+
+    def _rest(self, connection: ServerConnection, request: Request) -> Response | None:
+        """A plain HTTP request (no WebSocket upgrade) is a REST call; None lets a WebSocket
+        handshake go on."""
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return None
+        self.rest_requests += 1
+        every = self.config.rest_fail_every
+        if every is not None and self.rest_requests % every == 0:
+            self.rest_failures += 1
+            if self.rest_failures % 2:
+                return _json_response(429, wire.encode_binance_rest_error(
+                    -1003, "Too many requests (simulated)"), retry_after="1")  # fmt: skip
+            return _json_response(503, b'{"code":-1001,"msg":"Service unavailable (simulated)"}')
+        split = urlsplit(request.path)
+        query = {key: values[-1] for key, values in parse_qs(split.query).items()}
+        if split.path == "/binance/api/v3/historicalTrades":
+            return self._binance_history(query)
+        return _json_response(404, wire.encode_binance_rest_error(
+            -1, f"no such endpoint {split.path[:80]!r}; the simulator serves "
+            "/binance/api/v3/historicalTrades"))  # fmt: skip
+
+    def _binance_history(self, query: dict[str, str]) -> Response:
+        pair = query.get("symbol", "")
+        symbol = split_concatenated(pair) if pair.isascii() and pair.isalnum() else None
+        if symbol is None or symbol not in self.config.symbols:
+            return _json_response(400, wire.encode_binance_rest_error(-1121, "Invalid symbol."))
+        try:
+            limit = min(int(query.get("limit", "500")), 1000)
+            from_id = int(query["fromId"]) if "fromId" in query else None
+        except ValueError:
+            return _json_response(400, wire.encode_binance_rest_error(
+                -1100, "Illegal characters found in a parameter."))  # fmt: skip
+        feed = self.feeds["binance"]
+        if from_id is None:  # the most recent trades
+            kept = feed.history.get(symbol, [])
+            return _json_response(200, wire.encode_binance_history(kept[-limit:]))
+        return _json_response(200, wire.encode_binance_history(
+            feed.trades_from(symbol, from_id, limit)))  # fmt: skip
+
     # --- connections ----------------------------------------------------------------------
 
     def _open_session(self, ws: ServerConnection) -> _Session | None:
@@ -920,6 +1014,13 @@ class SimulatorServer:
             await asyncio.sleep(TRUTH_FLUSH_EVERY_S)
             if self._truth is not None:
                 self._truth.flush()
+
+
+def _json_response(status: int, body: bytes, *, retry_after: str | None = None) -> Response:
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
 async def run_simulator(

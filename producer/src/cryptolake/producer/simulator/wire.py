@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
@@ -191,6 +192,23 @@ def encode_binance_trade(trade: SimTrade, *, combined: bool = True) -> bytes:
     if combined:
         return _dumps({"stream": binance_stream(trade.symbol), "data": payload})
     return _dumps(payload)
+
+
+def encode_binance_history(trades: Sequence[SimTrade]) -> bytes:
+    """``GET /api/v3/historicalTrades``'s answer: the trades in id order, as the REST API
+    writes them (``isBuyerMaker``: the taker sold)."""
+    return _dumps([
+        {"id": trade.trade_id, "price": pad_decimal(trade.price), "qty": pad_decimal(trade.qty),
+         "quoteQty": format(Decimal(trade.price) * Decimal(trade.qty), "f"),
+         "time": trade.event_time_us // 1000, "isBuyerMaker": trade.side == "sell",
+         "isBestMatch": True}
+        for trade in trades
+    ])  # fmt: skip
+
+
+def encode_binance_rest_error(code: int, msg: str) -> bytes:
+    """A REST error body (``{"code": -1121, "msg": "Invalid symbol."}``)."""
+    return _dumps({"code": code, "msg": msg})
 
 
 def encode_binance_response(request_id: int | str | None, result: Any = None) -> bytes:

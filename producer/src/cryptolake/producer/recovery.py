@@ -1,0 +1,230 @@
+"""Closing a feed's gaps from the exchange's REST trade history, off the live path.
+
+One task per feed takes the gaps that stayed open past their grace period (``gaps.py``), asks
+the exchange for the missing ids page by page at the exchange's pace, and publishes what comes
+back as ordinary trade v1 records: same ids, so silver's dedup drops anything also streamed.
+Rate limits (429, Binance's 418) wait as long as ``Retry-After`` says; 5xx and network errors
+back off exponentially with jitter (tenacity); after the last attempt, or when the history has
+no such trades (too old), the rest of the gap is recorded as unrecoverable, in a log line and
+``unrecoverable_gaps_total``. The live stream never waits for any of it: the sink's produce is
+non-blocking and this task only shares the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from cryptolake.common.timeutil import now_us
+from cryptolake.producer.exchanges.base import ExchangeAdapter
+from cryptolake.producer.gaps import Gap, GapTracker
+from cryptolake.producer.kafka_sink import KafkaSink
+from cryptolake.producer.metrics import ProducerMetrics
+
+log = logging.getLogger(__name__)
+
+# Statuses that mean "later": rate limited (Binance answers 418 to a client that ignored its
+# 429s) or the exchange is unwell.
+RETRY_STATUSES = frozenset({418, 429, 500, 502, 503, 504})
+POLL_S = 0.25
+
+
+class RetryLater(Exception):
+    """The exchange asked to retry (``retry_after_s`` when it said how long to wait)."""
+
+    def __init__(self, status: int, retry_after_s: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.retry_after_s = retry_after_s
+
+
+class Unrecoverable(Exception):
+    """The history cannot give these trades; the message says why."""
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the exchanges send a number), capped at 5 minutes."""
+    value = response.headers.get("Retry-After", "")
+    try:
+        return min(max(float(value), 0.0), 300.0)
+    except ValueError:
+        return None
+
+
+@dataclass
+class RecoverySettings:
+    max_attempts: int = 6  # per request
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    timeout_s: float = 10.0
+
+
+class Recovery:
+    """Runs until ``stop``: takes due gaps from ``tracker`` and closes them, one request at a
+    time, ``adapter.history_interval_s`` apart."""
+
+    def __init__(
+        self,
+        adapter: ExchangeAdapter,
+        tracker: GapTracker,
+        sink: KafkaSink,
+        metrics: ProducerMetrics,
+        settings: RecoverySettings | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.tracker = tracker
+        self.sink = sink
+        self.settings = settings or RecoverySettings()
+        labels = {"exchange": adapter.label, "protocol": adapter.name}
+        self._recovered = metrics.recovered_trades.labels(**labels)
+        self._unrecoverable = metrics.unrecoverable_gaps.labels(**labels)
+        self._open = metrics.open_gap_trades.labels(**labels)
+        self._missing = metrics.gap_trades.labels(**labels)
+        self._closed = metrics.gap_close.labels(**labels)
+        self._dlq = metrics.dlq
+        self._labels = labels
+        self._next_request_at = 0.0
+        self._busy = False
+        self.recovered = 0
+        self.unrecoverable: list[tuple[Gap, str]] = []
+
+    @property
+    def name(self) -> str:
+        return f"{self.adapter.label}/{self.adapter.name}"
+
+    @property
+    def idle(self) -> bool:
+        """No gap open or being recovered."""
+        return not self._busy and self.tracker.open_trades == 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        timeout = httpx.Timeout(self.settings.timeout_s)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            while not stop.is_set():
+                due = self.tracker.due(time.monotonic())
+                self._busy = bool(due)
+                by_symbol: dict[str, list[Gap]] = {}
+                for gap in due:
+                    self._missing.inc(gap.size)
+                    by_symbol.setdefault(gap.symbol, []).append(gap)
+                for symbol, gaps in by_symbol.items():
+                    await self._close(client, symbol, sorted(gaps, key=lambda g: g.first_id))
+                self._busy = False
+                self._open.set(self.tracker.open_trades)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=POLL_S)
+                except TimeoutError:
+                    continue
+
+    async def _close(self, client: httpx.AsyncClient, symbol: str, gaps: list[Gap]) -> None:
+        """Every missing id of ``gaps`` (one symbol's, in id order), in as few requests as the
+        history's page size allows: one page may cover many small gaps of a reconnect storm."""
+        missing = sum(gap.size for gap in gaps)
+        log.info(
+            "%s: recovering %d missing %s trades (%d gaps, ids %d-%d) from the REST history",
+            self.name, missing, symbol, len(gaps), gaps[0].first_id, gaps[-1].last_id,
+        )  # fmt: skip
+        pending = list(gaps)
+        recovered = 0
+        try:
+            while pending:
+                next_id, last_id = pending[0].first_id, pending[-1].last_id
+                request = self.adapter.history_request(symbol, next_id, last_id - next_id + 1)
+                if request is None:
+                    raise Unrecoverable(f"{self.adapter.name} has no REST trade history")
+                body = await self._fetch(client, request.url, request.params)
+                parsed = self.adapter.parse_history(symbol, body, now_us())
+                for letter in parsed.dead_letters:
+                    self._dlq.labels(**self._labels, reason=str(letter.reason)).inc()
+                self.sink.publish_dead_letters(parsed.dead_letters)
+                ids = [int(t.trade_id) if t.trade_id.isdigit() else -1 for t in parsed.trades]
+                if not ids or min(ids) > next_id or max(ids) < next_id:
+                    raise Unrecoverable(
+                        f"the history has no trade {next_id} (it gave ids "
+                        f"{min(ids, default=None)}-{max(ids, default=None)})"
+                    )
+                wanted = [t for t, i in zip(parsed.trades, ids, strict=True)
+                          if any(g.first_id <= i <= g.last_id for g in pending)]  # fmt: skip
+                self.sink.publish_trades(wanted)
+                recovered += len(wanted)
+                self._recovered.inc(len(wanted))
+                reached = max(ids)
+                now = time.monotonic()
+                for gap in [g for g in pending if g.last_id <= reached]:
+                    self._closed.observe(now - gap.opened_at)
+                pending = [
+                    Gap(symbol, max(g.first_id, reached + 1), g.last_id, g.opened_at)
+                    for g in pending
+                    if g.last_id > reached
+                ]
+        except Unrecoverable as reason:
+            for gap in pending:
+                self._record_unrecoverable(gap, str(reason))
+        finally:
+            self.recovered += recovered
+            self.sink.serve()
+        log.info(
+            "%s: %d of %d missing %s trades recovered, %.1f s after the first gap opened",
+            self.name, recovered, missing, symbol, time.monotonic() - gaps[0].opened_at,
+        )  # fmt: skip
+
+    def _record_unrecoverable(self, gap: Gap, reason: str) -> None:
+        self._unrecoverable.inc()
+        self.unrecoverable.append((gap, reason))
+        log.warning(
+            "%s: GAP UNRECOVERABLE — %d %s trades (ids %d-%d) stay missing: %s",
+            self.name, gap.size, gap.symbol, gap.first_id, gap.last_id, reason,
+        )  # fmt: skip
+
+    async def _fetch(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> bytes:
+        """One GET at the exchange's pace, retried as the exchange asks."""
+        settings = self.settings
+        backoff = wait_exponential_jitter(
+            multiplier=settings.backoff_initial_s, max=settings.backoff_max_s
+        )
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, RetryLater) and error.retry_after_s is not None:
+                return error.retry_after_s
+            return float(backoff(state))
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(settings.max_attempts),
+            wait=wait,
+            retry=retry_if_exception_type((RetryLater, httpx.TransportError)),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._pace()
+                    response = await client.get(url, params=params)
+                    if response.status_code in RETRY_STATUSES:
+                        log.info("%s: history answered %d; retrying", self.name,
+                                 response.status_code)  # fmt: skip
+                        raise RetryLater(response.status_code, retry_after(response))
+                    if response.status_code != 200:
+                        raise Unrecoverable(f"HTTP {response.status_code}: {response.text[:200]!r}")
+                    return response.content
+        except (RetryLater, httpx.TransportError) as error:
+            raise Unrecoverable(
+                f"no answer after {settings.max_attempts} attempts: {error}"
+            ) from error
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _pace(self) -> None:
+        delay = self._next_request_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._next_request_at = time.monotonic() + self.adapter.history_interval_s

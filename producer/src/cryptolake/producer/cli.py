@@ -134,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--malformed-every", type=int, metavar="N", help="a bad frame after every Nth frame"
     )
     simulate.add_argument("--duplicate-every", type=int, metavar="N")
+    simulate.add_argument(
+        "--skip-frame-every",
+        type=int,
+        metavar="N",
+        help="silently skip every Nth trade frame (connection stays open; the REST history "
+        "still has the trades)",
+    )
+    simulate.add_argument(
+        "--rest-fail-every",
+        type=int,
+        metavar="N",
+        help="answer every Nth REST history request with 429 (Retry-After: 1) or 503",
+    )
     simulate.add_argument("--out-of-order-every", type=int, metavar="N")
     simulate.add_argument("--shutdown-after", type=float, metavar="SECONDS")
     simulate.add_argument(
@@ -198,6 +211,8 @@ def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
         disconnect_every_s=args.disconnect_every,
         malformed_every=args.malformed_every,
         duplicate_every=args.duplicate_every,
+        skip_frame_every=args.skip_frame_every,
+        rest_fail_every=args.rest_fail_every,
         out_of_order_every=args.out_of_order_every,
         shutdown_after_s=args.shutdown_after,
         ground_truth_path=args.ground_truth,

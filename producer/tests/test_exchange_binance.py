@@ -16,6 +16,7 @@ from cryptolake.common.trade import RejectReason, Trade
 from cryptolake.producer.exchanges import adapter_class
 from cryptolake.producer.exchanges.base import FrameKind
 from cryptolake.producer.exchanges.binance import BinanceAdapter
+from cryptolake.producer.gaps import Gap
 
 FRAMES = Path(__file__).parent / "frames" / "binance"
 # One second after the documented trade's time (1672515782136 ms).
@@ -176,16 +177,21 @@ HISTORY = (
 
 def test_history_request_asks_for_a_page_from_an_id() -> None:
     adapter = BinanceAdapter(["BNB-BTC"])
-    request = adapter.history_request("BNB-BTC", 28457, 5000)
+    gap = Gap("BNB-BTC", 28457, 33456, 0.0)
+    request = adapter.history_request("BNB-BTC", gap, None)
     assert request.url == "https://api.binance.com/api/v3/historicalTrades"
     assert request.params == {"symbol": "BNBBTC", "fromId": "28457", "limit": "1000"}
+    later = adapter.history_request("BNB-BTC", gap, "33000")  # the next page: up to the gap's end
+    assert later.params == {"symbol": "BNBBTC", "fromId": "33000", "limit": "457"}
     simulated = BinanceAdapter(["BNB-BTC"], rest_url="http://127.0.0.1:9/binance/")
-    assert simulated.history_request("BNB-BTC", 1, 10).url == (
+    assert simulated.history_request("BNB-BTC", gap, None).url == (
         "http://127.0.0.1:9/binance/api/v3/historicalTrades")  # fmt: skip
 
 
 def test_history_trades_read_like_stream_trades() -> None:
-    parsed = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", HISTORY, RECV_US)
+    page = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", HISTORY, RECV_US)
+    parsed = page.parsed
+    assert page.next_cursor == "28458"
     assert parsed.kind is FrameKind.TRADES and not parsed.dead_letters
     (trade,) = parsed.trades
     assert (trade.symbol, trade.trade_id, trade.price, trade.qty, trade.side) == (
@@ -208,7 +214,7 @@ def test_history_trades_read_like_stream_trades() -> None:
 )  # fmt: skip
 def test_a_hostile_history_element_is_a_dead_letter_beside_the_good_ones(element, reason) -> None:
     body = b"[" + HISTORY[1:-1] + b"," + json.dumps(element).encode() + b"]"
-    parsed = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", body, RECV_US)
+    parsed = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", body, RECV_US).parsed
     assert [t.trade_id for t in parsed.trades] == ["28457"]
     (letter,) = parsed.dead_letters
     assert letter.reason == reason
@@ -216,5 +222,6 @@ def test_a_hostile_history_element_is_a_dead_letter_beside_the_good_ones(element
 
 @pytest.mark.parametrize("body", [b"{", b'{"code": -1121, "msg": "Invalid symbol."}', b"\xff"])
 def test_a_history_answer_that_is_no_list_is_rejected_whole(body: bytes) -> None:
-    parsed = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", body, RECV_US)
-    assert parsed.kind is FrameKind.REJECTED and not parsed.trades
+    page = BinanceAdapter(["BNB-BTC"]).parse_history("BNB-BTC", body, RECV_US)
+    assert page.parsed.kind is FrameKind.REJECTED and not page.parsed.trades
+    assert page.next_cursor is None

@@ -15,6 +15,7 @@ from cryptolake.common.trade import RejectReason, Trade
 from cryptolake.producer.exchanges import adapter_class
 from cryptolake.producer.exchanges.base import FrameKind
 from cryptolake.producer.exchanges.coinbase import CoinbaseAdapter
+from cryptolake.producer.gaps import Gap
 
 FRAMES = Path(__file__).parent / "frames" / "coinbase"
 # A second after the documented trade (2019-08-14T20:42:27.265Z).
@@ -217,3 +218,54 @@ def test_a_malformed_event_is_dead_lettered_and_other_events_kept(
     assert [trade.trade_id for trade in parsed.trades] == ["000000000"]
     [letter] = parsed.dead_letters
     assert (letter.reason, json.loads(letter.raw)) == (reason, event)
+
+
+# GET /products/{id}/trades (Exchange API) as its docs show it: newest first, the maker's side.
+HISTORY = (
+    b'[{"time": "2014-11-07T22:19:28.578544Z", "trade_id": 74, "price": "10.00000000",'
+    b' "size": "0.01000000", "side": "buy"},'
+    b' {"time": "2014-11-07T01:08:43.642366Z", "trade_id": 73, "price": "100.00000000",'
+    b' "size": "0.01000000", "side": "sell"}]'
+)
+
+
+def test_history_pages_down_from_the_end_of_the_gap() -> None:
+    adapter = CoinbaseAdapter(["BTC-USD"])
+    gap = Gap("BTC-USD", 70, 5000, 0.0)
+    first = adapter.history_request("BTC-USD", gap, None)
+    assert first.url == "https://api.exchange.coinbase.com/products/BTC-USD/trades"
+    assert first.params == {"after": "5001", "limit": "1000"}
+    assert adapter.history_request("BTC-USD", gap, "75").params == {"after": "75", "limit": "5"}
+
+
+def test_history_trades_read_like_stream_trades() -> None:
+    page = CoinbaseAdapter(["BTC-USD"]).parse_history("BTC-USD", HISTORY, RECV_US)
+    assert page.next_cursor == "73" and not page.parsed.dead_letters
+    newest, older = page.parsed.trades
+    assert (newest.trade_id, newest.price, newest.qty, newest.side) == (
+        "74", "10.00000000", "0.01000000", "sell")  # a resting buy was hit  # fmt: skip
+    assert (older.side, older.event_time) == ("buy", 1_415_322_523_642_366)
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        ({"time": "2014-11-07T22:19:28Z", "trade_id": "74", "price": "1", "size": "1",
+          "side": "buy"}, RejectReason.BAD_TYPE),
+        ({"time": "2014-11-07T22:19:28Z", "trade_id": 74, "price": "abc", "size": "1",
+          "side": "buy"}, RejectReason.BAD_PRICE),
+        ({"time": "yesterday", "trade_id": 74, "price": "1", "size": "1", "side": "buy"},
+         RejectReason.BAD_TIMESTAMP),
+        ({"time": "2014-11-07T22:19:28Z", "trade_id": 74, "price": "1", "size": "1",
+          "side": 1}, RejectReason.BAD_TYPE),
+        ({"time": "2014-11-07T22:19:28Z", "trade_id": 74, "price": "1", "size": "1"},
+         RejectReason.MISSING_FIELD),
+        ("a string", RejectReason.BAD_TYPE),
+    ],
+)  # fmt: skip
+def test_a_hostile_history_element_is_a_dead_letter(element: Any, reason: RejectReason) -> None:
+    body = json.dumps([element]).encode()
+    page = CoinbaseAdapter(["BTC-USD"]).parse_history("BTC-USD", body, RECV_US)
+    assert not page.parsed.trades and page.next_cursor is None
+    (letter,) = page.parsed.dead_letters
+    assert letter.reason == reason

@@ -130,6 +130,22 @@ def test_arbitrary_json_never_raises(adapter: ExchangeAdapter, value: object) ->
     assert_well_formed(adapter, adapter.parse(dump(value), NOW_US))
 
 
+@pytest.mark.parametrize("adapter", ALL_ADAPTERS, ids=adapter_id)
+@FUZZ
+@given(
+    body=st.binary(max_size=300)
+    | json_values.map(lambda v: dump(v).encode())
+    | st.lists(json_values, max_size=5).map(lambda v: dump(v).encode())
+    | st.lists(json_values, max_size=5).map(
+        lambda v: dump({"error": [], "result": {"X": v, "last": "1"}}).encode())
+)  # fmt: skip
+def test_arbitrary_history_answers_never_raise(adapter: ExchangeAdapter, body: bytes) -> None:
+    """The REST history's answers are as hostile as frames: bytes, any JSON, lists of junk."""
+    page = adapter.parse_history(adapter.symbols[0], body, NOW_US)
+    assert_well_formed(adapter, page.parsed)
+    assert page.next_cursor is None or isinstance(page.next_cursor, str)
+
+
 binance_payloads = st.fixed_dictionaries(
     {
         "e": mostly(st.sampled_from(["trade", "trade", "serverShutdown", "aggTrade"])),

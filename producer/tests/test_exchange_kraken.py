@@ -14,6 +14,7 @@ from cryptolake.common.trade import RAW_PREFIX_CHARS, RejectReason, Trade
 from cryptolake.producer.exchanges import adapter_class
 from cryptolake.producer.exchanges.base import FrameKind
 from cryptolake.producer.exchanges.kraken import KrakenAdapter
+from cryptolake.producer.gaps import Gap
 
 FRAMES = Path(__file__).parent / "frames" / "kraken"
 # A minute after the documented trades (2023-09-25T07:49:36.925603Z).
@@ -251,3 +252,58 @@ def test_a_bad_trade_that_cannot_be_rewritten_keeps_the_whole_frame(
     raw = '{"channel": "trade", "data": [{"symbol": "XBT/USD", "trade_id": 18446744073709551616}]}'
     [letter] = adapter.parse(raw, RECV_US).dead_letters
     assert (letter.reason, letter.raw) == (RejectReason.MISSING_FIELD, raw)
+
+
+# GET /0/public/Trades as the REST docs show it (a pair's list and the `last` cursor).
+HISTORY = (
+    b'{"error": [], "result": {"XXBTZUSD": [["30243.40000", "0.34507674", 1688669597.8277369,'
+    b' "b", "m", "", 61044952], ["30243.30000", "0.00376960", 1688669598.2804112, "s", "l",'
+    b' "", 61044953]], "last": "1688671969993150842"}}'
+)
+
+
+def test_history_pages_by_time_from_the_trade_before_the_gap() -> None:
+    adapter = KrakenAdapter(["BTC-USD"])
+    gap = Gap("BTC-USD", 61044952, 61044960, 0.0, after_time_us=1_688_669_597_000_000)
+    first = adapter.history_request("BTC-USD", gap, None)
+    assert first.url == "https://api.kraken.com/0/public/Trades"
+    assert first.params == {"pair": "XBTUSD", "since": "1688669596999999999", "count": "1000"}
+    assert adapter.history_request("BTC-USD", gap, "17").params["since"] == "17"
+
+
+def test_history_trades_keep_every_digit_and_the_taker_side() -> None:
+    page = KrakenAdapter(["BTC-USD"]).parse_history("BTC-USD", HISTORY, RECV_US)
+    assert page.next_cursor == "1688671969993150842" and not page.parsed.dead_letters
+    first, second = page.parsed.trades
+    assert (first.trade_id, first.price, first.qty, first.side) == (
+        "61044952", "30243.40000", "0.34507674", "buy")  # fmt: skip
+    assert first.event_time == 1_688_669_597_827_736  # 100 ns digits truncated to the µs
+    assert (second.side, second.event_time) == ("sell", 1_688_669_598_280_411)
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        (["abc", "1", 1688669597.5, "b", "m", "", 7], RejectReason.BAD_PRICE),
+        ([30243.4, "1", 1688669597.5, "b", "m", "", 7], RejectReason.BAD_TYPE),
+        (["1", "1", 1688669597.5, "x", "m", "", 7], RejectReason.BAD_SIDE),
+        (["1", "1", "noon", "b", "m", "", 7], RejectReason.BAD_TIMESTAMP),
+        (["1", "1", 1e300, "b", "m", "", 7], RejectReason.BAD_TIMESTAMP),
+        (["1", "1", 1688669597.5, "b", "m", "", "7"], RejectReason.BAD_TYPE),
+        (["1", "1"], RejectReason.BAD_TYPE),
+    ],
+)  # fmt: skip
+def test_a_hostile_history_row_is_a_dead_letter(element: list[Any], reason: RejectReason) -> None:
+    body = json.dumps({"error": [], "result": {"XXBTZUSD": [element], "last": "1"}}).encode()
+    page = KrakenAdapter(["BTC-USD"]).parse_history("BTC-USD", body, RECV_US)
+    assert not page.parsed.trades
+    (letter,) = page.parsed.dead_letters
+    assert letter.reason == reason
+
+
+def test_rate_limit_errors_are_busy_and_other_errors_reject_the_page() -> None:
+    adapter = KrakenAdapter(["BTC-USD"])
+    assert adapter.history_busy(b'{"error":["EGeneral:Too many requests"]}')
+    assert not adapter.history_busy(HISTORY)
+    page = adapter.parse_history("BTC-USD", b'{"error":["EQuery:Unknown asset pair"]}', RECV_US)
+    assert page.parsed.kind is FrameKind.REJECTED and page.next_cursor is None

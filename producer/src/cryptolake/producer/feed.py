@@ -193,7 +193,7 @@ class Feed:
             self.sink.publish_trades(parsed.trades)
             now = time.monotonic()
             for trade in parsed.trades:
-                gap = self.gaps.observe(trade.symbol, trade.trade_id, now)
+                gap = self.gaps.observe(trade.symbol, trade.trade_id, now, trade.event_time)
                 if gap is not None:
                     log.debug("%s: ids %d-%d of %s not received (yet)",
                               self.name, gap.first_id, gap.last_id, gap.symbol)  # fmt: skip

@@ -21,6 +21,8 @@ class Gap:
     first_id: int
     last_id: int
     opened_at: float  # monotonic seconds
+    # Event time of the trade seen before the gap: where a history paged by time starts.
+    after_time_us: int = 0
 
     @property
     def size(self) -> int:
@@ -33,25 +35,27 @@ class GapTracker:
 
     grace_s: float = 2.0
     last_id: dict[str, int] = field(default_factory=dict)
+    last_time_us: dict[str, int] = field(default_factory=dict)
     open: dict[str, list[Gap]] = field(default_factory=dict)
 
-    def observe(self, symbol: str, trade_id: str, now: float) -> Gap | None:
+    def observe(self, symbol: str, trade_id: str, now: float, event_time_us: int = 0) -> Gap | None:
         """Record one trade; returns the gap it opened, if any. Non-numeric ids (an exchange
         without sequential ids) are never gaps."""
         if not trade_id.isdigit():
             return None
         number = int(trade_id)
         previous = self.last_id.get(symbol)
+        previous_time = self.last_time_us.get(symbol, 0)
+        if previous is None or number > previous:
+            self.last_id[symbol], self.last_time_us[symbol] = number, event_time_us
         if previous is None:
-            self.last_id[symbol] = number  # the first trade seen: nothing before it is ours
-            return None
+            return None  # the first trade seen: nothing before it is ours
         if number <= previous:
             self._fill(symbol, number)  # late, swapped or repeated
             return None
-        self.last_id[symbol] = number
         if number == previous + 1:
             return None
-        gap = Gap(symbol, previous + 1, number - 1, now)
+        gap = Gap(symbol, previous + 1, number - 1, now, previous_time)
         self.open.setdefault(symbol, []).append(gap)
         return gap
 
@@ -62,7 +66,7 @@ class GapTracker:
         for index, gap in enumerate(gaps):
             if gap.first_id <= number <= gap.last_id:
                 parts = [
-                    Gap(symbol, first, last, gap.opened_at)
+                    Gap(symbol, first, last, gap.opened_at, gap.after_time_us)
                     for first, last in ((gap.first_id, number - 1), (number + 1, gap.last_id))
                     if first <= last
                 ]

@@ -127,46 +127,51 @@ class Recovery:
                     continue
 
     async def _close(self, client: httpx.AsyncClient, symbol: str, gaps: list[Gap]) -> None:
-        """Every missing id of ``gaps`` (one symbol's, in id order), in as few requests as the
-        history's page size allows: one page may cover many small gaps of a reconnect storm."""
+        """Every missing id of ``gaps`` (one symbol's, in id order), page by page: one page may
+        cover many small gaps of a reconnect storm. Ids a page passes without holding are not
+        in the history (too old): they stay missing."""
         missing = sum(gap.size for gap in gaps)
         log.info(
             "%s: recovering %d missing %s trades (%d gaps, ids %d-%d) from the REST history",
             self.name, missing, symbol, len(gaps), gaps[0].first_id, gaps[-1].last_id,
         )  # fmt: skip
-        pending = list(gaps)
-        recovered = 0
+        span = Gap(symbol, gaps[0].first_id, gaps[-1].last_id, gaps[0].opened_at,
+                   gaps[0].after_time_us)  # fmt: skip
+        ascending = self.adapter.history_ascending
+        pending, cursor, recovered = list(gaps), None, 0
         try:
             while pending:
-                next_id, last_id = pending[0].first_id, pending[-1].last_id
-                request = self.adapter.history_request(symbol, next_id, last_id - next_id + 1)
+                request = self.adapter.history_request(symbol, span, cursor)
                 if request is None:
                     raise Unrecoverable(f"{self.adapter.name} has no REST trade history")
                 body = await self._fetch(client, request.url, request.params)
-                parsed = self.adapter.parse_history(symbol, body, now_us())
-                for letter in parsed.dead_letters:
+                page = self.adapter.parse_history(symbol, body, now_us())
+                for letter in page.parsed.dead_letters:
                     self._dlq.labels(**self._labels, reason=str(letter.reason)).inc()
-                self.sink.publish_dead_letters(parsed.dead_letters)
-                ids = [int(t.trade_id) if t.trade_id.isdigit() else -1 for t in parsed.trades]
-                if not ids or min(ids) > next_id or max(ids) < next_id:
-                    raise Unrecoverable(
-                        f"the history has no trade {next_id} (it gave ids "
-                        f"{min(ids, default=None)}-{max(ids, default=None)})"
-                    )
-                wanted = [t for t, i in zip(parsed.trades, ids, strict=True)
-                          if any(g.first_id <= i <= g.last_id for g in pending)]  # fmt: skip
+                self.sink.publish_dead_letters(page.parsed.dead_letters)
+                found = {int(t.trade_id): t for t in page.parsed.trades if t.trade_id.isdigit()}
+                if not found:
+                    raise Unrecoverable("the history has no more trades")
+                low, high = min(found), max(found)
+                passed, pending = _split(pending, high if ascending else low, ascending)
+                wanted = [found[i] for gap in passed
+                          for i in range(gap.first_id, gap.last_id + 1) if i in found]  # fmt: skip
                 self.sink.publish_trades(wanted)
                 recovered += len(wanted)
                 self._recovered.inc(len(wanted))
-                reached = max(ids)
                 now = time.monotonic()
-                for gap in [g for g in pending if g.last_id <= reached]:
-                    self._closed.observe(now - gap.opened_at)
-                pending = [
-                    Gap(symbol, max(g.first_id, reached + 1), g.last_id, g.opened_at)
-                    for g in pending
-                    if g.last_id > reached
-                ]
+                for gap in passed:
+                    absent = [i for i in range(gap.first_id, gap.last_id + 1) if i not in found]
+                    if absent:
+                        self._record_unrecoverable(
+                            Gap(symbol, absent[0], absent[-1], gap.opened_at),
+                            f"the history has no trade {absent[0]} ({len(absent)} absent)",
+                        )
+                    else:
+                        self._closed.observe(now - gap.opened_at)
+                if pending and page.next_cursor in (None, cursor):
+                    raise Unrecoverable("the history ends before them")
+                cursor = page.next_cursor
         except Unrecoverable as reason:
             for gap in pending:
                 self._record_unrecoverable(gap, str(reason))
@@ -210,7 +215,9 @@ class Recovery:
                 with attempt:
                     await self._pace()
                     response = await client.get(url, params=params)
-                    if response.status_code in RETRY_STATUSES:
+                    if response.status_code in RETRY_STATUSES or (
+                        response.status_code == 200 and self.adapter.history_busy(response.content)
+                    ):
                         log.info("%s: history answered %d; retrying", self.name,
                                  response.status_code)  # fmt: skip
                         raise RetryLater(response.status_code, retry_after(response))
@@ -228,3 +235,22 @@ class Recovery:
         if delay > 0:
             await asyncio.sleep(delay)
         self._next_request_at = time.monotonic() + self.adapter.history_interval_s
+
+
+def _split(gaps: list[Gap], edge: int, ascending: bool) -> tuple[list[Gap], list[Gap]]:
+    """(the parts of ``gaps`` a page reaching ``edge`` has passed, the parts still ahead):
+    ids up to ``edge`` for a page read upwards, from ``edge`` on for one read downwards."""
+    passed: list[Gap] = []
+    ahead: list[Gap] = []
+    for gap in gaps:
+        if ascending:
+            low_part = (gap.first_id, min(gap.last_id, edge))
+            high_part = (max(gap.first_id, edge + 1), gap.last_id)
+            done, rest = low_part, high_part
+        else:
+            done = (max(gap.first_id, edge), gap.last_id)
+            rest = (gap.first_id, min(gap.last_id, edge - 1))
+        for target, (first, last) in ((passed, done), (ahead, rest)):
+            if first <= last:
+                target.append(Gap(gap.symbol, first, last, gap.opened_at, gap.after_time_us))
+    return passed, ahead

@@ -20,6 +20,7 @@ import orjson
 
 from cryptolake.common.trade import DeadLetter, RejectReason, Trade, TradeRejected
 from cryptolake.producer.dead_letters import dead_letter
+from cryptolake.producer.gaps import Gap
 
 
 class FrameKind(StrEnum):
@@ -41,10 +42,19 @@ class ParsedFrame:
 
 @dataclass(frozen=True, slots=True)
 class HistoryRequest:
-    """One REST call for a market's trades from a trade id on (a GET with these params)."""
+    """One REST call for a page of a market's trade history (a GET with these params)."""
 
     url: str
     params: dict[str, str]
+
+
+@dataclass(slots=True)
+class HistoryPage:
+    """One history answer: its trades (and dead letters), and the cursor of the next page
+    (None: there is none)."""
+
+    parsed: ParsedFrame
+    next_cursor: str | None
 
 
 class ExchangeAdapter(ABC):
@@ -61,6 +71,9 @@ class ExchangeAdapter(ABC):
     # limits, with headroom for anything else on the same address.
     history_limit: ClassVar[int] = 1000
     history_interval_s: ClassVar[float] = 0.5
+    # True: a page holds the trades after its cursor, oldest first (Binance, Kraken); False:
+    # the trades before it, newest first (Coinbase).
+    history_ascending: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -89,16 +102,22 @@ class ExchangeAdapter(ABC):
     def parse(self, frame: str | bytes, recv_time_us: int) -> ParsedFrame:
         """Normalize one frame. Never raises: what cannot be normalized becomes dead letters."""
 
-    def history_request(self, symbol: str, from_id: int, limit: int) -> HistoryRequest | None:
-        """The REST call for up to ``limit`` trades of ``symbol`` from ``from_id`` on, in id
-        order; None where the exchange has no such history (its gaps stay unrecoverable)."""
+    def history_request(self, symbol: str, gap: Gap, cursor: str | None) -> HistoryRequest | None:
+        """The REST call for the page at ``cursor`` of the history that covers ``gap`` (None:
+        its first page); None where the exchange has no such history (gaps stay open)."""
         return None
 
-    def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> ParsedFrame:
+    def history_busy(self, body: bytes) -> bool:
+        """True when a 200 answer says "later" in its body (Kraken reports its rate limit
+        so); the recovery retries it like a 429."""
+        return False
+
+    def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> HistoryPage:
         """Normalize one history answer, like ``parse`` a frame (never raises)."""
-        return self.reject(
+        rejected = self.reject(
             RejectReason.UNKNOWN_MESSAGE, f"{self.name} has no trade history", body, recv_time_us
         )
+        return HistoryPage(rejected, None)
 
     def load_object(self, frame: str | bytes, recv_time_us: int) -> dict[str, Any] | ParsedFrame:
         """The frame as a JSON object, or the rejection to return when it is not one."""

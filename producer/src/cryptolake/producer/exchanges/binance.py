@@ -16,9 +16,11 @@ from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_tra
 from cryptolake.producer.exchanges.base import (
     ExchangeAdapter,
     FrameKind,
+    HistoryPage,
     HistoryRequest,
     ParsedFrame,
 )
+from cryptolake.producer.gaps import Gap
 
 # The trade payload's fields and their exact JSON types (bool is not an int here).
 _TRADE_FIELDS: Final = (("s", str), ("t", int), ("p", str), ("q", str), ("T", int), ("m", bool))
@@ -144,14 +146,17 @@ class BinanceAdapter(ExchangeAdapter):
             recv_time_us,
         )
 
-    def history_request(self, symbol: str, from_id: int, limit: int) -> HistoryRequest:
+    def history_request(self, symbol: str, gap: Gap, cursor: str | None) -> HistoryRequest:
         """``GET /api/v3/historicalTrades``: public market data, up to 1,000 trades from
-        ``fromId`` in id order. Docs: https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints#old-trade-lookup"""
+        ``fromId`` on, in id order; the cursor is the next id. Docs:
+        https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints"""
+        from_id = int(cursor) if cursor is not None else gap.first_id
+        limit = max(1, min(gap.last_id - from_id + 1, self.history_limit))
         params = {"symbol": native_stream_symbol(symbol).upper(), "fromId": str(from_id),
-                  "limit": str(min(limit, self.history_limit))}  # fmt: skip
+                  "limit": str(limit)}  # fmt: skip
         return HistoryRequest(f"{str(self.rest_url).rstrip('/')}/api/v3/historicalTrades", params)
 
-    def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> ParsedFrame:
+    def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> HistoryPage:
         """A JSON list of trades as the docs show them (``isBuyerMaker``: the taker sold)::
 
             [{"id": 28457, "price": "4.00000100", "qty": "12.00000000",
@@ -163,11 +168,14 @@ class BinanceAdapter(ExchangeAdapter):
         try:
             elements = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return self.reject(RejectReason.MALFORMED_JSON, str(exc), body, recv_time_us)
+            return HistoryPage(
+                self.reject(RejectReason.MALFORMED_JSON, str(exc), body, recv_time_us), None
+            )
         if not isinstance(elements, list):
-            return self.reject(
+            rejected = self.reject(
                 RejectReason.BAD_TYPE, "a trade history is a JSON list", body, recv_time_us
             )
+            return HistoryPage(rejected, None)
         pair = native_stream_symbol(symbol).upper()
         parsed = ParsedFrame(FrameKind.TRADES)
         for element in elements:
@@ -181,4 +189,5 @@ class BinanceAdapter(ExchangeAdapter):
                 )
             except TradeRejected as exc:
                 parsed.dead_letters.append(self.reject_element(exc, element, body, recv_time_us))
-        return parsed
+        ids = [int(trade.trade_id) for trade in parsed.trades]
+        return HistoryPage(parsed, str(max(ids) + 1) if ids else None)

@@ -13,7 +13,14 @@ import orjson
 
 from cryptolake.common.timeutil import rfc3339_to_us
 from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
-from cryptolake.producer.exchanges.base import ExchangeAdapter, FrameKind, ParsedFrame
+from cryptolake.producer.exchanges.base import (
+    ExchangeAdapter,
+    FrameKind,
+    HistoryPage,
+    HistoryRequest,
+    ParsedFrame,
+)
+from cryptolake.producer.gaps import Gap
 
 # Public trades carry the resting maker's side, so the taker's is the opposite; as found by
 # https://nautilustrader.io/docs/rust-api-latest/nautilus_coinbase/http/parse/fn.coinbase_side_to_aggressor.html
@@ -73,9 +80,63 @@ def parse_coinbase_trade(trade: dict[str, Any], *, exchange: str, recv_time_us: 
     )
 
 
+def _history_trade(element: object, symbol: str, exchange: str, recv_time_us: int) -> Trade:
+    """A REST history element read as a stream trade (its id an integer there, a string on the
+    stream; its side lower case there)."""
+    if not isinstance(element, dict):
+        raise TradeRejected(RejectReason.BAD_TYPE, "a trade is a JSON object")
+    trade_id, side = element.get("trade_id"), element.get("side")
+    if type(trade_id) is not int:
+        raise TradeRejected(RejectReason.BAD_TYPE, "trade_id is not an integer")
+    stream_trade = {**element, "product_id": symbol, "trade_id": str(trade_id)}
+    if isinstance(side, str):
+        stream_trade["side"] = side.upper()
+    return parse_coinbase_trade(stream_trade, exchange=exchange, recv_time_us=recv_time_us)
+
+
 class CoinbaseAdapter(ExchangeAdapter):
     name: ClassVar[str] = "coinbase"
     default_url: ClassVar[str] = "wss://advanced-trade-ws.coinbase.com"
+    # The Exchange REST API pages a product's trades by trade id (Advanced Trade's public
+    # ticker only by time); 10 public calls per second per address, 5 used here.
+    default_rest_url: ClassVar[str | None] = "https://api.exchange.coinbase.com"
+    history_interval_s: ClassVar[float] = 0.2
+    history_ascending: ClassVar[bool] = False
+
+    def history_request(self, symbol: str, gap: Gap, cursor: str | None) -> HistoryRequest:
+        """``GET /products/{id}/trades?after=N``: up to 1,000 trades older than trade N, newest
+        first; the next page's cursor is the oldest id of this one. Docs:
+        https://docs.cdp.coinbase.com/exchange/reference/exchangerestapi_getproducttrades"""
+        after = cursor if cursor is not None else str(gap.last_id + 1)
+        limit = max(1, min(int(after) - gap.first_id, self.history_limit))
+        url = f"{str(self.rest_url).rstrip('/')}/products/{symbol}/trades"
+        return HistoryRequest(url, {"after": after, "limit": str(limit)})
+
+    def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> HistoryPage:
+        """A JSON list as the docs show it; ``side`` is the maker's, as on the stream::
+
+        [{"time": "2014-11-07T22:19:28.578544Z", "trade_id": 74,
+          "price": "10.00000000", "size": "0.01000000", "side": "buy"}]
+        """
+        try:
+            elements = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return HistoryPage(
+                self.reject(RejectReason.MALFORMED_JSON, str(exc), body, recv_time_us), None
+            )
+        if not isinstance(elements, list):
+            rejected = self.reject(
+                RejectReason.BAD_TYPE, "a trade history is a JSON list", body, recv_time_us
+            )
+            return HistoryPage(rejected, None)
+        parsed = ParsedFrame(FrameKind.TRADES)
+        for element in elements:
+            try:
+                parsed.trades.append(_history_trade(element, symbol, self.label, recv_time_us))
+            except TradeRejected as exc:
+                parsed.dead_letters.append(self.reject_element(exc, element, body, recv_time_us))
+        ids = [int(trade.trade_id) for trade in parsed.trades]
+        return HistoryPage(parsed, str(min(ids)) if ids else None)
 
     def connect_url(self) -> str:
         return self.base_url

@@ -16,11 +16,60 @@ import orjson
 from cryptolake.common.symbols import join_symbol
 from cryptolake.common.timeutil import rfc3339_to_us
 from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
-from cryptolake.producer.exchanges.base import ExchangeAdapter, FrameKind, ParsedFrame
+from cryptolake.producer.exchanges.base import (
+    ExchangeAdapter,
+    FrameKind,
+    HistoryPage,
+    HistoryRequest,
+    ParsedFrame,
+)
+from cryptolake.producer.gaps import Gap
 
 # Prices and quantities beyond 1e±30 are absurd, and formatting one such as 1e999999999 in
 # plain notation would build a gigabyte string.
 _MAX_MAGNITUDE: Final = 30
+
+
+# REST history: the side letters, and the errors that mean "ask again later" (HTTP 200).
+_HISTORY_SIDES: Final = {"b": "buy", "s": "sell"}
+_BUSY_ERRORS: Final = ("EAPI:Rate limit exceeded", "EGeneral:Too many requests",
+                       "EService:Unavailable", "EService:Busy")  # fmt: skip
+
+
+def rest_pair(symbol: str) -> str:
+    """``BTC-USD`` → ``XBTUSD``: the REST API's pair names still spell bitcoin XBT."""
+    base, _, quote = symbol.partition("-")
+    return ("XBT" if base == "BTC" else base) + quote
+
+
+def parse_kraken_history_trade(
+    element: object, symbol: str, *, exchange: str, recv_time_us: int
+) -> Trade:
+    """One element of a ``Trades`` answer (read with ``parse_float=Decimal``): ``[price,
+    volume, time (s), side b/s, order type, misc, trade_id]``; raises :class:`TradeRejected`."""
+    if not isinstance(element, list) or len(element) < 7:
+        raise TradeRejected(RejectReason.BAD_TYPE, "a trade is a list of 7 values")
+    price, qty, seconds, side, _, _, trade_id = element[:7]
+    if type(price) is not str or type(qty) is not str:
+        raise TradeRejected(RejectReason.BAD_TYPE, "price and volume are strings")
+    if type(trade_id) is not int:
+        raise TradeRejected(RejectReason.BAD_TYPE, "trade_id is not an integer")
+    if type(seconds) not in (int, Decimal) or not 0 <= seconds < 10**11:
+        raise TradeRejected(RejectReason.BAD_TIMESTAMP, f"time {seconds!r:.40} is not seconds")
+    taker_side = _HISTORY_SIDES.get(side) if isinstance(side, str) else None
+    if taker_side is None:
+        raise TradeRejected(RejectReason.BAD_SIDE, f"side {side!r:.20} is not b or s")
+    return make_trade(
+        exchange=exchange,
+        symbol=symbol,
+        trade_id=trade_id,
+        price=price,
+        qty=qty,
+        side=taker_side,
+        # The REST time has 100 ns digits; the stream's, µs: truncate to the stream's.
+        event_time=int(Decimal(seconds).scaleb(6)),
+        ingest_time=recv_time_us,
+    )
 
 
 def native_symbol(symbol: str) -> str:
@@ -110,6 +159,54 @@ def _decimal_fragment(value: Decimal) -> orjson.Fragment:
 class KrakenAdapter(ExchangeAdapter):
     name: ClassVar[str] = "kraken"
     default_url: ClassVar[str] = "wss://ws.kraken.com/v2"
+    default_rest_url: ClassVar[str | None] = "https://api.kraken.com"
+    # Public REST calls: about one per second per address.
+    history_interval_s: ClassVar[float] = 1.0
+
+    def history_request(self, symbol: str, gap: Gap, cursor: str | None) -> HistoryRequest:
+        """``GET /0/public/Trades``: up to 1,000 trades after ``since`` (ns), oldest first; the
+        first page starts just before the time of the trade seen before the gap. Docs:
+        https://docs.kraken.com/api/docs/rest-api/get-recent-trades"""
+        since = cursor if cursor is not None else str(gap.after_time_us * 1000 - 1)
+        params = {"pair": rest_pair(symbol), "since": since, "count": str(self.history_limit)}
+        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}/0/public/Trades", params)
+
+    def history_busy(self, body: bytes) -> bool:
+        return any(error.encode() in body for error in _BUSY_ERRORS)
+
+    def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> HistoryPage:
+        """The answer as the docs show it (one pair's list and the ``last`` cursor)::
+
+        {"error": [],
+         "result": {"XXBTZUSD": [["30243.40000", "0.34507674", 1688669597.8277369, "b",
+                                  "m", "", 61044952]],
+                    "last": "1688671969993150842"}}
+        """
+        try:
+            message = json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        except (ValueError, RecursionError) as exc:
+            return HistoryPage(
+                self.reject(RejectReason.MALFORMED_JSON, str(exc), body, recv_time_us), None
+            )
+        result = message.get("result") if isinstance(message, dict) else None
+        errors = message.get("error") if isinstance(message, dict) else None
+        lists = [v for k, v in result.items() if k != "last"] if isinstance(result, dict) else []
+        if errors or len(lists) != 1 or not isinstance(lists[0], list):
+            detail = f"errors {errors!r:.200}" if errors else "result holds no one list of trades"
+            return HistoryPage(
+                self.reject(RejectReason.UNKNOWN_MESSAGE, detail, body, recv_time_us), None
+            )
+        parsed = ParsedFrame(FrameKind.TRADES)
+        for element in lists[0]:
+            try:
+                parsed.trades.append(parse_kraken_history_trade(
+                    element, symbol, exchange=self.label, recv_time_us=recv_time_us))  # fmt: skip
+            except TradeRejected as exc:
+                parsed.dead_letters.append(
+                    self.reject_element(exc, element, body, recv_time_us, default=_decimal_fragment)
+                )
+        last = result.get("last") if isinstance(result, dict) else None
+        return HistoryPage(parsed, last if isinstance(last, str) and lists[0] else None)
 
     def connect_url(self) -> str:
         return self.base_url

@@ -14,8 +14,10 @@ like a real venue: a client that is away misses what traded meanwhile. Everythin
 SYNTHETIC; the logs say so, and the producer labels such data ``simulator``.
 
 The same paths answer REST requests for each market's trade history, as the exchanges do:
-``GET /binance/api/v3/historicalTrades?symbol=BTCUSDT&fromId=…&limit=…``. The history holds
-every trade the market made (the last ``history_per_symbol`` of each symbol), sent or not.
+``/binance/api/v3/historicalTrades?symbol=BTCUSDT&fromId=…``,
+``/kraken/0/public/Trades?pair=XBTUSDT&since=<ns>`` and
+``/coinbase/products/BTC-USDT/trades?after=<id>``. The history holds every trade the market
+made (the last ``history_per_symbol`` of each symbol), sent or not.
 
 Scenarios (see :class:`SimulatorConfig`) inject the faults a feed must survive: dropped
 connections, frames silently skipped, malformed frames, duplicates, out-of-order trades, a
@@ -33,6 +35,7 @@ import math
 import random
 import zlib
 from abc import ABC, abstractmethod
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -922,20 +925,29 @@ class SimulatorServer:
         if "websocket" in request.headers.get("Upgrade", "").lower():
             return None
         self.rest_requests += 1
+        split = urlsplit(request.path)
+        query = {key: values[-1] for key, values in parse_qs(split.query).items()}
+        parts = [part for part in split.path.split("/") if part]
         every = self.config.rest_fail_every
         if every is not None and self.rest_requests % every == 0:
             self.rest_failures += 1
-            if self.rest_failures % 2:
-                return _json_response(429, wire.encode_binance_rest_error(
-                    -1003, "Too many requests (simulated)"), retry_after="1")  # fmt: skip
-            return _json_response(503, b'{"code":-1001,"msg":"Service unavailable (simulated)"}')
-        split = urlsplit(request.path)
-        query = {key: values[-1] for key, values in parse_qs(split.query).items()}
+            if self.rest_failures % 2 == 0:
+                return _json_response(503, b'{"message":"service unavailable (simulated)"}')
+            if parts[:1] == ["kraken"]:  # Kraken says it in a 200's body
+                return _json_response(200, wire.encode_kraken_rest_error(
+                    "EGeneral:Too many requests"))  # fmt: skip
+            return _json_response(429, b'{"message":"too many requests (simulated)"}',
+                                  retry_after="1")  # fmt: skip
         if split.path == "/binance/api/v3/historicalTrades":
             return self._binance_history(query)
+        if split.path == "/kraken/0/public/Trades":
+            return self._kraken_history(query)
+        if len(parts) == 4 and parts[:2] == ["coinbase", "products"] and parts[3] == "trades":
+            return self._coinbase_history(parts[2], query)
         return _json_response(404, wire.encode_binance_rest_error(
             -1, f"no such endpoint {split.path[:80]!r}; the simulator serves "
-            "/binance/api/v3/historicalTrades"))  # fmt: skip
+            "/binance/api/v3/historicalTrades, /kraken/0/public/Trades and "
+            "/coinbase/products/<id>/trades"))  # fmt: skip
 
     def _binance_history(self, query: dict[str, str]) -> Response:
         pair = query.get("symbol", "")
@@ -954,6 +966,40 @@ class SimulatorServer:
             return _json_response(200, wire.encode_binance_history(kept[-limit:]))
         return _json_response(200, wire.encode_binance_history(
             feed.trades_from(symbol, from_id, limit)))  # fmt: skip
+
+    def _kraken_history(self, query: dict[str, str]) -> Response:
+        pair = query.get("pair", "")
+        native = "BTC" + pair[3:] if pair.startswith("XBT") else pair
+        symbol = split_concatenated(native) if native.isascii() and native.isalnum() else None
+        if symbol is None or symbol not in self.config.symbols:
+            return _json_response(200, wire.encode_kraken_rest_error("EQuery:Unknown asset pair"))
+        try:
+            since = int(query.get("since", "0"))
+            count = min(max(int(query.get("count", "1000")), 1), 1000)
+        except ValueError:
+            return _json_response(200, wire.encode_kraken_rest_error("EGeneral:Invalid arguments"))
+        kept = self.feeds["kraken"].history.get(symbol, [])
+        start = bisect_right(kept, since, key=lambda t: t.event_time_us * 1000)
+        trades = kept[start : start + count]
+        last = trades[-1].event_time_us * 1000 if trades else since
+        return _json_response(200, wire.encode_kraken_history(pair, trades, last))
+
+    def _coinbase_history(self, product: str, query: dict[str, str]) -> Response:
+        if product not in self.config.symbols:
+            return _json_response(404, b'{"message":"NotFound"}')
+        try:
+            after = int(query["after"]) if "after" in query else None
+            limit = min(max(int(query.get("limit", "1000")), 1), 1000)
+        except ValueError:
+            return _json_response(400, b'{"message":"after and limit are integers"}')
+        kept = self.feeds["coinbase"].history.get(product, [])
+        end = len(kept) if after is None or not kept else max(0, after - kept[0].trade_id)
+        trades = list(reversed(kept[max(0, end - limit) : min(end, len(kept))]))
+        response = _json_response(200, wire.encode_coinbase_history(trades))
+        if trades:
+            response.headers["CB-AFTER"] = str(trades[-1].trade_id)
+            response.headers["CB-BEFORE"] = str(trades[0].trade_id)
+        return response
 
     # --- connections ----------------------------------------------------------------------
 

@@ -255,6 +255,23 @@ def encode_kraken_trades(trades: Sequence[SimTrade], *, snapshot: bool = False) 
     )
 
 
+def encode_kraken_history(pair: str, trades: Sequence[SimTrade], last_ns: int) -> bytes:
+    """``GET /0/public/Trades``'s answer: ``[price, volume, time in s, b|s, m|l, misc, id]``
+    per trade (the time a JSON number: its digits kept exact), and the ``last`` cursor."""
+    rows = [
+        [strip_decimal(t.price), strip_decimal(t.qty),
+         _number(f"{t.event_time_us // 1_000_000}.{t.event_time_us % 1_000_000:06d}"),
+         "b" if t.side == "buy" else "s", "l", "", t.trade_id]
+        for t in trades
+    ]  # fmt: skip
+    return _dumps({"error": [], "result": {pair: rows, "last": str(last_ns)}})
+
+
+def encode_kraken_rest_error(error: str) -> bytes:
+    """Kraken's REST errors come with HTTP 200: ``{"error": ["EGeneral:Too many requests"]}``."""
+    return _dumps({"error": [error]})
+
+
 def encode_kraken_status(connection_id: int, *, system: str = "online") -> bytes:
     """Sent on connect (``online``); ``maintenance`` announces the server is going away."""
     return _dumps(
@@ -337,6 +354,16 @@ def coinbase_trade_item(trade: SimTrade) -> dict[str, Any]:
         "side": "SELL" if trade.side == "buy" else "BUY",
         "time": rfc3339_us(trade.event_time_us),
     }
+
+
+def encode_coinbase_history(trades: Sequence[SimTrade]) -> bytes:
+    """The Exchange API's ``GET /products/{id}/trades`` answer, newest first; ``side`` is the
+    maker's, lower case."""
+    return _dumps([
+        {"time": rfc3339_us(t.event_time_us), "trade_id": t.trade_id, "price": t.price,
+         "size": t.qty, "side": "sell" if t.side == "buy" else "buy"}
+        for t in trades
+    ])  # fmt: skip
 
 
 def _coinbase_envelope(channel: str, sequence_num: int, now_us: int, events: list[Any]) -> bytes:

@@ -6,19 +6,22 @@ a certificate from another CA are refused."""
 import asyncio
 import json
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from pyspark.sql import functions as F
 
 from cryptolake.common.candles import reference_bars
 from cryptolake.jobs import tables
 from cryptolake.jobs.cli import start_streams
 from cryptolake.jobs.settings import JobSettings
+from cryptolake.jobs.topic import TopicGuard
 from cryptolake.operator.kafka_auth import JOBS_USER, PRODUCER_USER, client_acls
 from cryptolake.operator.pki import issue, make_ca
 from cryptolake.operator.services import reconcile_acls
@@ -179,3 +182,48 @@ def test_a_client_without_the_right_credentials_or_ca_is_refused(secured, overri
     assert error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
                             KafkaError._AUTHENTICATION, KafkaError._SSL), error  # fmt: skip
     assert reason in " ".join(e.str() for e in errors), errors
+
+
+def _grant_later(secured: SecuredBroker, trades: str, dlq: str, delay_s: float) -> threading.Timer:
+    """What the operator does once the broker answers: the clients' ACLs, a little later."""
+    admin = secured.security.client_config(secured.security.admin)
+    timer = threading.Timer(
+        delay_s, reconcile_acls, (secured.broker.bootstrap_servers, client_acls(trades, dlq), admin)
+    )
+    timer.start()
+    return timer
+
+
+def test_clients_started_before_their_acls_wait_for_them_instead_of_failing(
+    secured, spark, tmp_path
+):
+    """A fresh pipeline's producer and drivers start while the operator has not granted their
+    ACLs yet: each waits (before: the producer exited on TOPIC_AUTHORIZATION_FAILED and the
+    drivers on TopicAuthorizationException, restarting until the ACLs came)."""
+    suffix = uuid.uuid4().hex[:8]
+    trades, dlq = f"late-acl.{suffix}.trades", f"late-acl.{suffix}.dlq"
+    producer = ProducerSettings(**{**secured.settings_of(PRODUCER_USER), "trades_topic": trades,
+                                   "dlq_topic": dlq}, metrics_port=0)  # fmt: skip
+    timer = _grant_later(secured, trades, dlq, delay_s=3.0)
+    started = time.monotonic()
+    ensure_topics(producer)  # creates both topics once allowed
+    waited = time.monotonic() - started
+    timer.join()
+    assert 3.0 <= waited < 30, waited
+
+    # The jobs' login may not describe the new topic until its ACLs are granted again.
+    other, other_dlq = f"late-acl.{suffix}.b.trades", f"late-acl.{suffix}.b.dlq"
+    admin = AdminClient(secured.security.client_config(secured.security.admin)
+                        | {"bootstrap.servers": secured.broker.bootstrap_servers})  # fmt: skip
+    for future in admin.create_topics([NewTopic(other, 1, 1)]).values():
+        future.result(timeout=30)
+    jobs = JobSettings(**{**secured.settings_of(JOBS_USER), "trades_topic": other},
+                       table_root=str(tmp_path / "lake"), metrics_port=0)  # fmt: skip
+    guard = TopicGuard(spark, jobs, "refine")
+    timer = _grant_later(secured, other, other_dlq, delay_s=3.0)
+    started = time.monotonic()
+    assert guard.on_start(reset=[]) is False
+    waited = time.monotonic() - started
+    timer.join()
+    assert 3.0 <= waited < 30, waited
+    assert guard.recorded is not None  # the topic's id, read once allowed

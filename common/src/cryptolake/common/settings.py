@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
@@ -40,6 +40,9 @@ class KafkaTopicsSettings(ServiceSettings):
     kafka_password: SecretStr | None = None
     # PEM file of the CA that signed the broker's certificate (default: the system's CAs).
     kafka_ca_file: Path | None = None
+    # At startup, how long a login the broker does not authorize yet waits for its ACLs (the
+    # operator grants them once the broker answers) before the client gives up.
+    authorization_wait_s: float = Field(default=120.0, ge=0)
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaTopicsSettings:

@@ -16,6 +16,7 @@ from typing import Any
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from cryptolake.common.kafka_client import java_kafka_config
 from cryptolake.jobs.files import delete_path, read_text, write_text
@@ -92,7 +93,7 @@ class TopicGuard:
         then records the new id: a crash between the steps adopts again on the next start."""
         text = read_text(self.spark, self.record_path)
         self.recorded = json.loads(text)["id"] if text else None
-        current = self.topic_id()
+        current = self._authorized_topic_id()
         adopt = self.settings.adopt_topic_id
         verdict = judge(self.recorded, current, adopt)
         if verdict is Verdict.UNKNOWN:
@@ -130,6 +131,25 @@ class TopicGuard:
             raise TopicReplaced(replaced_message(
                 self.settings.trades_topic, self.query, self.recorded, current, None))  # fmt: skip
 
+    def _authorized_topic_id(self) -> str | None:
+        """``topic_id``, waiting up to ``authorization_wait_s`` while the broker does not yet
+        let this login describe the topic (the operator grants the ACLs once the broker
+        answers): a fresh pipeline's drivers start once, instead of failing into restarts."""
+        retrying = Retrying(
+            stop=stop_after_delay(self.settings.authorization_wait_s),
+            wait=wait_exponential(multiplier=1, max=10),
+            retry=retry_if_exception_type(NotAuthorized),
+            before_sleep=lambda state: log.info(
+                "%s: %s: waiting for its ACLs (%.0f s so far)", self.query,
+                state.outcome.exception() if state.outcome else "", state.seconds_since_start,
+            ),
+            reraise=True,
+        )  # fmt: skip
+        for attempt in retrying:
+            with attempt:
+                return self.topic_id()
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
     def _record(self, current: str | None) -> None:
         assert current is not None
         body = {"topic": self.settings.trades_topic, "id": current}
@@ -153,6 +173,11 @@ class TopicGuard:
             if cause in ("UnknownTopicOrPartitionException", "TimeoutException"):
                 log.info("%s: no id for %s now (%s)", self.query, topic, cause)
                 return None
+            if cause.endswith("AuthorizationException"):
+                raise NotAuthorized(
+                    f"{self.settings.kafka_username or 'this client'} may not describe "
+                    f"{topic} ({cause})"
+                ) from exc
             raise
         return None if topic_id == NO_TOPIC_ID else topic_id
 
@@ -160,6 +185,10 @@ class TopicGuard:
 # One admin client per broker configuration and process: the queries' guards share it (a
 # client per guard would outlive its query, reconnecting to a broker that may be gone).
 _ADMINS: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+class NotAuthorized(RuntimeError):
+    """The broker does not (yet) let this login describe the topic."""
 
 
 def _shared_admin(spark: SparkSession, settings: JobSettings) -> Any:

@@ -13,6 +13,13 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from cryptolake.common.kafka_client import librdkafka_config
 from cryptolake.common.trade import TOPIC_CONFIG, DeadLetter, Trade
@@ -25,6 +32,17 @@ _LIBRDKAFKA_LOG = logging.getLogger("cryptolake.producer.librdkafka")
 
 class SinkError(RuntimeError):
     """The broker cannot be used (topics cannot be created, fatal producer error)."""
+
+
+class NotAuthorized(SinkError):
+    """The broker does not (yet) allow this login what it asked."""
+
+
+AUTHORIZATION_ERRORS = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+})  # fmt: skip
 
 
 def build_producer_config(settings: ProducerSettings) -> dict[str, Any]:
@@ -52,7 +70,27 @@ def topic_config(settings: ProducerSettings) -> dict[str, str]:
 
 def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
     """Create the trades and DLQ topics if missing (partitions and retention from settings,
-    ``TOPIC_CONFIG``); an existing topic is left as is, with a warning where it differs."""
+    ``TOPIC_CONFIG``); an existing topic is left as is, with a warning where it differs. A
+    login the broker does not authorize yet waits for its ACLs up to
+    ``authorization_wait_s``, instead of failing the process into a restart."""
+    retrying = Retrying(
+        stop=stop_after_delay(settings.authorization_wait_s),
+        wait=wait_exponential(multiplier=1, max=10),
+        retry=retry_if_exception_type(NotAuthorized),
+        before_sleep=_waiting_for_acls,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            _ensure_topics(settings, timeout_s)
+
+
+def _waiting_for_acls(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.info("%s: waiting for its ACLs (%.0f s so far)", error, state.seconds_since_start)
+
+
+def _ensure_topics(settings: ProducerSettings, timeout_s: float) -> None:
     conf: dict[str, str | int | float | bool] = {**librdkafka_config(settings)}
     admin = AdminClient(conf)
     config = topic_config(settings)
@@ -71,6 +109,11 @@ def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
             )
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
+            if error.code() in AUTHORIZATION_ERRORS:
+                raise NotAuthorized(
+                    f"{settings.kafka_username or 'this client'} may not create or describe "
+                    f"{topic} on {settings.bootstrap_servers} ({error.name()})"
+                ) from exc
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise SinkError(
                     f"cannot create topic {topic} on {settings.bootstrap_servers}: {error.str()}"

@@ -360,6 +360,10 @@ def test_2_the_minimal_sample_becomes_ready(pipeline: Deployment) -> None:
     for pod in pods:
         ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True", pod["metadata"]["name"]
+    # Started before the operator granted their ACLs, the clients waited instead of failing.
+    restarts = {pod["metadata"]["name"]: sum(c["restartCount"] for c in
+                pod["status"]["containerStatuses"]) for pod in pods}  # fmt: skip
+    assert not any(restarts.values()), restarts
 
 
 def test_3_gold_candles_from_the_api_equal_the_ground_truth(pipeline: Deployment) -> None:

@@ -134,6 +134,38 @@ class ExchangeAdapter(ABC):
             )
         return message
 
+    def history_list(
+        self,
+        body: bytes,
+        recv_time_us: int,
+        read: Callable[[object], Trade],
+        elements: list[Any] | None = None,
+        *,
+        default: Callable[[Any], Any] | None = None,
+    ) -> ParsedFrame:
+        """A history answer's trades: ``elements`` (default: ``body`` as a JSON list), each
+        read by ``read`` (raising :class:`TradeRejected`) into a trade or its own dead letter;
+        an answer that is no list is rejected whole."""
+        if elements is None:
+            try:
+                loaded = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                return self.reject(RejectReason.MALFORMED_JSON, str(exc), body, recv_time_us)
+            if not isinstance(loaded, list):
+                return self.reject(
+                    RejectReason.BAD_TYPE, "a trade history is a JSON list", body, recv_time_us
+                )
+            elements = loaded
+        parsed = ParsedFrame(FrameKind.TRADES)
+        for element in elements:
+            try:
+                parsed.trades.append(read(element))
+            except TradeRejected as exc:
+                parsed.dead_letters.append(
+                    self.reject_element(exc, element, body, recv_time_us, default=default)
+                )
+        return parsed
+
     def reject_element(
         self,
         problem: TradeRejected,

@@ -9,8 +9,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, ClassVar, Final
 
-import orjson
-
 from cryptolake.common.symbols import split_concatenated
 from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
 from cryptolake.producer.exchanges.base import (
@@ -165,29 +163,15 @@ class BinanceAdapter(ExchangeAdapter):
 
         Each element is read as the stream's trade payload, so both paths apply the same rules.
         """
-        try:
-            elements = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return HistoryPage(
-                self.reject(RejectReason.MALFORMED_JSON, str(exc), body, recv_time_us), None
-            )
-        if not isinstance(elements, list):
-            rejected = self.reject(
-                RejectReason.BAD_TYPE, "a trade history is a JSON list", body, recv_time_us
-            )
-            return HistoryPage(rejected, None)
         pair = native_stream_symbol(symbol).upper()
-        parsed = ParsedFrame(FrameKind.TRADES)
-        for element in elements:
-            try:
-                if not isinstance(element, dict):
-                    raise TradeRejected(RejectReason.BAD_TYPE, "a trade is a JSON object")
-                payload = {"s": pair, **{short: element[long] for short, long in _HISTORY_FIELDS
-                                         if long in element}}  # fmt: skip
-                parsed.trades.append(
-                    parse_binance_trade(payload, exchange=self.label, recv_time_us=recv_time_us)
-                )
-            except TradeRejected as exc:
-                parsed.dead_letters.append(self.reject_element(exc, element, body, recv_time_us))
+
+        def read(element: object) -> Trade:
+            if not isinstance(element, dict):
+                raise TradeRejected(RejectReason.BAD_TYPE, "a trade is a JSON object")
+            payload = {"s": pair, **{short: element[long] for short, long in _HISTORY_FIELDS
+                                     if long in element}}  # fmt: skip
+            return parse_binance_trade(payload, exchange=self.label, recv_time_us=recv_time_us)
+
+        parsed = self.history_list(body, recv_time_us, read)
         ids = [int(trade.trade_id) for trade in parsed.trades]
         return HistoryPage(parsed, str(max(ids) + 1) if ids else None)

@@ -118,23 +118,9 @@ class CoinbaseAdapter(ExchangeAdapter):
         [{"time": "2014-11-07T22:19:28.578544Z", "trade_id": 74,
           "price": "10.00000000", "size": "0.01000000", "side": "buy"}]
         """
-        try:
-            elements = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return HistoryPage(
-                self.reject(RejectReason.MALFORMED_JSON, str(exc), body, recv_time_us), None
-            )
-        if not isinstance(elements, list):
-            rejected = self.reject(
-                RejectReason.BAD_TYPE, "a trade history is a JSON list", body, recv_time_us
-            )
-            return HistoryPage(rejected, None)
-        parsed = ParsedFrame(FrameKind.TRADES)
-        for element in elements:
-            try:
-                parsed.trades.append(_history_trade(element, symbol, self.label, recv_time_us))
-            except TradeRejected as exc:
-                parsed.dead_letters.append(self.reject_element(exc, element, body, recv_time_us))
+        parsed = self.history_list(
+            body, recv_time_us, lambda e: _history_trade(e, symbol, self.label, recv_time_us)
+        )
         ids = [int(trade.trade_id) for trade in parsed.trades]
         return HistoryPage(parsed, str(min(ids)) if ids else None)
 

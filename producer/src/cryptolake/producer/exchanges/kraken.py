@@ -196,15 +196,12 @@ class KrakenAdapter(ExchangeAdapter):
             return HistoryPage(
                 self.reject(RejectReason.UNKNOWN_MESSAGE, detail, body, recv_time_us), None
             )
-        parsed = ParsedFrame(FrameKind.TRADES)
-        for element in lists[0]:
-            try:
-                parsed.trades.append(parse_kraken_history_trade(
-                    element, symbol, exchange=self.label, recv_time_us=recv_time_us))  # fmt: skip
-            except TradeRejected as exc:
-                parsed.dead_letters.append(
-                    self.reject_element(exc, element, body, recv_time_us, default=_decimal_fragment)
-                )
+        parsed = self.history_list(
+            body, recv_time_us,
+            lambda e: parse_kraken_history_trade(e, symbol, exchange=self.label,
+                                                 recv_time_us=recv_time_us),
+            lists[0], default=_decimal_fragment,
+        )  # fmt: skip
         last = result.get("last") if isinstance(result, dict) else None
         return HistoryPage(parsed, last if isinstance(last, str) and lists[0] else None)
 

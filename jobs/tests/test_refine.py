@@ -2,7 +2,9 @@
 the candles exactly once per table, also when the process dies between two of its commits."""
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -135,3 +137,18 @@ def test_refine_refuses_to_start_without_its_checkpoint_once_gold_holds_its_batc
     with pytest.raises(refine.LostCheckpoint, match=r"lost-query.*run `python -m cryptolake"):
         refine.start_refine(spark, settings)
     assert snapshot(spark, settings) == before
+
+
+def test_a_table_creation_killed_before_its_first_commit_is_created_on_the_next_start(
+    spark, tmp_path
+) -> None:
+    """SIGKILL between a table's _delta_log folder and its first commit (the SIGKILL test hit
+    it: S3A makes the folder's marker first) left a path Delta calls a table and cannot open:
+    the next start failed with DELTA_TABLE_NOT_FOUND, forever."""
+    settings = JobSettings(table_root=str(tmp_path / "lake"), metrics_port=0)
+    ensure_tables(spark, settings, "refine")
+    candles = Path(settings.table_path(tables.GOLD_CANDLES_1M))
+    shutil.rmtree(candles)
+    (candles / "_delta_log").mkdir(parents=True)  # the creation's folder, no commit
+    ensure_tables(spark, settings, "refine")
+    assert spark.read.format("delta").load(str(candles)).count() == 0

@@ -20,6 +20,14 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hadoop_path))
 
 
+def list_names(spark: SparkSession, path: str) -> list[str]:
+    """The names in a folder (none when it is missing)."""
+    fs, hadoop_path = _filesystem(spark, path)
+    if not fs.exists(hadoop_path):
+        return []
+    return [str(status.getPath().getName()) for status in fs.listStatus(hadoop_path)]
+
+
 def delete_path(spark: SparkSession, path: str) -> None:
     """A file, or a folder with everything in it (nothing when missing)."""
     fs, hadoop_path = _filesystem(spark, path)

@@ -25,6 +25,7 @@ from delta.exceptions import (
     MetadataChangedException,
 )
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -32,6 +33,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from cryptolake.common.kafka_client import java_kafka_config
 from cryptolake.jobs import tables
+from cryptolake.jobs.files import delete_path, list_names
 from cryptolake.jobs.maintenance import MaintenanceSchedule
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.jobs.tables import PARTITION_COLUMNS
@@ -92,7 +94,14 @@ def ensure_tables(spark: SparkSession, settings: JobSettings, job: str) -> None:
             _refuse_other_types(name, DeltaTable.forPath(spark, path).toDF().schema, schemas[name])
             continue
         builder = DeltaTable.createIfNotExists(spark).location(path)
-        builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name]).execute()
+        builder = builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name])
+        try:
+            builder.execute()
+        except AnalysisException as exc:
+            if exc.getCondition() != "DELTA_TABLE_NOT_FOUND":
+                raise
+            _clear_uncommitted_log(spark, path)
+            builder.execute()
 
 
 class LegacyTables(RuntimeError):
@@ -124,7 +133,31 @@ def _delta_table_exists(spark: SparkSession, path: str) -> bool:
     assert jvm is not None
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     jvm.org.apache.spark.sql.delta.DeltaLog.invalidateCache(spark._jsparkSession, hadoop_path)
-    return DeltaTable.isDeltaTable(spark, path)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return False
+    try:
+        DeltaTable.forPath(spark, path)
+    except AnalysisException as exc:
+        if exc.getCondition() != "DELTA_TABLE_NOT_FOUND":
+            raise
+        _clear_uncommitted_log(spark, path)
+        return False
+    return True
+
+
+def _clear_uncommitted_log(spark: SparkSession, path: str) -> None:
+    """A creation killed between its _delta_log folder and its first commit leaves a folder
+    Delta will neither open nor create over: with no commit in it there is nothing to keep."""
+    log_path = f"{path}/_delta_log"
+    commits = [name for name in list_names(spark, log_path) if name.endswith((".json", ".parquet"))]
+    if commits:  # never: Delta opens a log with commits; but nothing committed is deleted
+        raise RuntimeError(f"{path}: Delta finds no table, yet its log holds {commits[:3]}")
+    log.warning("%s: a creation was killed before its first commit; creating it again", path)
+    delete_path(spark, log_path)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    jvm.org.apache.spark.sql.delta.DeltaLog.invalidateCache(spark._jsparkSession, hadoop_path)
 
 
 def kafka_stream(

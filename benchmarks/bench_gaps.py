@@ -43,37 +43,51 @@ def check_gap_free(bootstrap: str, topic: str, count: int) -> None:
         raise SystemExit(f"{topic}: {len(ids)} trades, ids {min(ids)}-{max(ids)}: not gap-free")
 
 
-def one_run(args, bootstrap: str, root: Path, drops: bool) -> dict[str, float]:
-    sim_port, metrics_port = free_port(), free_port()
+CLI = [sys.executable, "-m", "cryptolake.producer.cli"]
+
+
+def start_pair(
+    args, bootstrap: str, log_path: Path, drop_every: float | None, reconnect_s: float
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
+    """(simulator, producer, trades topic): the simulator dropping every connection each
+    ``drop_every`` seconds (None: never), the producer reconnecting after 0.5-1 x
+    ``reconnect_s`` (full jitter), its log in ``log_path``."""
+    sim_port = free_port()
     topic = f"bench.{uuid.uuid4().hex[:8]}.trades"
-    cli = [sys.executable, "-m", "cryptolake.producer.cli"]
-    simulate = [*cli, "--log-level", "WARNING", "simulate", "--port", str(sim_port),
+    simulate = [*CLI, "--log-level", "WARNING", "simulate", "--port", str(sim_port),
                 "--rate", str(args.rate), "--symbols", "BTC-USDT"]  # fmt: skip
-    if drops:
-        simulate += ["--disconnect-every", str(args.drop_every)]
+    if drop_every is not None:
+        simulate += ["--disconnect-every", str(drop_every)]
     simulator = subprocess.Popen(simulate)
     time.sleep(1.0)
-    env = {**os.environ, "CRYPTOLAKE_RECONNECT_MIN_S": "4", "CRYPTOLAKE_RECONNECT_MAX_S": "4"}
-    log_path = root / f"producer-{'gaps' if drops else 'steady'}.log"
+    env = {**os.environ, "CRYPTOLAKE_RECONNECT_MIN_S": str(reconnect_s),
+           "CRYPTOLAKE_RECONNECT_MAX_S": str(reconnect_s)}  # fmt: skip
     with log_path.open("w") as log_file:
         producer = subprocess.Popen(
-            [*cli, "--source", "simulator", "--simulator-url",
+            [*CLI, "--source", "simulator", "--simulator-url",
              f"ws://127.0.0.1:{sim_port}/binance", "--simulator-protocol", "binance",
              "--symbols", "BTC-USDT", "--bootstrap-servers", bootstrap, "--topic", topic,
-             "--dlq-topic", topic.replace(".trades", ".dlq"), "--metrics-port",
-             str(metrics_port)],
+             "--dlq-topic", topic.replace(".trades", ".dlq"), "--metrics-port", "0"],
             env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        time.sleep(3.0)  # connected, topic made: measure from here
-        cpu_start, started = cpu_seconds(producer.pid) or 0.0, time.monotonic()
-        time.sleep(args.seconds)
-        cpu = (cpu_seconds(producer.pid) or 0.0) - cpu_start
-        elapsed = time.monotonic() - started
-        simulator.send_signal(signal.SIGTERM)  # no more trades: the last gaps close
-        simulator.wait(30)
-        time.sleep(args.drop_every + 8)
-        producer.send_signal(signal.SIGTERM)
-        producer.wait(60)
+    return simulator, producer, topic
+
+
+def one_run(args, bootstrap: str, root: Path, drops: bool) -> dict[str, float]:
+    log_path = root / f"producer-{'gaps' if drops else 'steady'}.log"
+    simulator, producer, topic = start_pair(
+        args, bootstrap, log_path, args.drop_every if drops else None, reconnect_s=4
+    )
+    time.sleep(3.0)  # connected, topic made: measure from here
+    cpu_start, started = cpu_seconds(producer.pid) or 0.0, time.monotonic()
+    time.sleep(args.seconds)
+    cpu = (cpu_seconds(producer.pid) or 0.0) - cpu_start
+    elapsed = time.monotonic() - started
+    simulator.send_signal(signal.SIGTERM)  # no more trades: the last gaps close
+    simulator.wait(30)
+    time.sleep(args.drop_every + 8)
+    producer.send_signal(signal.SIGTERM)
+    producer.wait(60)
     text = log_path.read_text()
     closes = [(int(m[1]), int(m[2]), float(m[3])) for m in CLOSED.finditer(text)]
     in_topic = topic_message_count(bootstrap, topic)
@@ -94,31 +108,15 @@ def one_run(args, bootstrap: str, root: Path, drops: bool) -> dict[str, float]:
 
 def bulk_recovery(args, bootstrap: str, root: Path) -> float:
     """One long outage (the producer away for --outage seconds): trades recovered per second."""
-    sim_port = free_port()
-    topic = f"bench.{uuid.uuid4().hex[:8]}.trades"
-    cli = [sys.executable, "-m", "cryptolake.producer.cli"]
-    simulator = subprocess.Popen([*cli, "--log-level", "WARNING", "simulate", "--port",
-                                  str(sim_port), "--rate", str(args.rate), "--symbols", "BTC-USDT",
-                                  "--disconnect-every", "5"])  # fmt: skip
-    time.sleep(1.0)
-    env = {**os.environ, "CRYPTOLAKE_RECONNECT_MIN_S": str(2 * args.outage),
-           "CRYPTOLAKE_RECONNECT_MAX_S": str(2 * args.outage)}  # fmt: skip
     log_path = root / "producer-outage.log"
-    with log_path.open("w") as log_file:
-        producer = subprocess.Popen(
-            [*cli, "--source", "simulator", "--simulator-url",
-             f"ws://127.0.0.1:{sim_port}/binance", "--simulator-protocol", "binance",
-             "--symbols", "BTC-USDT", "--bootstrap-servers", bootstrap, "--topic", topic,
-             "--dlq-topic", topic.replace(".trades", ".dlq"), "--metrics-port", "0"],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 5 + 2 * args.outage + 60
-        while time.monotonic() < deadline and not CLOSED.search(log_path.read_text()):
-            time.sleep(0.5)
-        producer.send_signal(signal.SIGTERM)
-        producer.wait(60)
-        simulator.send_signal(signal.SIGTERM)
-        simulator.wait(30)
+    simulator, producer, _ = start_pair(args, bootstrap, log_path, 5, reconnect_s=2 * args.outage)
+    deadline = time.monotonic() + 5 + 2 * args.outage + 60
+    while time.monotonic() < deadline and not CLOSED.search(log_path.read_text()):
+        time.sleep(0.5)
+    producer.send_signal(signal.SIGTERM)
+    producer.wait(60)
+    simulator.send_signal(signal.SIGTERM)
+    simulator.wait(30)
     text = log_path.read_text()
     match = CLOSED.search(text)
     if match is None:

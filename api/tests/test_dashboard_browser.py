@@ -127,6 +127,11 @@ def test_dashboard_draws_chart_kpis_and_trades(local_lake: Any, dashboard_for: A
     assert state["interval"] == "1m"
     assert 0 < state["bars"] == len(bars)
     assert state["lastBarTime"] == bars[-1]["time_ms"]
+    # Bars missing trades are marked (the sample market's first bar is: nothing before it).
+    incomplete = sum(bar["complete"] is False for bar in bars)
+    assert state["incomplete"] == incomplete
+    if incomplete:
+        expect(page.locator("#chart-info")).to_contain_text(f"{incomplete} incomplete")
 
     kpis = httpx.get(f"{base_url}/v1/kpis").json()["kpis"]
     tiles = page.locator("#kpis .kpi")
@@ -149,13 +154,15 @@ def test_dashboard_draws_a_new_bar_from_the_stream(fresh_lake: Any, dashboard_fo
     state = open_dashboard(page, f"{base_url}/?interval=1m")
 
     bar = next_minute_bar(fresh_lake.bars, state["exchange"], state["symbol"])
-    append_bars(fresh_lake.uri(GOLD_CANDLES_1M), [bar])
+    append_bars(fresh_lake.uri(GOLD_CANDLES_1M), [{**bar, "complete": False}])
 
     new_bar_ms = int(bar["minute"].timestamp() * 1000)
     page.wait_for_function(
         "(ms) => window.__dashboard.lastBarTime === ms", arg=new_bar_ms, timeout=SSE_TIMEOUT_MS
     )
-    assert dashboard_state(page)["bars"] == state["bars"] + 1
+    drawn = dashboard_state(page)
+    assert drawn["bars"] == state["bars"] + 1
+    assert drawn["incomplete"] == state["incomplete"] + 1  # marked as it arrives
     assert errors == []
 
 

@@ -27,7 +27,7 @@ from cryptolake.api.sample import (
 START = datetime(2026, 11, 24, tzinfo=UTC)
 BAR_FIELDS = (
     "exchange", "symbol", "open", "high", "low", "close", "volume", "quote_volume", "vwap",
-    "trades", "buy_volume", "sell_volume", "first_trade_time", "last_trade_time",
+    "trades", "buy_volume", "sell_volume", "first_trade_time", "last_trade_time", "complete",
 )  # fmt: skip
 
 
@@ -91,6 +91,26 @@ def test_resampled_volumes_and_vwap_are_exact_with_fine_decimals(
         assert got.schema["volume"] == pl.Decimal(38, 8)
         assert got.schema["vwap"] == pl.Decimal(38, 18)
         assert_same_bars(got.to_dicts(), expected)
+
+
+@pytest.mark.parametrize("interval", ["5m", "1h"])
+def test_a_resampled_bar_is_complete_when_each_of_its_minutes_is(
+    trades: list[SampleTrade], interval: str
+) -> None:
+    """Trades missing inside a minute and at an interval's edge: the bars built straight from
+    the remaining trades say which are incomplete; resampling the 1-minute bars agrees."""
+    edge = next(i for i, t in enumerate(trades) if t.event_time >= START + timedelta(hours=1))
+    holed = [t for i, t in enumerate(trades) if i not in (40, 41, 200, edge)]
+    expected = bars_from_trades(holed, queries.INTERVALS[interval])
+    got = queries.resample(frame(bars_from_trades(holed)), interval)
+    assert [bar["complete"] for bar in got.to_dicts()] == [bar["complete"] for bar in expected]
+    assert [bar["complete"] for bar in expected].count(False) >= 2  # the first bar, the holes
+
+
+def test_bars_from_before_completeness_are_unknown(trades: list[SampleTrade]) -> None:
+    old = frame(bars_from_trades(trades[:30])).drop("min_trade_id", "max_trade_id", "complete")
+    assert set(queries.resample(old, "5m")["complete"].to_list()) == {None}
+    assert {bar["complete"] for bar in orjson.loads(queries.bars_json(old))} == {None}
 
 
 def big_bars(column: str, values: list[str]) -> pl.DataFrame:
@@ -183,6 +203,8 @@ def test_bars_json_gives_numbers_and_both_time_forms(trades: list[SampleTrade]) 
     assert first["time_ms"] == int(bars["minute"][0].timestamp() * 1000)
     assert isinstance(first["open"], float)
     assert isinstance(first["trades"], int)
+    # The market's first bar: the trades before it were not seen.
+    assert [bar["complete"] for bar in orjson.loads(queries.bars_json(bars))][:2] == [False, True]
 
 
 def test_json_numbers_carry_every_digit(fine_trades: list[SampleTrade]) -> None:

@@ -42,9 +42,9 @@ class Killed(BaseException):
 
 
 def snapshot(spark, settings):
-    def rows(table: str, *order: str) -> list[tuple]:
+    def rows(table: str, *order: str) -> list[dict]:
         frame = spark.read.format("delta").load(settings.table_path(table))
-        return [tuple(r) for r in frame.drop("updated_at", "quarantined_at").orderBy(*order)
+        return [r.asDict() for r in frame.drop("updated_at", "quarantined_at").orderBy(*order)
                 .collect()]  # fmt: skip
 
     return {
@@ -86,9 +86,9 @@ def test_a_batch_replayed_after_a_kill_between_its_commits_lands_once(
         RefineWriter(clean, app_id=f"clean-{batch_id}")(batch, batch_id)
     assert killed == snapshot(spark, clean)
     # "4" is valid but 400 s behind its market's newest trade: in silver, and quarantined late.
-    assert [row[2] for row in killed["silver"]] == ["1", "2", "3", "4"]
-    assert [row[4] for row in killed["quarantine"]] == ["malformed_json", "late"]
-    assert [row[-1] for row in killed["candles"]] == ["2", "3"]  # last_trade_id per minute
+    assert [row["trade_id"] for row in killed["silver"]] == ["1", "2", "3", "4"]
+    assert [row["reason"] for row in killed["quarantine"]] == ["malformed_json", "late"]
+    assert [row["last_trade_id"] for row in killed["candles"]] == ["2", "3"]
 
 
 def test_rejects_and_late_trades_share_one_quarantine_commit(spark, job_lake):

@@ -84,6 +84,8 @@ def resample(bars_1m: pl.DataFrame, interval: str) -> pl.DataFrame:
             pl.col("close").last(),
             *(part for name in BAR_SUM_COLUMNS for part in _sum_parts(name)),
             pl.col("trades").sum(),
+            # Complete when every minute is (false if one is not, null if one is unknown).
+            _completeness(bars_1m).all(ignore_nulls=False).alias("complete"),
             pl.col("first_trade_time").first(),
             pl.col("last_trade_time").last(),
             pl.col("updated_at").max(),
@@ -97,6 +99,13 @@ def resample(bars_1m: pl.DataFrame, interval: str) -> pl.DataFrame:
     return grouped.drop(_part_names(*BAR_SUM_COLUMNS)).with_columns(
         sums, vwap=pl.Series(vwap, dtype=pl.Decimal(38, VWAP_SCALE))
     )
+
+
+def _completeness(bars: pl.DataFrame) -> pl.Expr:
+    """The bars' ``complete`` flag; null (unknown) for a table from before the column."""
+    if "complete" in bars.columns:
+        return pl.col("complete")
+    return pl.lit(None, dtype=pl.Boolean)
 
 
 def _polars_duration(width: timedelta) -> str:
@@ -189,6 +198,7 @@ def _bar_fields(bars: pl.DataFrame) -> pl.DataFrame:
         _number("vwap"),
         pl.col("trades"),
         *(_number(name) for name in ("buy_volume", "sell_volume")),
+        _completeness(bars).alias("complete"),
     )
 
 

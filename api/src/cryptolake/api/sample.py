@@ -21,11 +21,13 @@ from decimal import (
     Overflow,
     localcontext,
 )
+from itertools import groupby
 from typing import Any, Final
 
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from cryptolake.common.completeness import id_bounds, mark_complete
 from cryptolake.common.tables import (
     GOLD_CANDLES_1M,
     GOLD_SMA_5M,
@@ -54,6 +56,7 @@ CANDLES_SCHEMA: Final = pa.schema(
         ("trades", pa.int64()), ("buy_volume", VOLUME), ("sell_volume", VOLUME),
         ("first_trade_time", TIMESTAMP), ("first_trade_id", pa.string()),
         ("last_trade_time", TIMESTAMP), ("last_trade_id", pa.string()), ("updated_at", TIMESTAMP),
+        ("min_trade_id", pa.int64()), ("max_trade_id", pa.int64()), ("complete", pa.bool_()),
     ]
 )  # fmt: skip
 SMA_SCHEMA: Final = pa.schema(
@@ -169,6 +172,7 @@ def bars_from_trades(
             quote = sum((t.price * t.qty for t in group), Decimal(0))
             buy_volume = sum((t.qty for t in group if t.side == "buy"), Decimal(0))
             sell_volume = sum((t.qty for t in group if t.side == "sell"), Decimal(0))
+        low, high = id_bounds(t.trade_id for t in group)
         bars.append(
             {
                 "exchange": exchange, "symbol": symbol, "minute": start,
@@ -180,8 +184,14 @@ def bars_from_trades(
                 "first_trade_time": group[0].event_time, "first_trade_id": group[0].trade_id,
                 "last_trade_time": group[-1].event_time, "last_trade_id": group[-1].trade_id,
                 "updated_at": updated_at,
+                "min_trade_id": low, "max_trade_id": high,
             }
         )  # fmt: skip
+    for _, market in groupby(bars, key=lambda bar: (bar["exchange"], bar["symbol"])):
+        ordered = list(market)
+        flags = mark_complete(ordered, from_start=True, to_end=True)
+        for index, bar in enumerate(ordered):
+            bar["complete"] = flags[index]
     return bars
 
 
@@ -274,8 +284,8 @@ def write_lake(
     days: dict[date, list[SampleTrade]] = {}
     for trade in trades:
         days.setdefault(trade.event_time.date(), []).append(trade)
-    for day_trades in days.values():
-        day_bars = bars_from_trades(day_trades)
+    for day, day_trades in days.items():
+        day_bars = [bar for bar in bars if bar["trade_date"] == day]
         _append(table_uri(SILVER_TRADES), silver_rows(day_trades), SILVER_SCHEMA, storage_options)
         _append(table_uri(GOLD_CANDLES_1M), day_bars, CANDLES_SCHEMA, storage_options)
         _append(table_uri(GOLD_SMA_5M), sma_from_bars(day_bars), SMA_SCHEMA, storage_options)

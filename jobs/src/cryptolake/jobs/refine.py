@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming.query import StreamingQuery
+from pyspark.sql.window import Window
 
+from cryptolake.common.completeness import mark_complete
 from cryptolake.jobs import tables
 from cryptolake.jobs.files import delete_path, path_exists, read_text, write_text
 from cryptolake.jobs.maintenance import MaintenanceSchedule
@@ -51,6 +54,7 @@ from cryptolake.jobs.topic import TopicGuard, java_admin
 from cryptolake.jobs.transforms import (
     CANDLE_KEY,
     DEDUP_COLUMN,
+    MARKET_SEPARATOR,
     SILVER_REASONS,
     batch_summary,
     bronze_from_kafka,
@@ -111,9 +115,12 @@ class RefineWriter:
     # own trades, so one market's clock never makes another's trades late.
     newest_us: dict[str, int] | None = None
     # (exchange, symbol, minute) → the stored candle of every minute an on-time trade can still
-    # touch: refine is the table's only writer, so the bars it wrote are the table's. Loaded
-    # after a run's first batch (whose MERGE may have been skipped as a replay).
+    # touch, and of the newest closed minutes before them (their completeness depends on their
+    # neighbours): refine is the table's only writer, so the bars it wrote are the table's.
+    # Loaded after a run's first batch (whose MERGE may have been skipped as a replay).
     _bars: dict[tuple[str, str, Any], dict[str, Any]] | None = field(default=None, repr=False)
+    # Markets whose older bars are not among ``_bars`` (only the newest closed ones are kept).
+    _truncated: set[str] = field(default_factory=set, repr=False)
     _candles_schema: T.StructType | None = field(default=None, repr=False)
     appender: BatchAppender = field(init=False)
     derived: DerivedRefresher = field(init=False)
@@ -188,9 +195,12 @@ class RefineWriter:
                 frame = spark.createDataFrame(
                     [tuple(bar[name] for name in fields) for bar in bars], self._candles_schema
                 ).localCheckpoint(eager=True)
+            # Neighbours whose completeness the batch changed lie outside its minutes.
+            merged = ranges + [(bar["exchange"], bar["symbol"], bar["minute"], bar["minute"])
+                               for bar in bars if not _in_ranges(bar, ranges)]  # fmt: skip
             with delta_transaction(spark, self.app_id, batch_id), timed(seconds, "merge"):
                 retry_on_conflict(
-                    lambda: merge_candles(spark, self.settings, frame, ranges), "candles"
+                    lambda: merge_candles(spark, self.settings, frame, merged), "candles"
                 )
             self.derived.note_changed(ranges)
         for row in markets:
@@ -204,36 +214,88 @@ class RefineWriter:
         self, spark: SparkSession, increment: DataFrame, ranges: list[MarketRange]
     ) -> list[dict[str, Any]]:
         """The batch's bars (one small aggregation, collected) folded on the driver into the
-        stored bars of their minutes (``fold_bar``): from the bars this writer keeps, or in a
-        run's first batch read from the table."""
+        stored bars of their minutes (``fold_bar``), each judged complete or not with its
+        neighbours (``completed_bars``), and the stored neighbours whose completeness changed:
+        from the bars this writer keeps, or in a run's first batch read from the table."""
         if self._candles_schema is None:
             path = self.settings.table_path(tables.GOLD_CANDLES_1M)
             self._candles_schema = spark.read.format("delta").load(path).schema
         new = [row.asDict() for row in increment.drop("vwap").collect()]
-        stored = self._bars
-        if stored is None:
-            path = self.settings.table_path(tables.GOLD_CANDLES_1M)
-            rows = spark.read.format("delta").load(path).where(_touched_minutes(ranges)).collect()
-            stored = {_bar_key(row.asDict()): row.asDict() for row in rows}
-        return [fold_bar(stored.get(_bar_key(bar)), bar) for bar in new]
+        if self._bars is None:
+            windows = {(exchange, symbol): (lo, hi) for exchange, symbol, lo, hi in ranges}
+            kept, truncated, continued = _bars_around(spark, self.settings, windows)
+        else:
+            kept, truncated, continued = self._bars, self._truncated, set()
+        folded = {_bar_key(bar): fold_bar(kept.get(_bar_key(bar)), bar) for bar in new}
+        # As PySpark gives timestamps (naive, local): the changed neighbours' update time.
+        return completed_bars(kept, folded, truncated, continued, datetime.now())
 
     def _remember(self, spark: SparkSession, bars: list[dict[str, Any]]) -> None:
         """Keep the bars just written, and forget minutes no on-time trade can touch any more
-        (before each market's newest trade minus the lateness). After a run's first batch, the
-        open minutes are read from the table instead: that batch's MERGE may have been skipped
-        as the replay of one committed before a restart."""
+        (before each market's newest trade minus the lateness) but the newest closed ones, the
+        neighbours of the open ones. After a run's first batch, they are read from the table
+        instead: that batch's MERGE may have been skipped as the replay of one committed before
+        a restart."""
         assert self.newest_us is not None
         delay = duration_us(self.settings.gold_watermark)
         if self._bars is None:
-            self._bars = _open_bars(spark, self.settings, self.newest_us, delay)
+            windows = {_market_of(market): (_open_from(newest, delay), None)
+                       for market, newest in self.newest_us.items()}  # fmt: skip
+            self._bars, self._truncated, _ = _bars_around(spark, self.settings, windows)
             return
         for bar in bars:
             self._bars[_bar_key(bar)] = bar
         oldest = {market: _open_from(newest, delay) for market, newest in self.newest_us.items()}
-        for key in list(self._bars):
-            start = oldest.get(market_id(key[0], key[1]))
+        closed: dict[str, list[tuple[str, str, Any]]] = {}
+        for key in self._bars:
+            market = market_id(key[0], key[1])
+            start = oldest.get(market)
             if start is not None and key[2] < start:
+                closed.setdefault(market, []).append(key)
+        for market, keys in closed.items():
+            forgotten = sorted(keys, key=lambda key: key[2])[:-CLOSED_BARS_KEPT]
+            for key in forgotten:
                 del self._bars[key]
+            if forgotten:
+                self._truncated.add(market)
+
+
+# Closed bars kept per market before its open minutes: the newest one's completeness can still
+# change (its next bar is open), and judging it needs the one before it.
+CLOSED_BARS_KEPT = 2
+
+
+def completed_bars(
+    kept: dict[tuple[str, str, Any], dict[str, Any]],
+    folded: dict[tuple[str, str, Any], dict[str, Any]],
+    truncated: set[str],
+    continued: set[str],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The ``folded`` bars with their ``complete`` flag (``mark_complete``) judged among the
+    ``kept`` bars of their markets, and the kept bars whose flag that changed (updated
+    ``now``, so the API streams them again). ``truncated``: markets with bars before the kept
+    ones; ``continued``: markets with bars after them."""
+    view = {**kept, **folded}
+    markets = {market_id(key[0], key[1]) for key in folded}
+    by_market: dict[str, list[dict[str, Any]]] = {market: [] for market in markets}
+    for key, bar in view.items():
+        market = market_id(key[0], key[1])
+        if market in by_market:
+            by_market[market].append(bar)
+    written = []
+    for market, bars in by_market.items():
+        bars.sort(key=lambda bar: bar["minute"])
+        flags = mark_complete(
+            bars, from_start=market not in truncated, to_end=market not in continued
+        )
+        for index, bar in enumerate(bars):
+            flag = flags.get(index, bar["complete"])
+            if _bar_key(bar) in folded:
+                written.append({**bar, "complete": flag})
+            elif flag != bar["complete"]:
+                written.append({**bar, "complete": flag, "updated_at": now})
+    return written
 
 
 @contextmanager
@@ -281,24 +343,54 @@ def _open_from(newest_us: int, delay_us: int) -> datetime:
     return datetime.fromtimestamp((start_us - start_us % 60_000_000) / 1e6)
 
 
-def _open_bars(
-    spark: SparkSession, settings: JobSettings, newest_us: dict[str, int], delay_us: int
-) -> dict[tuple[str, str, Any], dict[str, Any]]:
-    """The stored candles an on-time trade can still touch: per market, the minutes from its
-    newest trade minus the lateness on."""
-    if not newest_us:
-        return {}
-    condition = F.lit(False)
-    for market, newest in newest_us.items():
-        start = F.lit(_open_from(newest, delay_us))
-        condition = condition | (
-            (market_key(F.col("exchange"), F.col("symbol")) == market)
-            & (F.col("minute") >= start)
-            & (F.col("trade_date") >= F.to_date(start))
-        )
-    path = settings.table_path(tables.GOLD_CANDLES_1M)
-    rows = spark.read.format("delta").load(path).where(condition).collect()
-    return {_bar_key(row.asDict()): row.asDict() for row in rows}
+def _market_of(market: str) -> tuple[str, str]:
+    exchange, symbol = market.split(MARKET_SEPARATOR)
+    return exchange, symbol
+
+
+def _in_ranges(bar: dict[str, Any], ranges: list[MarketRange]) -> bool:
+    return any(bar["exchange"] == exchange and bar["symbol"] == symbol and lo <= bar["minute"] <= hi
+               for exchange, symbol, lo, hi in ranges)  # fmt: skip
+
+
+def _bars_around(
+    spark: SparkSession, settings: JobSettings, windows: dict[tuple[str, str], tuple[Any, Any]]
+) -> tuple[dict[tuple[str, str, Any], dict[str, Any]], set[str], set[str]]:
+    """The stored candles of each market's minutes [start, end] (end None: to its newest),
+    with the ``CLOSED_BARS_KEPT`` bars before them and the first after them: the bars, the
+    markets with more bars before those (truncated) and those with bars after (continued)."""
+    if not windows:
+        return {}, set(), set()
+    inside, before, after = F.lit(False), F.lit(False), F.lit(False)
+    for (exchange, symbol), (start, end) in windows.items():
+        market = (F.col("exchange") == exchange) & (F.col("symbol") == symbol)
+        since = market & (F.col("minute") >= start) & (F.col("trade_date") >= start.date())
+        inside = inside | (since if end is None else since & (F.col("minute") <= end))
+        before = before | (market & (F.col("minute") < start))
+        if end is not None:
+            after = after | (market & (F.col("minute") > end))
+    table = spark.read.format("delta").load(settings.table_path(tables.GOLD_CANDLES_1M))
+    by_market = Window.partitionBy("exchange", "symbol")
+
+    def nearest(condition: Column, order: Column, rows: int, side: str) -> DataFrame:
+        rank = F.row_number().over(by_market.orderBy(order))
+        return (table.where(condition).withColumn("_rank", rank).where(F.col("_rank") <= rows)
+                .drop("_rank").withColumn("_side", F.lit(side)))  # fmt: skip
+
+    rows = (
+        table.where(inside).withColumn("_side", F.lit("inside"))
+        .unionByName(nearest(before, F.col("minute").desc(), CLOSED_BARS_KEPT, "before"))
+        .unionByName(nearest(after, F.col("minute").asc(), 1, "after"))
+        .collect()
+    )  # fmt: skip
+    bars, sides = {}, defaultdict(list)
+    for row in rows:
+        bar = row.asDict()
+        sides[market_id(bar["exchange"], bar["symbol"])].append(bar.pop("_side"))
+        bars[_bar_key(bar)] = bar
+    truncated = {m for m, seen in sides.items() if seen.count("before") == CLOSED_BARS_KEPT}
+    continued = {m for m, seen in sides.items() if "after" in seen}
+    return bars, truncated, continued
 
 
 def _touched_minutes(ranges: list[MarketRange], alias: str | None = None) -> Column:

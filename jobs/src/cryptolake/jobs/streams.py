@@ -86,12 +86,15 @@ TABLE_WRITERS: dict[str, list[str]] = {
 
 def ensure_tables(spark: SparkSession, settings: JobSettings, job: str) -> None:
     """Create the tables ``job`` owns if missing (idempotent), so readers and MERGEs find them;
-    refuse tables written with other column types (an older contract)."""
+    add the columns a newer contract added (null in the rows before); refuse tables written
+    with other column types (an older contract)."""
     schemas = table_schemas(spark)
     for name in TABLE_WRITERS[job]:
         path = settings.table_path(name)
         if _delta_table_exists(spark, path):
-            _refuse_other_types(name, DeltaTable.forPath(spark, path).toDF().schema, schemas[name])
+            found = DeltaTable.forPath(spark, path).toDF().schema
+            _refuse_other_types(name, found, schemas[name])
+            _add_new_columns(spark, path, found, schemas[name])
             continue
         builder = DeltaTable.createIfNotExists(spark).location(path)
         builder = builder.addColumns(schemas[name]).partitionedBy(*PARTITION_COLUMNS[name])
@@ -124,6 +127,18 @@ def _refuse_other_types(name: str, found: T.StructType, wanted: T.StructType) ->
             "and gold from bronze: stop the jobs and run `python -m cryptolake.jobs rebuild` "
             "(`make rebuild` locally; bronze is kept)"
         )
+
+
+def _add_new_columns(
+    spark: SparkSession, path: str, found: T.StructType, wanted: T.StructType
+) -> None:
+    """Columns added to a table's contract (e.g. candles' trade id bounds and ``complete``),
+    nullable, appended to an existing table: its earlier rows read them as null."""
+    new = [f"`{f.name}` {f.dataType.simpleString()}" for f in wanted.fields
+           if f.name not in found.fieldNames()]  # fmt: skip
+    if new:
+        log.info("adding columns to %s: %s", path, ", ".join(new))
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({', '.join(new)})")
 
 
 def _delta_table_exists(spark: SparkSession, path: str) -> bool:

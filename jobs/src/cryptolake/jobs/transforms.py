@@ -7,7 +7,7 @@ contract).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from cryptolake.common.completeness import COUNTED_ID
 from cryptolake.common.dumps import MAX_LINE_BYTES, MICROS_THRESHOLD, MIN_COLUMNS, TIME_DIGITS
 from cryptolake.common.trade import (
     EXCHANGES,
@@ -515,14 +516,27 @@ def _trade_bars(trades: DataFrame) -> DataFrame:
         F.when(F.col("side") == "buy", qty).otherwise(F.lit(0).cast(VOLUME)).alias("buy_volume"),
         F.when(F.col("side") == "sell", qty).otherwise(F.lit(0).cast(VOLUME)).alias("sell_volume"),
         order.alias("first"), order.alias("last"),
+        _id_number(F.col("trade_id")).alias("min_trade_id"),
+        _id_number(F.col("trade_id")).alias("max_trade_id"),
     )  # fmt: skip
+
+
+def _id_number(trade_id: Column) -> Column:
+    """The trade id as a number, null if it does not count (``COUNTED_ID``)."""
+    return F.when(trade_id.rlike(COUNTED_ID), trade_id.cast("long"))
+
+
+def _unless_unknown(bound: Column, column: str) -> Column:
+    """``bound`` of the partial bars' ``column``, or null when one of them is null (unknown)."""
+    return F.when(F.count_if(F.col(column).isNull()) == 0, bound)
 
 
 def combine_bars(bars: DataFrame) -> DataFrame:
     """Partial bars of one (exchange, symbol, minute) folded into the 1-minute candle: the
     candle rule, in one place. Open/close are the first/last trade by (event_time, trade_id),
     high/low the extremes, sums added exactly (quote volume null past 10^20, never cut), vwap
-    = quote volume / volume half-even. Bars of single trades give ``candles_1m``; ``fold_bar``
+    = quote volume / volume half-even, the trade id bounds numeric (null when an id is not a
+    number). Bars of single trades give ``candles_1m``; ``fold_bar``
     is the same rule for two bars on the driver."""
     combined = bars.groupBy(*CANDLE_KEY).agg(
         F.min_by("open", "first").alias("open"),
@@ -536,6 +550,8 @@ def combine_bars(bars: DataFrame) -> DataFrame:
         F.sum("sell_volume").alias("sell_volume"),
         F.min("first").alias("first"),
         F.max("last").alias("last"),
+        _unless_unknown(F.min("min_trade_id"), "min_trade_id").alias("min_trade_id"),
+        _unless_unknown(F.max("max_trade_id"), "max_trade_id").alias("max_trade_id"),
     )
     volume, quote = F.col("volume").cast(VOLUME), F.col("quote_volume").cast(QUOTE)
     return combined.select(
@@ -552,6 +568,10 @@ def combine_bars(bars: DataFrame) -> DataFrame:
         F.col("first.id").alias("first_trade_id"),
         F.col("last.t").alias("last_trade_time"),
         F.col("last.id").alias("last_trade_id"),
+        F.col("min_trade_id").cast("long").alias("min_trade_id"),
+        F.col("max_trade_id").cast("long").alias("max_trade_id"),
+        # Decided by the writer, which sees the neighbouring bars: ``mark_complete``.
+        F.lit(None).cast("boolean").alias("complete"),
         F.current_timestamp().alias("updated_at"),
     )
 
@@ -601,20 +621,27 @@ def fold_bar(stored: dict[str, Any] | None, increment: dict[str, Any]) -> dict[s
         "first_trade_id": first["first_trade_id"],
         "last_trade_time": last["last_trade_time"],
         "last_trade_id": last["last_trade_id"],
+        "min_trade_id": _known(min, stored["min_trade_id"], increment["min_trade_id"]),
+        "max_trade_id": _known(max, stored["max_trade_id"], increment["max_trade_id"]),
+        "complete": None,
     }
 
 
+def _known(bound: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else bound(a, b)
+
+
 # Validated exchanges and symbols hold no "|".
-_MARKET_SEPARATOR: Final = "|"
+MARKET_SEPARATOR: Final = "|"
 
 
 def market_id(exchange: str, symbol: str) -> str:
     """One string per market (``market_key`` computes the same in a DataFrame)."""
-    return f"{exchange}{_MARKET_SEPARATOR}{symbol}"
+    return f"{exchange}{MARKET_SEPARATOR}{symbol}"
 
 
 def market_key(exchange: Column, symbol: Column) -> Column:
-    return F.concat_ws(_MARKET_SEPARATOR, exchange, symbol)
+    return F.concat_ws(MARKET_SEPARATOR, exchange, symbol)
 
 
 def _market_watermark(watermarks: dict[str, int]) -> Column:

@@ -27,6 +27,7 @@
     upVolume: "rgba(38, 166, 154, 0.5)",
     downVolume: "rgba(239, 83, 80, 0.5)",
     sma: "#f5a623",
+    incomplete: "#9aa4b1", // bars with trades missing (a gap the producer could not close yet)
     vwap: "#4aa3ff",
     text: "#d7dde4",
     panel: "#161d26",
@@ -38,6 +39,7 @@
     ready: false,
     bars: 0,
     lastBarTime: null, // epoch ms of the newest bar drawn
+    incomplete: 0, // bars drawn whose trades are known to be incomplete (complete === false)
     updates: 0, // candle events received over SSE (all selections)
     stream: "closed", // the EventSource: connecting | open | closed
     exchange: null,
@@ -66,7 +68,8 @@
     exchange: null,
     symbol: null,
     interval: "1m",
-    bars: [], // chart candles, ascending: {time (s), open, high, low, close, volume, vwap, timeMs}
+    bars: [], // chart candles, ascending: {time (s), open, high, low, close, volume, vwap, timeMs,
+    // complete}
     lastSmaTime: null, // chart time (s) of the newest SMA point drawn
     loadSeq: 0, // bumped on every selection change; late answers of older loads are dropped
     source: null, // the EventSource of the current selection
@@ -256,10 +259,11 @@
   chart.panes()[0].setStretchFactor(3);
   chart.panes()[1].setStretchFactor(1);
 
-  // API bar → chart candle; lightweight-charts takes UTC seconds.
+  // API bar → chart candle; lightweight-charts takes UTC seconds. A bar known to miss trades
+  // (complete === false; null is unknown) is drawn grey: its figures are not final.
   function toCandle(bar, intervalMs) {
     const timeMs = Math.floor(bar.time_ms / intervalMs) * intervalMs;
-    return {
+    const candle = {
       time: timeMs / 1000,
       timeMs,
       open: bar.open,
@@ -268,7 +272,14 @@
       close: bar.close,
       volume: bar.volume,
       vwap: bar.vwap,
+      complete: bar.complete,
     };
+    if (bar.complete === false) {
+      candle.color = COLORS.incomplete;
+      candle.wickColor = COLORS.incomplete;
+      candle.borderColor = COLORS.incomplete;
+    }
+    return candle;
   }
 
   const volumeOf = (c) => ({
@@ -320,11 +331,14 @@
 
   function noteBarsDrawn() {
     const last = state.bars[state.bars.length - 1];
+    const incomplete = state.bars.filter((c) => c.complete === false).length;
     dashboard.bars = state.bars.length;
     dashboard.lastBarTime = last ? last.timeMs : null;
+    dashboard.incomplete = incomplete;
     ui.chartInfo.textContent = last
       ? `${state.bars.length} bars · last ${utcMinute(last.timeMs)} UTC` +
-        ` · close ${formatPrice(last.close)}`
+        ` · close ${formatPrice(last.close)}` +
+        (incomplete ? ` · ${incomplete} incomplete (grey)` : "")
       : "no bars yet";
   }
 

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
+from cryptolake.common.candles import reference_bars
 from cryptolake.common.symbols import split_concatenated
 from cryptolake.common.timeutil import now_us, rfc3339_to_us
 from cryptolake.common.trade import TradeRejected, make_trade
@@ -23,6 +24,7 @@ from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServe
 
 T = TypeVar("T")
 FAST = {"rate_per_s": 400.0, "heartbeat_every_s": 0.2}
+FAST_TICK_S = SimulatorConfig(**FAST).tick_s
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
@@ -527,5 +529,40 @@ def test_each_adapter_pages_through_the_simulated_history(fmt: str) -> None:
                 back = got[trade.trade_id]
                 assert (back.price, back.qty, back.side, back.event_time) == (
                     truth.price, truth.qty, trade.side, truth.event_time_us)  # fmt: skip
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("fmt", ["binance", "kraken", "coinbase"])
+def test_each_adapter_reads_the_simulated_klines_of_the_market(fmt: str) -> None:
+    """The adapter's own kline request against the simulator: every minute of the market's
+    trades, each published field equal to an independent Decimal recomputation from the
+    trades (``reference_bars``)."""
+
+    async def scenario() -> None:
+        async with SimulatorServer(SimulatorConfig(max_trades=300, **FAST)) as sim:
+            async with open_feed(sim, fmt):
+                await sim.wait_sent(300, timeout=5.0)
+            sim.feeds[fmt].market.trades_until = lambda _now: []  # the market closes
+            await asyncio.sleep(3 * FAST_TICK_S)
+            kept = list(sim.feeds[fmt].history["BTC-USDT"])
+            first, last = kept[0].event_time_us, kept[-1].event_time_us
+            start, end = first - first % 60_000_000, last - last % 60_000_000 + 60_000_000
+            adapter = adapter_class(fmt)(["BTC-USDT"], rest_url=sim.url(fmt).replace("ws", "http"))
+            request = adapter.kline_request("BTC-USDT", start, end)
+            assert request is not None
+            async with httpx.AsyncClient() as http:
+                body = (await http.get(request.url, params=request.params)).content
+            klines = {k.minute_us: k for k in adapter.parse_klines("BTC-USDT", body)}
+            expected = reference_bars(
+                {"symbol": "BTC-USDT", "trade_id": str(t.trade_id), "price": w.price,
+                 "qty": w.qty, "side": t.side, "event_time": w.event_time_us}
+                for t, w in ((t, wire.wire_truth(fmt, t)) for t in kept)
+            )  # fmt: skip
+            assert sorted(klines) == sorted(minute * 60_000_000 for _, minute in expected)
+            for (_, minute), bar in expected.items():
+                published = klines[minute * 60_000_000].published()
+                assert published == {name: bar[name] for name in published}, minute
+                assert {"open", "high", "low", "close", "volume"} <= set(published)
 
     run(scenario())

@@ -2,22 +2,30 @@
 connection every 1.5 s, silently skips every 7th frame and fails every 3rd REST answer; the
 producer recovers what it missed from the REST history, and the Spark jobs read the topic.
 Silver holds every trade the market made between the first and the last id seen, exactly
-once, and every Gold candle equals the Decimal recomputation of those trades."""
+once, every Gold candle equals the Decimal recomputation of those trades and says it is
+complete (but each market's first, which the producer joined mid-minute), and the check
+against the exchange's own klines finds exactly the minutes whose trades Gold lacks (the
+market traded before the producer connected and after it stopped)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import httpx
 import pytest
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from cryptolake.common.candles import reference_bars
+from cryptolake.common.tables import GOLD_KLINE_CHECKS
 from cryptolake.jobs import tables
 from cryptolake.jobs.cli import start_streams
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.producer.app import run_until
 from cryptolake.producer.kafka_sink import ensure_topics
+from cryptolake.producer.klines import MINUTE_US, CheckStatus
+from cryptolake.producer.reconcile import Reconciler
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator import wire
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
@@ -44,26 +52,42 @@ def test_silver_and_gold_are_complete_after_drops_silent_loss_and_rest_failures(
     config = SimulatorConfig(seed=23, rate_per_s=400, symbols=SYMBOLS, disconnect_every_s=1.5,
                              skip_frame_every=7, rest_fail_every=3, max_trades=3000)  # fmt: skip
 
-    async def produce() -> tuple[dict[str, list], int, int]:
+    jobs = JobSettings(bootstrap_servers=kafka_broker.bootstrap_servers,
+                       trades_topic=settings.trades_topic, table_root=str(tmp_path / "lake"),
+                       starting_offsets="earliest", metrics_port=0)  # fmt: skip
+
+    def refine() -> None:
+        for query in start_streams(spark, jobs, "refine", available_now=True):
+            query.awaitTermination()
+
+    async def produce() -> tuple[dict[str, list], int, int, Reconciler, list[dict]]:
         async with SimulatorServer(config) as sim:
             ensure_topics(settings)
-            local = settings.model_copy(update={"simulator_url": sim.url("binance")})
+            local = settings.model_copy(update={"simulator_url": sim.url("binance"),
+                                                "table_root": jobs.table_root})  # fmt: skip
             producer, _ = await run_until(
                 local, lambda p: sim.budget_exhausted and p.feeds[0].recovery.idle,
                 timeout_s=120,
             )  # fmt: skip
+            sim.feeds["binance"].market.trades_until = lambda _now: []  # the market closes
+            await asyncio.sleep(0.2)
             history = {symbol: list(trades) for symbol, trades in
                        sim.feeds["binance"].history.items()}  # fmt: skip
-            return history, sim.disconnects, producer.feeds[0].recovery.recovered
+            await asyncio.to_thread(refine)
+            # The exchange's klines of every minute the market traded, against Gold.
+            feed = producer.feeds[0]
+            reconciler = Reconciler([(feed.adapter, feed.recovery.rest)], local, producer.metrics)
+            times = [t.event_time_us for trades in history.values() for t in trades]
+            start, end = min(times) - min(times) % MINUTE_US, max(times) + MINUTE_US
+            for market in reconciler.markets:
+                market.checked_until_us = start
+            async with httpx.AsyncClient() as client:
+                now = end + int(reconciler.settings.delay_s * 1_000_000)
+                rows = await reconciler.round(client, now)
+            return history, sim.disconnects, feed.recovery.recovered, reconciler, rows
 
-    history, disconnects, recovered = asyncio.run(produce())
+    history, disconnects, recovered, reconciler, checks = asyncio.run(produce())
     assert disconnects >= 3 and recovered > 0
-
-    jobs = JobSettings(bootstrap_servers=kafka_broker.bootstrap_servers,
-                       trades_topic=settings.trades_topic, table_root=str(tmp_path / "lake"),
-                       starting_offsets="earliest", metrics_port=0)  # fmt: skip
-    for query in start_streams(spark, jobs, "refine", available_now=True):
-        query.awaitTermination()
 
     silver = spark.read.format("delta").load(jobs.table_path(tables.SILVER_TRADES))
     rows = silver.select("symbol", "trade_id").collect()
@@ -71,16 +95,9 @@ def test_silver_and_gold_are_complete_after_drops_silent_loss_and_rest_failures(
     seen: dict[str, list[int]] = {}
     for row in rows:
         seen.setdefault(row.symbol, []).append(int(row.trade_id))
-    market = []
     for symbol, ids in seen.items():
-        span = range(min(ids), max(ids) + 1)
-        assert sorted(ids) == list(span), symbol  # no hole left in silver
-        for trade in history[symbol]:
-            if trade.trade_id in span:
-                truth = wire.wire_truth("binance", trade)
-                market.append({"symbol": symbol, "trade_id": str(trade.trade_id),
-                               "price": truth.price, "qty": truth.qty, "side": trade.side,
-                               "event_time": truth.event_time_us})  # fmt: skip
+        assert sorted(ids) == list(range(min(ids), max(ids) + 1)), symbol  # no hole in silver
+    market = market_trades(history, seen)
 
     candles = (
         spark.read.format("delta")
@@ -93,3 +110,51 @@ def test_silver_and_gold_are_complete_after_drops_silent_loss_and_rest_failures(
     expected = {key: {f: bar[f] for f in FIELDS} for key, bar in reference_bars(market).items()}
     assert len(expected) >= 2
     assert actual == expected
+
+    # Complete: every bar but each market's first (no trade is missing in silver).
+    first = {symbol: min(minute for s, minute in actual if s == symbol) for symbol in seen}
+    assert {(row.symbol, row.minute_us // 60_000_000): row.complete for row in candles} == {
+        (symbol, minute): minute != first[symbol] for symbol, minute in actual
+    }  # fmt: skip
+
+    written = DeltaTable(str(tmp_path / "lake" / GOLD_KLINE_CHECKS)).to_pyarrow_table()
+    assert sorted(written.to_pylist(), key=repr) == sorted(checks, key=repr)
+    got_status = {(row["symbol"], int(row["minute"].timestamp()) * 1_000_000): row["status"]
+                  for row in checks}  # fmt: skip
+    assert got_status == expected_kline_status(history, seen)
+    # The run lasts seconds: its first minute began before the producer connected, its last
+    # went on after it stopped (a whole matching minute is shown by the simulator's tests).
+    assert "mismatch" in set(got_status.values())
+    mismatches = [set(row["mismatched"]) for row in checks if row["status"] == "mismatch"]
+    assert all({"volume", "trades"} <= fields for fields in mismatches)
+    assert reconciler.counts[CheckStatus.MATCH] == list(got_status.values()).count("match")
+
+
+def expected_kline_status(history: dict[str, list], seen: dict[str, list[int]]) -> dict:
+    """Per (symbol, minute) of the market: a match when silver holds all its trades, a mismatch
+    when it holds some, missing in Gold when it holds none."""
+    expected = {}
+    for symbol, trades in history.items():
+        span = range(min(seen[symbol]), max(seen[symbol]) + 1)
+        by_minute: dict[int, list[bool]] = {}
+        for trade in trades:
+            minute = trade.event_time_us - trade.event_time_us % MINUTE_US
+            by_minute.setdefault(minute, []).append(trade.trade_id in span)
+        for minute, held in by_minute.items():
+            status = "match" if all(held) else "mismatch" if any(held) else "missing_in_gold"
+            expected[(symbol, minute)] = status
+    return expected
+
+
+def market_trades(history: dict[str, list], seen: dict[str, list[int]]) -> list[dict]:
+    """The market's trades between each symbol's first and last id seen, as on the wire."""
+    market = []
+    for symbol, ids in seen.items():
+        span = range(min(ids), max(ids) + 1)
+        for trade in history[symbol]:
+            if trade.trade_id in span:
+                truth = wire.wire_truth("binance", trade)
+                market.append({"symbol": symbol, "trade_id": str(trade.trade_id),
+                               "price": truth.price, "qty": truth.qty, "side": trade.side,
+                               "event_time": truth.event_time_us})  # fmt: skip
+    return market

@@ -15,10 +15,15 @@ def test_producer_jobs_then_api_share_one_table_root(tmp_path: Path) -> None:
     assert producer.env["CRYPTOLAKE_SOURCE"] == "simulator"
     assert jobs.env["CRYPTOLAKE_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
     assert jobs.env["CRYPTOLAKE_TABLE_ROOT"] == api.env["CRYPTOLAKE_TABLE_ROOT"]
+    # The producer checks the jobs' Gold against the exchanges' klines.
+    assert producer.env["CRYPTOLAKE_TABLE_ROOT"] == jobs.env["CRYPTOLAKE_TABLE_ROOT"]
+    assert float(producer.env["CRYPTOLAKE_RECONCILE_INTERVAL_S"]) > 0
     assert api.env["CRYPTOLAKE_TABLE_ROOT"] == str(tmp_path.resolve() / "lakehouse")
     assert api.argv[-2:] == ["--port", "8123"]
 
 
 def test_jobs_and_api_can_be_left_out(tmp_path: Path) -> None:
     settings = StackSettings(state_dir=tmp_path, run_jobs=False, run_api=False)
-    assert [s.name for s in build_services(settings, "b:1")] == ["producer"]
+    (producer,) = build_services(settings, "b:1")
+    assert producer.name == "producer"
+    assert producer.env["CRYPTOLAKE_RECONCILE_INTERVAL_S"] == "0"  # no Gold to check

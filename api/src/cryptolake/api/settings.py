@@ -12,8 +12,7 @@ from limits import parse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from cryptolake.common.s3 import REGION
-from cryptolake.common.settings import ServiceSettings
+from cryptolake.common.settings import LakeSettings
 
 # api/web/node_modules next to this package in a source checkout (npm ci at `make setup`).
 _DEFAULT_VENDOR_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules"
@@ -25,14 +24,8 @@ def _split_csv(value: object) -> object:
     return value
 
 
-class ApiSettings(ServiceSettings):
+class ApiSettings(LakeSettings):
     """Env: CRYPTOLAKE_TABLE_ROOT, CRYPTOLAKE_S3_ENDPOINT, CRYPTOLAKE_API_KEYS…"""
-
-    # Where the jobs write the Delta tables: a local folder, s3://bucket/prefix or s3a://….
-    table_root: str = ".local/lakehouse"
-    s3_endpoint: str | None = None
-    s3_access_key: str | None = None
-    s3_secret_key: SecretStr | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -93,11 +86,6 @@ class ApiSettings(ServiceSettings):
                 ) from error
         return value.strip()
 
-    @field_validator("table_root")
-    @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
-
     def all_api_keys(self) -> list[bytes]:
         """Keys from CRYPTOLAKE_API_KEYS and the key file; empty means auth is off."""
         keys = [key.get_secret_value() for key in self.api_keys]
@@ -116,34 +104,3 @@ class ApiSettings(ServiceSettings):
                 )
             keys += from_file
         return [key.encode() for key in keys]
-
-    def table_uri(self, table: str) -> str:
-        """The table's URI for delta-rs: s3a:// (Spark's scheme) is read as s3://."""
-        root = self.table_root
-        if root.startswith("s3a://"):
-            root = "s3://" + root.removeprefix("s3a://")
-        elif "://" not in root:
-            root = str(Path(root).resolve())
-        return f"{root}/{table}"
-
-    def storage_options(self) -> dict[str, str]:
-        """delta-rs object-store options: path-style S3 at the endpoint, bounded retries so an
-        unreachable store fails a refresh in seconds rather than minutes."""
-        if "://" not in self.table_root or self.table_root.startswith("file://"):
-            return {}
-        options = {
-            "AWS_REGION": REGION,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
-            "timeout": "10s",
-            "connect_timeout": "2s",
-            "max_retries": "1",
-            "retry_timeout": "3s",
-        }
-        if self.s3_endpoint:
-            options["AWS_ENDPOINT_URL"] = self.s3_endpoint
-        if self.s3_access_key:
-            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key
-        if self.s3_secret_key:
-            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_key.get_secret_value()
-        return options

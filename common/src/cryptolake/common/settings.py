@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cryptolake.common.s3 import REGION
 from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
 
 ENV_PREFIX = "CRYPTOLAKE_"
@@ -61,3 +62,50 @@ class KafkaTopicsSettings(ServiceSettings):
 def cache_root() -> Path:
     """Where version-keyed downloads and builds live (``CRYPTOLAKE_CACHE``)."""
     return Path(os.environ.get("CRYPTOLAKE_CACHE", Path.home() / ".cache" / "cryptolake"))
+
+
+class LakeSettings(ServiceSettings):
+    """Where the Delta tables are and how delta-rs reaches them: shared by the services that
+    read or write them without Spark (the API, the producer's kline checks)."""
+
+    # Where the jobs write the Delta tables: a local folder, s3://bucket/prefix or s3a://….
+    table_root: str = ".local/lakehouse"
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+
+    @field_validator("table_root")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def table_uri(self, table: str) -> str:
+        """The table's URI for delta-rs: s3a:// (Spark's scheme) is read as s3://."""
+        root = self.table_root
+        if root.startswith("s3a://"):
+            root = "s3://" + root.removeprefix("s3a://")
+        elif "://" not in root:
+            root = str(Path(root).resolve())
+        return f"{root}/{table}"
+
+    def storage_options(self) -> dict[str, str]:
+        """delta-rs object-store options: path-style S3 at the endpoint, bounded retries so an
+        unreachable store fails a refresh in seconds rather than minutes."""
+        if "://" not in self.table_root or self.table_root.startswith("file://"):
+            return {}
+        options = {
+            "AWS_REGION": REGION,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+            "timeout": "10s",
+            "connect_timeout": "2s",
+            "max_retries": "1",
+            "retry_timeout": "3s",
+        }
+        if self.s3_endpoint:
+            options["AWS_ENDPOINT_URL"] = self.s3_endpoint
+        if self.s3_access_key:
+            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key
+        if self.s3_secret_key:
+            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_key.get_secret_value()
+        return options

@@ -14,6 +14,9 @@ GOLD_CANDLES_1M: Final = "gold/candles_1m"
 GOLD_SMA_5M: Final = "gold/sma_5m"
 GOLD_STATS_HOURLY: Final = "gold/stats_hourly"
 GOLD_STATS_DAILY: Final = "gold/stats_daily"
+# The producer's checks of Gold against the exchanges' klines (written by the producer with
+# delta-rs, not by the jobs: not in ALL_TABLES, which the jobs own and maintain).
+GOLD_KLINE_CHECKS: Final = "gold/kline_checks"
 ALL_TABLES: Final = (
     BRONZE_TRADES, SILVER_TRADES, SILVER_QUARANTINE, GOLD_CANDLES_1M, GOLD_SMA_5M,
     GOLD_STATS_HOURLY, GOLD_STATS_DAILY,

@@ -18,6 +18,7 @@ from cryptolake.producer.exchanges.base import ExchangeAdapter
 from cryptolake.producer.feed import Backoff, Feed, probe_reachable
 from cryptolake.producer.kafka_sink import KafkaSink, SinkError, ensure_topics
 from cryptolake.producer.metrics import MetricsServer, ProducerMetrics
+from cryptolake.producer.reconcile import Reconciler, ReconcileSettings
 from cryptolake.producer.recovery import RecoverySettings
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
@@ -112,6 +113,7 @@ class Producer:
         self.sink = KafkaSink(settings, self.metrics)
         self.feeds: list[Feed] = []
         self.source: str = settings.source
+        self.reconciler: Reconciler | None = None
 
     async def run(self, stop: asyncio.Event) -> StreamSummary:
         """Feed until ``stop`` (or a feed's unexpected error, re-raised); on every way out,
@@ -139,6 +141,14 @@ class Producer:
             ]
             tasks = [asyncio.create_task(feed.run(stop), name=feed.name) for feed in self.feeds]
             tasks.append(asyncio.create_task(self._serve_and_report(stop), name="reporter"))
+            if settings.reconcile_interval_s > 0:
+                self.reconciler = Reconciler(
+                    [(feed.adapter, feed.recovery.rest) for feed in self.feeds],
+                    settings,
+                    self.metrics,
+                    ReconcileSettings(settings.reconcile_interval_s, settings.reconcile_delay_s),
+                )
+                tasks.append(asyncio.create_task(self.reconciler.run(stop), name="klines"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:

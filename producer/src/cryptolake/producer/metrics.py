@@ -82,6 +82,19 @@ class ProducerMetrics:
             labels,
             registry=self.registry,
         )
+        self.kline_checks = Counter(
+            "cryptolake_producer_kline_checks",
+            "Gold 1-minute candles compared with the exchange's published kline, by outcome "
+            "(match, mismatch, missing_in_gold, missing_at_exchange)",
+            [*labels, "status"],
+            registry=self.registry,
+        )
+        self.kline_mismatches = Counter(
+            "cryptolake_producer_kline_mismatches",
+            "Fields of Gold candles that differ from the exchange's kline (gold/kline_checks)",
+            [*labels, "field"],
+            registry=self.registry,
+        )
         self.open_gap_trades = Gauge(
             "cryptolake_producer_open_gap_trades",
             "Trades known missing and not yet recovered",

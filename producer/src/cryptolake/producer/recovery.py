@@ -93,7 +93,7 @@ class Recovery:
         self._closed = metrics.gap_close.labels(**labels)
         self._dlq = metrics.dlq
         self._labels = labels
-        self._next_request_at = 0.0
+        self.rest = PacedRest(adapter, self.settings, self.name)
         self._busy = False
         self.recovered = 0
         self.unrecoverable: list[tuple[Gap, str]] = []
@@ -144,7 +144,7 @@ class Recovery:
                 request = self.adapter.history_request(symbol, span, cursor)
                 if request is None:
                     raise Unrecoverable(f"{self.adapter.name} has no REST trade history")
-                body = await self._fetch(client, request.url, request.params)
+                body = await self.rest.get(client, request.url, request.params)
                 page = self.adapter.parse_history(symbol, body, now_us())
                 for letter in page.parsed.dead_letters:
                     self._dlq.labels(**self._labels, reason=str(letter.reason)).inc()
@@ -172,7 +172,7 @@ class Recovery:
                 if pending and page.next_cursor in (None, cursor):
                     raise Unrecoverable("the history ends before them")
                 cursor = page.next_cursor
-        except Unrecoverable as reason:
+        except (Unrecoverable, RestFailed) as reason:
             for gap in pending:
                 self._record_unrecoverable(gap, str(reason))
         finally:
@@ -191,8 +191,25 @@ class Recovery:
             self.name, gap.size, gap.symbol, gap.first_id, gap.last_id, reason,
         )  # fmt: skip
 
-    async def _fetch(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> bytes:
-        """One GET at the exchange's pace, retried as the exchange asks."""
+
+class RestFailed(Exception):
+    """A REST call that gave no usable answer (the message says what came back)."""
+
+
+class PacedRest:
+    """GETs to one exchange's REST API, ``adapter.history_interval_s`` apart (shared by the
+    recovery and the kline checks of a feed, so together they keep the exchange's pace),
+    retried as the exchange asks."""
+
+    def __init__(self, adapter: ExchangeAdapter, settings: RecoverySettings, name: str) -> None:
+        self.adapter = adapter
+        self.settings = settings
+        self.name = name
+        self._next_request_at = 0.0
+
+    async def get(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> bytes:
+        """One GET at the exchange's pace, retried as the exchange asks; raises
+        :class:`RestFailed` when no attempt gave a 200."""
         settings = self.settings
         backoff = wait_exponential_jitter(
             multiplier=settings.backoff_initial_s, max=settings.backoff_max_s
@@ -218,14 +235,14 @@ class Recovery:
                     if response.status_code in RETRY_STATUSES or (
                         response.status_code == 200 and self.adapter.history_busy(response.content)
                     ):
-                        log.info("%s: history answered %d; retrying", self.name,
+                        log.info("%s: REST answered %d; retrying", self.name,
                                  response.status_code)  # fmt: skip
                         raise RetryLater(response.status_code, retry_after(response))
                     if response.status_code != 200:
-                        raise Unrecoverable(f"HTTP {response.status_code}: {response.text[:200]!r}")
+                        raise RestFailed(f"HTTP {response.status_code}: {response.text[:200]!r}")
                     return response.content
         except (RetryLater, httpx.TransportError) as error:
-            raise Unrecoverable(
+            raise RestFailed(
                 f"no answer after {settings.max_attempts} attempts: {error}"
             ) from error
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from cryptolake.common.settings import KafkaTopicsSettings
+from cryptolake.common.settings import KafkaTopicsSettings, LakeSettings
 from cryptolake.common.symbols import canonical_symbol
 from cryptolake.common.trade import LIVE_EXCHANGES
 
@@ -21,7 +21,7 @@ DEFAULT_SYMBOLS: dict[str, list[str]] = {
 }
 
 
-class ProducerSettings(KafkaTopicsSettings):
+class ProducerSettings(KafkaTopicsSettings, LakeSettings):
     """Env: CRYPTOLAKE_SOURCE, CRYPTOLAKE_EXCHANGES, CRYPTOLAKE_SYMBOLS, CRYPTOLAKE_METRICS_PORT…"""
 
     source: Source = "auto"
@@ -50,6 +50,11 @@ class ProducerSettings(KafkaTopicsSettings):
     gap_grace_s: float = Field(default=2.0, gt=0)
     # Attempts per history request (429s, 5xx, network errors) before a gap is unrecoverable.
     recovery_attempts: int = Field(default=6, ge=1)
+    # Seconds between two rounds of checking Gold's closed candles against the exchanges'
+    # klines (gold/kline_checks; needs CRYPTOLAKE_TABLE_ROOT and the S3 settings); 0: off.
+    reconcile_interval_s: float = Field(default=0.0, ge=0)
+    # A minute is checked once it ended this long ago (Gold's lateness, 2 min, plus margin).
+    reconcile_delay_s: float = Field(default=180.0, ge=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     flush_timeout_s: float = Field(default=30.0, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)

@@ -2,8 +2,9 @@
 
 Adapters are pure: ``parse`` turns one WebSocket frame into normalized trades and dead letters,
 with no I/O, so tests replay recorded frames through them; ``history_request`` and
-``parse_history`` do the same for the exchange's REST trade history, which closes gaps. The
-feed loop and the recovery do the I/O. Dead
+``parse_history`` do the same for the exchange's REST trade history, which closes gaps, and
+``kline_request`` and ``parse_klines`` for its published 1-minute klines, which Gold is checked
+against. The feed loop, the recovery and the reconciliation do the I/O. Dead
 letters are built by :func:`cryptolake.producer.dead_letters.dead_letter`, so they stay small
 whatever the frame.
 """
@@ -21,6 +22,7 @@ import orjson
 from cryptolake.common.trade import DeadLetter, RejectReason, Trade, TradeRejected
 from cryptolake.producer.dead_letters import dead_letter
 from cryptolake.producer.gaps import Gap
+from cryptolake.producer.klines import Kline, KlineError
 
 
 class FrameKind(StrEnum):
@@ -74,6 +76,8 @@ class ExchangeAdapter(ABC):
     # True: a page holds the trades after its cursor, oldest first (Binance, Kraken); False:
     # the trades before it, newest first (Coinbase).
     history_ascending: ClassVar[bool] = True
+    # Klines per request (the exchange's page size).
+    kline_limit: ClassVar[int] = 300
 
     def __init__(
         self,
@@ -118,6 +122,15 @@ class ExchangeAdapter(ABC):
             RejectReason.UNKNOWN_MESSAGE, f"{self.name} has no trade history", body, recv_time_us
         )
         return HistoryPage(rejected, None)
+
+    def kline_request(self, symbol: str, start_us: int, end_us: int) -> HistoryRequest | None:
+        """The REST call for the 1-minute klines of the minutes in [start, end) (at most
+        ``kline_limit`` of them); None where the exchange publishes none."""
+        return None
+
+    def parse_klines(self, symbol: str, body: bytes) -> list[Kline]:
+        """The klines of one answer; raises :class:`KlineError` for an answer it cannot read."""
+        raise KlineError(f"{self.name} publishes no klines")
 
     def load_object(self, frame: str | bytes, recv_time_us: int) -> dict[str, Any] | ParsedFrame:
         """The frame as a JSON object, or the rejection to return when it is not one."""

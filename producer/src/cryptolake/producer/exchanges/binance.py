@@ -19,6 +19,14 @@ from cryptolake.producer.exchanges.base import (
     ParsedFrame,
 )
 from cryptolake.producer.gaps import Gap
+from cryptolake.producer.klines import (
+    Kline,
+    KlineError,
+    count_field,
+    decimal_field,
+    load_json,
+    minute_field,
+)
 
 # The trade payload's fields and their exact JSON types (bool is not an int here).
 _TRADE_FIELDS: Final = (("s", str), ("t", int), ("p", str), ("q", str), ("T", int), ("m", bool))
@@ -103,6 +111,7 @@ class BinanceAdapter(ExchangeAdapter):
     # historicalTrades weighs 25 of the 6,000 an address may use per minute: 4 calls/s at
     # most; 2/s leaves half for anything else.
     history_interval_s: ClassVar[float] = 0.5
+    kline_limit: ClassVar[int] = 1000
     # Binance sends no heartbeat frames and a quiet symbol can go a minute without a trade;
     # websockets' own pings still catch a dead link sooner.
     idle_timeout_s: ClassVar[float] = 120.0
@@ -175,3 +184,39 @@ class BinanceAdapter(ExchangeAdapter):
         parsed = self.history_list(body, recv_time_us, read)
         ids = [int(trade.trade_id) for trade in parsed.trades]
         return HistoryPage(parsed, str(max(ids) + 1) if ids else None)
+
+    def kline_request(self, symbol: str, start_us: int, end_us: int) -> HistoryRequest:
+        """``GET /api/v3/klines?interval=1m``: the klines opening in [startTime, endTime], in
+        ms (weight 2). Docs: https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints"""
+        params = {"symbol": native_stream_symbol(symbol).upper(), "interval": "1m",
+                  "startTime": str(start_us // 1000), "endTime": str(end_us // 1000 - 1),
+                  "limit": str(self.kline_limit)}  # fmt: skip
+        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}/api/v3/klines", params)
+
+    def parse_klines(self, symbol: str, body: bytes) -> list[Kline]:
+        """A JSON list of klines as the docs show them: open time (ms), open, high, low,
+        close, volume, close time, quote asset volume, number of trades, taker buy base asset
+        volume, taker buy quote asset volume, ignore::
+
+            [[1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100",
+              "148976.11427815", 1499644799999, "2434.19055334", 308, "1756.87402397",
+              "28.46694368", "0"]]
+        """
+        rows = load_json(body)
+        if not isinstance(rows, list):
+            raise KlineError(f"klines come as a JSON list, got {body[:80]!r}")
+        klines = []
+        for row in rows:
+            if not isinstance(row, list) or len(row) < 10:
+                raise KlineError(f"a Binance kline is a list of 12 values, got {row!r:.80}")
+            opened, open_, high, low, close, volume, _, quote, trades, buy = row[:10]
+            klines.append(Kline(
+                minute_us=minute_field(opened, "open time", 1000),
+                open=decimal_field(open_, "open"), high=decimal_field(high, "high"),
+                low=decimal_field(low, "low"), close=decimal_field(close, "close"),
+                volume=decimal_field(volume, "volume"),
+                quote_volume=decimal_field(quote, "quote asset volume"),
+                trades=count_field(trades, "number of trades"),
+                buy_volume=decimal_field(buy, "taker buy base asset volume"),
+            ))  # fmt: skip
+        return klines

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from cryptolake.common.timeutil import rfc3339_to_us
+from cryptolake.common.timeutil import rfc3339_to_us, us_to_rfc3339
 from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
 from cryptolake.producer.exchanges.base import (
     ExchangeAdapter,
@@ -21,6 +21,14 @@ from cryptolake.producer.exchanges.base import (
     ParsedFrame,
 )
 from cryptolake.producer.gaps import Gap
+from cryptolake.producer.klines import (
+    MINUTE_US,
+    Kline,
+    KlineError,
+    decimal_field,
+    load_json,
+    minute_field,
+)
 
 # Public trades carry the resting maker's side, so the taker's is the opposite; as found by
 # https://nautilustrader.io/docs/rust-api-latest/nautilus_coinbase/http/parse/fn.coinbase_side_to_aggressor.html
@@ -94,6 +102,10 @@ def _history_trade(element: object, symbol: str, exchange: str, recv_time_us: in
     return parse_coinbase_trade(stream_trade, exchange=exchange, recv_time_us=recv_time_us)
 
 
+# A candle's values after its time, in the Exchange API's order.
+_CANDLE_VALUES: Final = ("low", "high", "open", "close", "volume")
+
+
 class CoinbaseAdapter(ExchangeAdapter):
     name: ClassVar[str] = "coinbase"
     default_url: ClassVar[str] = "wss://advanced-trade-ws.coinbase.com"
@@ -123,6 +135,37 @@ class CoinbaseAdapter(ExchangeAdapter):
         )
         ids = [int(trade.trade_id) for trade in parsed.trades]
         return HistoryPage(parsed, str(min(ids)) if ids else None)
+
+    def kline_request(self, symbol: str, start_us: int, end_us: int) -> HistoryRequest:
+        """Exchange API ``GET /products/{id}/candles?granularity=60``: the minutes from
+        ``start`` to ``end`` (RFC 3339), at most 300. Docs:
+        https://docs.cdp.coinbase.com/exchange/reference/exchangerestapi_getproductcandles"""
+        params = {"granularity": "60", "start": us_to_rfc3339(start_us),
+                  "end": us_to_rfc3339(end_us - MINUTE_US)}  # fmt: skip
+        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}/products/{symbol}/candles", params)
+
+    def parse_klines(self, symbol: str, body: bytes) -> list[Kline]:
+        """A JSON list, newest first, of ``[time (s), low, high, open, close, volume]`` with
+        JSON numbers (read as the Decimal of their digits); minutes without trades are left
+        out::
+
+            [[1415398768, 0.32, 4.2, 0.35, 4.2, 12.3]]
+        """
+        rows = load_json(body)
+        if not isinstance(rows, list):
+            raise KlineError(f"candles come as a JSON list, got {body[:80]!r}")
+        klines = []
+        for row in rows:
+            if not isinstance(row, list) or len(row) != 6:
+                raise KlineError(f"a Coinbase candle is a list of 6 numbers, got {row!r:.80}")
+            opened, *values = row
+            low, high, open_, close, volume = (
+                decimal_field(value, name, json_number=True)
+                for value, name in zip(values, _CANDLE_VALUES, strict=True)
+            )
+            minute_us = minute_field(opened, "time", 1_000_000)
+            klines.append(Kline(minute_us, open_, high, low, close, volume))
+        return klines
 
     def connect_url(self) -> str:
         return self.base_url

@@ -24,6 +24,14 @@ from cryptolake.producer.exchanges.base import (
     ParsedFrame,
 )
 from cryptolake.producer.gaps import Gap
+from cryptolake.producer.klines import (
+    Kline,
+    KlineError,
+    count_field,
+    decimal_field,
+    load_json,
+    minute_field,
+)
 
 # Prices and quantities beyond 1e±30 are absurd, and formatting one such as 1e999999999 in
 # plain notation would build a gigabyte string.
@@ -204,6 +212,43 @@ class KrakenAdapter(ExchangeAdapter):
         )  # fmt: skip
         last = result.get("last") if isinstance(result, dict) else None
         return HistoryPage(parsed, last if isinstance(last, str) and lists[0] else None)
+
+    def kline_request(self, symbol: str, start_us: int, end_us: int) -> HistoryRequest:
+        """``GET /0/public/OHLC?interval=1``: the minutes after ``since`` (s), at most the last
+        720. Docs: https://docs.kraken.com/api/docs/rest-api/get-ohlc-data"""
+        since = str(start_us // 1_000_000 - 60)  # the minute before: `since` may be exclusive
+        params = {"pair": rest_pair(symbol), "interval": "1", "since": since}
+        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}/0/public/OHLC", params)
+
+    def parse_klines(self, symbol: str, body: bytes) -> list[Kline]:
+        """The answer as the docs show it: per minute ``[time (s), open, high, low, close,
+        vwap, volume, count]`` under the pair's name, and the ``last`` cursor::
+
+            {"error": [],
+             "result": {"XXBTZUSD": [[1688671200, "30306.1", "30306.2", "30305.7", "30305.7",
+                                      "30306.1", "3.39243896", 23]],
+                        "last": 1688672160}}
+
+        Kraken's vwap is rounded to the pair's price decimals, so it is not compared."""
+        message = load_json(body)
+        result = message.get("result") if isinstance(message, dict) else None
+        errors = message.get("error") if isinstance(message, dict) else None
+        lists = [v for k, v in result.items() if k != "last"] if isinstance(result, dict) else []
+        if errors or len(lists) != 1 or not isinstance(lists[0], list):
+            detail = f"errors {errors!r:.200}" if errors else "result holds no one list of klines"
+            raise KlineError(detail)
+        klines = []
+        for row in lists[0]:
+            if not isinstance(row, list) or len(row) != 8:
+                raise KlineError(f"a Kraken OHLC entry is a list of 8 values, got {row!r:.80}")
+            opened, open_, high, low, close, _, volume, count = row
+            klines.append(Kline(
+                minute_us=minute_field(opened, "time", 1_000_000),
+                open=decimal_field(open_, "open"), high=decimal_field(high, "high"),
+                low=decimal_field(low, "low"), close=decimal_field(close, "close"),
+                volume=decimal_field(volume, "volume"), trades=count_field(count, "count"),
+            ))  # fmt: skip
+        return klines
 
     def connect_url(self) -> str:
         return self.base_url

@@ -53,7 +53,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from cryptolake.common.symbols import canonical_symbol, split_concatenated
-from cryptolake.common.timeutil import now_us
+from cryptolake.common.timeutil import now_us, rfc3339_to_us
 from cryptolake.producer.simulator import wire
 from cryptolake.producer.simulator.market import Market, SimTrade
 
@@ -940,19 +940,33 @@ class SimulatorServer:
                                   retry_after="1")  # fmt: skip
         if split.path == "/binance/api/v3/historicalTrades":
             return self._binance_history(query)
+        if split.path == "/binance/api/v3/klines":
+            return self._binance_klines(query)
         if split.path == "/kraken/0/public/Trades":
             return self._kraken_history(query)
+        if split.path == "/kraken/0/public/OHLC":
+            return self._kraken_ohlc(query)
         if len(parts) == 4 and parts[:2] == ["coinbase", "products"] and parts[3] == "trades":
             return self._coinbase_history(parts[2], query)
+        if len(parts) == 4 and parts[:2] == ["coinbase", "products"] and parts[3] == "candles":
+            return self._coinbase_candles(parts[2], query)
         return _json_response(404, wire.encode_binance_rest_error(
             -1, f"no such endpoint {split.path[:80]!r}; the simulator serves "
-            "/binance/api/v3/historicalTrades, /kraken/0/public/Trades and "
-            "/coinbase/products/<id>/trades"))  # fmt: skip
+            "/binance/api/v3/historicalTrades and /klines, /kraken/0/public/Trades and /OHLC, "
+            "/coinbase/products/<id>/trades and /candles"))  # fmt: skip
+
+    def _binance_symbol(self, pair: str) -> str | None:
+        """``BTCUSDT`` → ``BTC-USDT`` when the simulator trades it."""
+        symbol = split_concatenated(pair) if pair.isascii() and pair.isalnum() else None
+        return symbol if symbol in self.config.symbols else None
+
+    def _kraken_symbol(self, pair: str) -> str | None:
+        """``XBTUSD`` (REST names spell bitcoin XBT) → ``BTC-USD`` when the simulator trades it."""
+        return self._binance_symbol("BTC" + pair[3:] if pair.startswith("XBT") else pair)
 
     def _binance_history(self, query: dict[str, str]) -> Response:
-        pair = query.get("symbol", "")
-        symbol = split_concatenated(pair) if pair.isascii() and pair.isalnum() else None
-        if symbol is None or symbol not in self.config.symbols:
+        symbol = self._binance_symbol(query.get("symbol", ""))
+        if symbol is None:
             return _json_response(400, wire.encode_binance_rest_error(-1121, "Invalid symbol."))
         try:
             limit = min(int(query.get("limit", "500")), 1000)
@@ -969,9 +983,8 @@ class SimulatorServer:
 
     def _kraken_history(self, query: dict[str, str]) -> Response:
         pair = query.get("pair", "")
-        native = "BTC" + pair[3:] if pair.startswith("XBT") else pair
-        symbol = split_concatenated(native) if native.isascii() and native.isalnum() else None
-        if symbol is None or symbol not in self.config.symbols:
+        symbol = self._kraken_symbol(pair)
+        if symbol is None:
             return _json_response(200, wire.encode_kraken_rest_error("EQuery:Unknown asset pair"))
         try:
             since = int(query.get("since", "0"))
@@ -1000,6 +1013,50 @@ class SimulatorServer:
             response.headers["CB-AFTER"] = str(trades[-1].trade_id)
             response.headers["CB-BEFORE"] = str(trades[0].trade_id)
         return response
+
+    def _binance_klines(self, query: dict[str, str]) -> Response:
+        symbol = self._binance_symbol(query.get("symbol", ""))
+        if symbol is None:
+            return _json_response(400, wire.encode_binance_rest_error(-1121, "Invalid symbol."))
+        if query.get("interval") != "1m":
+            return _json_response(400, wire.encode_binance_rest_error(
+                -1120, "Invalid interval: the simulator publishes 1m."))  # fmt: skip
+        try:
+            start = int(query.get("startTime", "0")) * 1000
+            end = (int(query["endTime"]) + 1) * 1000 if "endTime" in query else 2**62
+            limit = min(max(int(query.get("limit", "500")), 1), 1000)
+        except ValueError:
+            return _json_response(400, wire.encode_binance_rest_error(
+                -1100, "Illegal characters found in a parameter."))  # fmt: skip
+        bars = wire.minute_bars(self.feeds["binance"].history.get(symbol, []), start, end)
+        return _json_response(200, wire.encode_binance_klines(bars[:limit]))
+
+    def _kraken_ohlc(self, query: dict[str, str]) -> Response:
+        pair = query.get("pair", "")
+        symbol = self._kraken_symbol(pair)
+        if symbol is None:
+            return _json_response(200, wire.encode_kraken_rest_error("EQuery:Unknown asset pair"))
+        try:
+            since = int(query.get("since", "0"))
+        except ValueError:
+            return _json_response(200, wire.encode_kraken_rest_error("EGeneral:Invalid arguments"))
+        # Minutes after `since`, the last 720 at most (as Kraken).
+        bars = wire.minute_bars(self.feeds["kraken"].history.get(symbol, []),
+                                (since + 1) * 1_000_000, 2**62)[-720:]  # fmt: skip
+        return _json_response(200, wire.encode_kraken_ohlc(pair, bars))
+
+    def _coinbase_candles(self, product: str, query: dict[str, str]) -> Response:
+        if product not in self.config.symbols:
+            return _json_response(404, b'{"message":"NotFound"}')
+        try:
+            start = rfc3339_to_us(query["start"]) if "start" in query else 0
+            end = rfc3339_to_us(query["end"]) + 60_000_000 if "end" in query else 2**62
+        except ValueError:
+            return _json_response(400, b'{"message":"start and end are RFC 3339 times"}')
+        if query.get("granularity") != "60":
+            return _json_response(400, b'{"message":"the simulator publishes granularity 60"}')
+        bars = wire.minute_bars(self.feeds["coinbase"].history.get(product, []), start, end)
+        return _json_response(200, wire.encode_coinbase_candles(bars[-300:]))
 
     # --- connections ----------------------------------------------------------------------
 

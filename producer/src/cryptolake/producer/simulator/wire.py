@@ -541,3 +541,86 @@ def _good_frame(fmt: str, trade: SimTrade, sequence_num: int) -> bytes:
             [trade], sequence_num=sequence_num, now_us=trade.event_time_us
         )
     raise ValueError(f"unknown wire format {fmt!r}")
+
+
+# --- published 1-minute klines (REST) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteBar:
+    """A market minute as an exchange publishes its kline, from every trade it made (sent to a
+    client or not): exact decimals."""
+
+    minute_us: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+    trades: int
+    buy_volume: Decimal
+    buy_quote_volume: Decimal
+
+
+def minute_bars(trades: Sequence[SimTrade], start_us: int, end_us: int) -> list[MinuteBar]:
+    """The bars of the minutes in [start, end) that had trades (``trades`` in id order, which
+    is time order in the simulator)."""
+    minute = 60_000_000
+    groups: dict[int, list[SimTrade]] = {}
+    for trade in trades:
+        if start_us <= trade.event_time_us < end_us:
+            groups.setdefault(trade.event_time_us - trade.event_time_us % minute, []).append(trade)
+    bars = []
+    for minute_us, group in sorted(groups.items()):
+        prices = [Decimal(t.price) for t in group]
+        buys = [t for t in group if t.side == "buy"]
+        bars.append(MinuteBar(
+            minute_us, prices[0], max(prices), min(prices), prices[-1],
+            sum((Decimal(t.qty) for t in group), Decimal(0)),
+            sum((Decimal(t.price) * Decimal(t.qty) for t in group), Decimal(0)),
+            len(group),
+            sum((Decimal(t.qty) for t in buys), Decimal(0)),
+            sum((Decimal(t.price) * Decimal(t.qty) for t in buys), Decimal(0)),
+        ))  # fmt: skip
+    return bars
+
+
+def _plain(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def encode_binance_klines(bars: Sequence[MinuteBar]) -> bytes:
+    """``GET /api/v3/klines?interval=1m``: one list per minute, decimals padded to 8 places."""
+    return _dumps([
+        [bar.minute_us // 1000, pad_decimal(_plain(bar.open)), pad_decimal(_plain(bar.high)),
+         pad_decimal(_plain(bar.low)), pad_decimal(_plain(bar.close)),
+         pad_decimal(_plain(bar.volume)), (bar.minute_us + 60_000_000) // 1000 - 1,
+         pad_decimal(_plain(bar.quote_volume)), bar.trades, pad_decimal(_plain(bar.buy_volume)),
+         pad_decimal(_plain(bar.buy_quote_volume)), "0"]
+        for bar in bars
+    ])  # fmt: skip
+
+
+def encode_kraken_ohlc(pair: str, bars: Sequence[MinuteBar]) -> bytes:
+    """``GET /0/public/OHLC?interval=1``: ``[time, open, high, low, close, vwap, volume,
+    count]`` per minute (strings, no trailing zeros; vwap to 8 places), and ``last``."""
+    rows = [
+        [bar.minute_us // 1_000_000, *(strip_decimal(_plain(v)) for v in
+                                       (bar.open, bar.high, bar.low, bar.close)),
+         strip_decimal(_plain((bar.quote_volume / bar.volume).quantize(Decimal("1e-8")))),
+         strip_decimal(_plain(bar.volume)), bar.trades]
+        for bar in bars
+    ]  # fmt: skip
+    last = bars[-1].minute_us // 1_000_000 if bars else 0
+    return _dumps({"error": [], "result": {pair: rows, "last": last}})
+
+
+def encode_coinbase_candles(bars: Sequence[MinuteBar]) -> bytes:
+    """The Exchange API's ``GET /products/{id}/candles?granularity=60``: newest first,
+    ``[time, low, high, open, close, volume]`` as JSON numbers (their digits verbatim)."""
+    return _dumps([
+        [bar.minute_us // 1_000_000,
+         *(_number(_plain(v)) for v in (bar.low, bar.high, bar.open, bar.close, bar.volume))]
+        for bar in reversed(bars)
+    ])  # fmt: skip

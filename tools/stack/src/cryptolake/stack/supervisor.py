@@ -70,6 +70,10 @@ def build_services(settings: StackSettings, bootstrap_servers: str) -> list[Serv
             env={
                 "CRYPTOLAKE_BOOTSTRAP_SERVERS": bootstrap_servers,
                 "CRYPTOLAKE_SOURCE": settings.source,
+                # Gold's closed candles against the exchanges' klines, once a minute (with the
+                # jobs: they write the candles).
+                "CRYPTOLAKE_TABLE_ROOT": table_root,
+                "CRYPTOLAKE_RECONCILE_INTERVAL_S": "60" if settings.run_jobs else "0",
             },
         ),
     ]

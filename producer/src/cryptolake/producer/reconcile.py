@@ -1,0 +1,259 @@
+"""Gold held against the exchanges' own published 1-minute klines, beside the live feeds.
+
+Every ``interval_s`` the producer takes each market's minutes that Gold no longer changes (they
+ended more than ``delay_s`` ago: the lateness plus refine's cadence), asks the exchange for their
+klines at the pace it shares with the recovery (``PacedRest``), reads the Gold candles of the same
+minutes (delta-rs), compares them field by field (``klines.check_bar``: exact decimals), and
+appends one row per minute to ``gold/kline_checks`` (one commit a round; this is its only
+writer). Mismatches are counted per field in ``cryptolake_producer_kline_mismatches_total`` and
+logged; a round that cannot reach the exchange or the lake is logged and retried next round,
+from the same minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import httpx
+import orjson
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from cryptolake.common.settings import LakeSettings
+from cryptolake.common.tables import GOLD_CANDLES_1M, GOLD_KLINE_CHECKS
+from cryptolake.common.timeutil import now_us
+from cryptolake.producer.exchanges.base import ExchangeAdapter
+from cryptolake.producer.klines import (
+    KLINE_FIELDS,
+    MINUTE_US,
+    BarCheck,
+    CheckStatus,
+    Kline,
+    KlineError,
+    check_bar,
+)
+from cryptolake.producer.metrics import ProducerMetrics
+from cryptolake.producer.recovery import PacedRest, RestFailed
+
+log = logging.getLogger(__name__)
+
+_TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+KLINE_CHECKS_SCHEMA: Final = pa.schema(
+    [
+        ("exchange", pa.string()), ("symbol", pa.string()), ("minute", _TIMESTAMP),
+        ("check_date", pa.date32()), ("status", pa.string()),
+        ("mismatched", pa.list_(pa.string())),
+        # Both sides' published fields as JSON objects (decimals as strings, exact).
+        ("gold", pa.string()), ("exchange_kline", pa.string()), ("checked_at", _TIMESTAMP),
+    ]
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    interval_s: float = 60.0
+    # A minute is checked once it ended this long ago (Gold's lateness, 2 min, and margin).
+    delay_s: float = 180.0
+    # How far back a round checks at most: the first after a start checks from the minute
+    # after the start (the start's own minute was only partly streamed).
+    lookback_minutes: int = 10
+
+
+def _moment(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+class GoldNotReady(Exception):
+    """gold/candles_1m does not exist yet (the jobs have not started)."""
+
+
+def read_gold_bars(
+    lake: LakeSettings, exchange: str, symbol: str, start_us: int, end_us: int
+) -> dict[int, dict[str, Any]]:
+    """Gold's candles of one market's minutes in [start, end), by minute (µs)."""
+    try:
+        table = DeltaTable(lake.table_uri(GOLD_CANDLES_1M), storage_options=lake.storage_options())
+    except TableNotFoundError as error:
+        raise GoldNotReady(f"{lake.table_uri(GOLD_CANDLES_1M)} does not exist yet") from error
+    start, end = _moment(start_us), _moment(end_us)
+    condition = (
+        (ds.field("exchange") == exchange)
+        & (ds.field("symbol") == symbol)
+        & (ds.field("trade_date") >= start.date())
+        & (ds.field("trade_date") <= end.date())
+        & (ds.field("minute") >= pa.scalar(start, _TIMESTAMP))
+        & (ds.field("minute") < pa.scalar(end, _TIMESTAMP))
+    )
+    rows = table.to_pyarrow_dataset().to_table(filter=condition, columns=["minute", *KLINE_FIELDS])
+    return {int(row["minute"].timestamp() * 1_000_000): row for row in rows.to_pylist()}
+
+
+def _json(fields: dict[str, Any] | None) -> str | None:
+    if fields is None:
+        return None
+    return orjson.dumps({name: str(value) for name, value in fields.items()}).decode()
+
+
+def check_rows(
+    exchange: str, symbol: str, checks: list[BarCheck], checked_at: datetime
+) -> list[dict[str, Any]]:
+    """``gold/kline_checks`` rows of one market's checks."""
+    return [
+        {
+            "exchange": exchange, "symbol": symbol, "minute": _moment(check.minute_us),
+            "check_date": _moment(check.minute_us).date(), "status": str(check.status),
+            "mismatched": list(check.mismatched), "gold": _json(check.gold),
+            "exchange_kline": _json(check.exchange), "checked_at": checked_at,
+        }
+        for check in checks
+    ]  # fmt: skip
+
+
+def append_checks(lake: LakeSettings, rows: list[dict[str, Any]]) -> None:
+    """One commit to ``gold/kline_checks`` (created by its first one)."""
+    table = pa.Table.from_pylist(rows, schema=KLINE_CHECKS_SCHEMA)
+    write_deltalake(
+        lake.table_uri(GOLD_KLINE_CHECKS),
+        table,
+        mode="append",
+        partition_by=["check_date"],
+        storage_options=lake.storage_options() or None,
+    )
+
+
+@dataclass
+class Market:
+    adapter: ExchangeAdapter
+    rest: PacedRest
+    symbol: str
+    checked_until_us: int | None = None  # the next minute to check
+
+
+class Reconciler:
+    """Runs until ``stop``: one round every ``interval_s`` over every market of ``feeds``
+    (pairs of an adapter and the ``PacedRest`` its recovery uses)."""
+
+    def __init__(
+        self,
+        feeds: list[tuple[ExchangeAdapter, PacedRest]],
+        lake: LakeSettings,
+        metrics: ProducerMetrics,
+        settings: ReconcileSettings | None = None,
+    ) -> None:
+        self.lake = lake
+        self.metrics = metrics
+        self.settings = settings or ReconcileSettings()
+        self.markets = [
+            Market(adapter, rest, symbol)
+            for adapter, rest in feeds
+            if adapter.kline_request(adapter.symbols[0], 0, MINUTE_US) is not None
+            for symbol in adapter.symbols
+        ]
+        self.rounds = 0
+        self.counts: dict[CheckStatus, int] = dict.fromkeys(CheckStatus, 0)
+        started = now_us()
+        self.first_minute_us = started - started % MINUTE_US + MINUTE_US
+        self._waiting_logged = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.markets:
+            return
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
+            while not stop.is_set():
+                await self.round(client, now_us())
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.settings.interval_s)
+                except TimeoutError:
+                    continue
+
+    async def round(self, client: httpx.AsyncClient, now: int) -> list[dict[str, Any]]:
+        """Check every market's minutes that ended ``delay_s`` before ``now`` and were not
+        checked yet; returns the rows written."""
+        settled = now - int(self.settings.delay_s * 1_000_000)
+        end = settled - settled % MINUTE_US
+        rows: list[dict[str, Any]] = []
+        checked_at = _moment(now)
+        advanced: list[tuple[Market, int]] = []
+        for market in self.markets:
+            oldest = end - self.settings.lookback_minutes * MINUTE_US
+            start = max(market.checked_until_us or self.first_minute_us, oldest)
+            if start >= end:
+                continue
+            try:
+                checks = await self.check(client, market, start, end)
+            except GoldNotReady as error:
+                if not self._waiting_logged:
+                    log.info("kline checks wait for the jobs: %s", error)
+                    self._waiting_logged = True
+                continue
+            except (RestFailed, KlineError, DeltaError, OSError) as error:
+                log.warning(
+                    "kline check of %s %s skipped this round (retried next): %s",
+                    market.adapter.label, market.symbol, error,
+                )  # fmt: skip
+                continue
+            rows += check_rows(market.adapter.label, market.symbol, checks, checked_at)
+            advanced.append((market, end))
+            self._count(market, checks)
+        if rows:
+            try:
+                await asyncio.to_thread(append_checks, self.lake, rows)
+            except (DeltaError, OSError) as error:
+                log.warning("kline checks not written (retried next round): %s", error)
+                return []
+        for market, until in advanced:
+            market.checked_until_us = until
+        self.rounds += 1
+        return rows
+
+    async def check(
+        self, client: httpx.AsyncClient, market: Market, start: int, end: int
+    ) -> list[BarCheck]:
+        """One market's minutes in [start, end): the exchange's klines (paged), Gold's bars."""
+        adapter, klines = market.adapter, {}
+        page_start = start
+        while page_start < end:
+            page_end = min(end, page_start + adapter.kline_limit * MINUTE_US)
+            request = adapter.kline_request(market.symbol, page_start, page_end)
+            assert request is not None  # markets are only those whose exchange has klines
+            body = await market.rest.get(client, request.url, request.params)
+            for kline in adapter.parse_klines(market.symbol, body):
+                if page_start <= kline.minute_us < page_end:
+                    klines[kline.minute_us] = kline
+            page_start = page_end
+        gold = await asyncio.to_thread(
+            read_gold_bars, self.lake, adapter.label, market.symbol, start, end
+        )
+        return compare_minutes(gold, klines)
+
+    def _count(self, market: Market, checks: list[BarCheck]) -> None:
+        labels = {"exchange": market.adapter.label, "protocol": market.adapter.name}
+        problems = []
+        for check in checks:
+            self.counts[check.status] += 1
+            self.metrics.kline_checks.labels(**labels, status=str(check.status)).inc()
+            for name in check.mismatched:
+                self.metrics.kline_mismatches.labels(**labels, field=name).inc()
+            if check.status != CheckStatus.MATCH:
+                problems.append(f"{_moment(check.minute_us):%H:%M} {check.status} "
+                                f"({', '.join(check.mismatched)})")  # fmt: skip
+        matched = sum(check.status == CheckStatus.MATCH for check in checks)
+        log.log(
+            logging.WARNING if problems else logging.INFO,
+            "klines: %s %s, %d minutes checked, %d match%s",
+            market.adapter.label, market.symbol, len(checks), matched,
+            f"; DIFFER: {'; '.join(problems[:5])}" if problems else "",
+        )  # fmt: skip
+
+
+def compare_minutes(gold: dict[int, dict[str, Any]], klines: dict[int, Kline]) -> list[BarCheck]:
+    """One check per minute that has a Gold bar or a kline with trades."""
+    checks = [check_bar(minute, gold.get(minute), klines.get(minute))
+              for minute in sorted(set(gold) | set(klines))]  # fmt: skip
+    return [check for check in checks if check.gold is not None or check.exchange is not None]

@@ -1,0 +1,72 @@
+"""The kline check's round against the simulator's klines and a lake without Gold yet: it waits
+(no row, the same minutes next round); the rows it writes have the table's schema."""
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+from deltalake import DeltaTable
+
+from cryptolake.common.settings import LakeSettings
+from cryptolake.common.tables import GOLD_KLINE_CHECKS
+from cryptolake.common.timeutil import now_us
+from cryptolake.producer.exchanges import adapter_class
+from cryptolake.producer.klines import MINUTE_US, BarCheck, CheckStatus
+from cryptolake.producer.metrics import ProducerMetrics
+from cryptolake.producer.reconcile import (
+    KLINE_CHECKS_SCHEMA,
+    Reconciler,
+    append_checks,
+    check_rows,
+)
+from cryptolake.producer.recovery import PacedRest, RecoverySettings
+from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
+
+
+def test_a_round_waits_for_gold_without_losing_its_minutes(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list, int | None]:
+        async with SimulatorServer(SimulatorConfig(rate_per_s=200.0)) as sim:
+            await asyncio.sleep(0.3)
+            adapter = adapter_class("kraken")(
+                ["BTC-USDT"], label="simulator", rest_url=sim.url("kraken").replace("ws", "http")
+            )
+            rest = PacedRest(adapter, RecoverySettings(max_attempts=1), "test")
+            lake = LakeSettings(table_root=str(tmp_path / "lake"))
+            reconciler = Reconciler([(adapter, rest)], lake, ProducerMetrics())
+            (market,) = reconciler.markets
+            market.checked_until_us = now_us() - 5 * MINUTE_US
+            async with httpx.AsyncClient() as client:
+                rows = await reconciler.round(client, now_us() + 10 * MINUTE_US)
+            return rows, market.checked_until_us
+
+    rows, checked_until = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert rows == []
+    assert checked_until is not None and checked_until < now_us()  # not advanced
+    assert not (tmp_path / "lake" / GOLD_KLINE_CHECKS).exists()
+
+
+def test_checks_are_appended_with_the_tables_schema(tmp_path: Path) -> None:
+    lake = LakeSettings(table_root=str(tmp_path))
+    minute = 1_800_000_000 * 1_000_000
+    checks = [
+        BarCheck(minute, CheckStatus.MATCH, (), {"open": Decimal("1.50")},
+                 {"open": Decimal("1.5")}),
+        BarCheck(minute + MINUTE_US, CheckStatus.MISMATCH, ("trades",), {"trades": 2},
+                 {"trades": 3}),
+        BarCheck(minute + 2 * MINUTE_US, CheckStatus.MISSING_IN_GOLD, ("open",), None,
+                 {"open": Decimal(2)}),
+    ]  # fmt: skip
+    at = datetime(2027, 1, 15, 8, 10, tzinfo=UTC)
+    append_checks(lake, check_rows("simulator", "BTC-USD", checks, at))
+    table = DeltaTable(lake.table_uri(GOLD_KLINE_CHECKS))
+    assert table.to_pyarrow_table().schema.names == KLINE_CHECKS_SCHEMA.names
+    rows = table.to_pyarrow_table().sort_by("minute").to_pylist()
+    assert [(r["status"], r["mismatched"], r["gold"], r["exchange_kline"]) for r in rows] == [
+        ("match", [], '{"open":"1.50"}', '{"open":"1.5"}'),
+        ("mismatch", ["trades"], '{"trades":"2"}', '{"trades":"3"}'),
+        ("missing_in_gold", ["open"], None, '{"open":"2"}'),
+    ]
+    assert rows[0]["minute"] == datetime.fromtimestamp(minute / 1e6, UTC)
+    assert {r["check_date"].isoformat() for r in rows} == {"2027-01-15"}

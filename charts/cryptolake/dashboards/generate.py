@@ -296,6 +296,21 @@ def pipeline_health() -> dict:
             ),
         ),
         series(
+            "Gold vs the exchanges' klines (minutes checked, 1 h)",
+            "short",
+            prom(
+                "A",
+                "sum by (exchange, status) (increase(cryptolake_producer_kline_checks_total[1h]))",
+                "{{exchange}} {{status}}",
+            ),
+            prom(
+                "B",
+                "sum by (exchange, field) "
+                "(increase(cryptolake_producer_kline_mismatches_total[1h]))",
+                "{{exchange}} differs: {{field}}",
+            ),
+        ),
+        series(
             "Kafka lag (records behind, per query)",
             "short",
             prom("A", "max by (query) (cryptolake_jobs_kafka_offsets_behind)", "{{query}}"),

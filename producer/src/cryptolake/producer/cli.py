@@ -247,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    # websockets logs every connection open/close at INFO; the feeds log what matters.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # websockets logs every connection open/close, httpx every REST call, at INFO; the feeds,
+    # the recovery and the kline checks log what matters.
+    for chatty in ("websockets", "httpx"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "simulate":
             return _simulate(args)

@@ -1,5 +1,6 @@
 """The kline check's round against the simulator's klines and a lake without Gold yet: it waits
-(no row, the same minutes next round); the rows it writes have the table's schema."""
+(no row, the same minutes next round); after a restart a market resumes after the newest
+minute checked; the rows it writes have the table's schema."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from cryptolake.producer.reconcile import (
     Reconciler,
     append_checks,
     check_rows,
+    resume_point,
 )
 from cryptolake.producer.recovery import PacedRest, RecoverySettings
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
@@ -45,6 +47,35 @@ def test_a_round_waits_for_gold_without_losing_its_minutes(tmp_path: Path) -> No
     assert rows == []
     assert checked_until is not None and checked_until < now_us()  # not advanced
     assert not (tmp_path / "lake" / GOLD_KLINE_CHECKS).exists()
+
+
+def test_after_a_restart_a_market_resumes_after_its_newest_checked_minute(tmp_path: Path) -> None:
+    """Minutes of a downtime are checked too: the first round starts where the table ends."""
+    lake = LakeSettings(table_root=str(tmp_path / "lake"))
+    now = now_us()
+    newest = now - now % MINUTE_US - 30 * MINUTE_US
+    checks = [BarCheck(newest - n * MINUTE_US, CheckStatus.MATCH, (), {}, {}) for n in range(3)]
+    append_checks(lake, check_rows("simulator", "BTC-USDT", checks, datetime.now(UTC)))
+    assert resume_point(lake, "simulator", "BTC-USDT") == newest + MINUTE_US
+    assert resume_point(lake, "simulator", "ETH-USDT") is None
+    assert resume_point(LakeSettings(table_root=str(tmp_path / "none")), "x", "y") is None
+
+    async def scenario() -> list[int | None]:
+        async with SimulatorServer(SimulatorConfig(rate_per_s=200.0)) as sim:
+            adapter = adapter_class("binance")(
+                ["BTC-USDT", "ETH-USDT"],
+                label="simulator",
+                rest_url=sim.url("binance").replace("ws", "http"),
+            )
+            rest = PacedRest(adapter, RecoverySettings(max_attempts=1), "test")
+            reconciler = Reconciler([(adapter, rest)], lake, ProducerMetrics())
+            async with httpx.AsyncClient() as client:
+                await reconciler.round(client, now_us())  # no Gold yet: nothing is advanced
+            return [market.checked_until_us for market in reconciler.markets]
+
+    btc, eth = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert btc == newest + MINUTE_US
+    assert eth is not None and eth > now_us() - MINUTE_US  # never checked: from the start on
 
 
 def test_checks_are_appended_with_the_tables_schema(tmp_path: Path) -> None:

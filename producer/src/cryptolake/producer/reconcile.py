@@ -21,6 +21,7 @@ from typing import Any, Final
 import httpx
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
@@ -60,9 +61,10 @@ class ReconcileSettings:
     interval_s: float = 60.0
     # A minute is checked once it ended this long ago (Gold's lateness, 2 min, and margin).
     delay_s: float = 180.0
-    # How far back a round checks at most: the first after a start checks from the minute
-    # after the start (the start's own minute was only partly streamed).
-    lookback_minutes: int = 10
+    # How far back a round checks at most. After a start, a market resumes after the newest
+    # minute gold/kline_checks holds for it (so the minutes of a downtime are checked too),
+    # or without any, from the minute after the start (its own was only partly streamed).
+    lookback_minutes: int = 60
 
 
 def _moment(us: int) -> datetime:
@@ -92,6 +94,21 @@ def read_gold_bars(
     )
     rows = table.to_pyarrow_dataset().to_table(filter=condition, columns=["minute", *KLINE_FIELDS])
     return {int(row["minute"].timestamp() * 1_000_000): row for row in rows.to_pylist()}
+
+
+def resume_point(lake: LakeSettings, exchange: str, symbol: str) -> int | None:
+    """The minute after the newest one ``gold/kline_checks`` holds for the market (µs); None
+    when it holds none."""
+    try:
+        table = DeltaTable(
+            lake.table_uri(GOLD_KLINE_CHECKS), storage_options=lake.storage_options()
+        )
+    except TableNotFoundError:
+        return None
+    condition = (ds.field("exchange") == exchange) & (ds.field("symbol") == symbol)
+    minutes = table.to_pyarrow_dataset().to_table(filter=condition, columns=["minute"])
+    newest = pc.max(minutes["minute"]).as_py()
+    return None if newest is None else int(newest.timestamp()) * 1_000_000 + MINUTE_US
 
 
 def _json(fields: dict[str, Any] | None) -> str | None:
@@ -182,10 +199,15 @@ class Reconciler:
         advanced: list[tuple[Market, int]] = []
         for market in self.markets:
             oldest = end - self.settings.lookback_minutes * MINUTE_US
-            start = max(market.checked_until_us or self.first_minute_us, oldest)
-            if start >= end:
-                continue
             try:
+                if market.checked_until_us is None:
+                    resumed = await asyncio.to_thread(
+                        resume_point, self.lake, market.adapter.label, market.symbol
+                    )
+                    market.checked_until_us = resumed or self.first_minute_us
+                start = max(market.checked_until_us, oldest)
+                if start >= end:
+                    continue
                 checks = await self.check(client, market, start, end)
             except GoldNotReady as error:
                 if not self._waiting_logged:

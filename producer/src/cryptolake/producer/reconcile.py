@@ -75,14 +75,18 @@ class GoldNotReady(Exception):
     """gold/candles_1m does not exist yet (the jobs have not started)."""
 
 
-def read_gold_bars(
-    lake: LakeSettings, exchange: str, symbol: str, start_us: int, end_us: int
-) -> dict[int, dict[str, Any]]:
-    """Gold's candles of one market's minutes in [start, end), by minute (µs)."""
+def open_candles(lake: LakeSettings) -> DeltaTable:
+    """gold/candles_1m at its newest version (read once a round, for every market)."""
     try:
-        table = DeltaTable(lake.table_uri(GOLD_CANDLES_1M), storage_options=lake.storage_options())
+        return DeltaTable(lake.table_uri(GOLD_CANDLES_1M), storage_options=lake.storage_options())
     except TableNotFoundError as error:
         raise GoldNotReady(f"{lake.table_uri(GOLD_CANDLES_1M)} does not exist yet") from error
+
+
+def read_gold_bars(
+    table: DeltaTable, exchange: str, symbol: str, start_us: int, end_us: int
+) -> dict[int, dict[str, Any]]:
+    """Gold's candles of one market's minutes in [start, end), by minute (µs)."""
     start, end = _moment(start_us), _moment(end_us)
     condition = (
         (ds.field("exchange") == exchange)
@@ -197,6 +201,7 @@ class Reconciler:
         rows: list[dict[str, Any]] = []
         checked_at = _moment(now)
         advanced: list[tuple[Market, int]] = []
+        candles: DeltaTable | None = None
         for market in self.markets:
             oldest = end - self.settings.lookback_minutes * MINUTE_US
             try:
@@ -208,7 +213,9 @@ class Reconciler:
                 start = max(market.checked_until_us, oldest)
                 if start >= end:
                     continue
-                checks = await self.check(client, market, start, end)
+                if candles is None:
+                    candles = await asyncio.to_thread(open_candles, self.lake)
+                checks = await self.check(client, market, candles, start, end)
             except GoldNotReady as error:
                 if not self._waiting_logged:
                     log.info("kline checks wait for the jobs: %s", error)
@@ -235,7 +242,7 @@ class Reconciler:
         return rows
 
     async def check(
-        self, client: httpx.AsyncClient, market: Market, start: int, end: int
+        self, client: httpx.AsyncClient, market: Market, candles: DeltaTable, start: int, end: int
     ) -> list[BarCheck]:
         """One market's minutes in [start, end): the exchange's klines (paged), Gold's bars."""
         adapter, klines = market.adapter, {}
@@ -250,7 +257,7 @@ class Reconciler:
                     klines[kline.minute_us] = kline
             page_start = page_end
         gold = await asyncio.to_thread(
-            read_gold_bars, self.lake, adapter.label, market.symbol, start, end
+            read_gold_bars, candles, adapter.label, market.symbol, start, end
         )
         return compare_minutes(gold, klines)
 

@@ -38,3 +38,13 @@ def test_non_numeric_ids_are_never_gaps() -> None:
     assert observe(tracker, "BTC-USD", []) == []
     for text in ("a-1", "a-9", "-5", "1e3"):
         assert tracker.observe("BTC-USD", text, 0.0) is None
+
+
+def test_a_requested_range_is_due_at_once_and_never_counts_as_seen() -> None:
+    tracker = GapTracker(grace_s=2.0)
+    observe(tracker, "BTC-USD", [1000, 1001])
+    gap = tracker.request("BTC-USD", 100, 119, after_time_us=7, now=50.0)
+    assert (gap.size, gap.after_time_us) == (20, 7)
+    observe(tracker, "BTC-USD", [1002], now=50.0)  # the live stream goes on beside it
+    assert tracker.due(50.0) == [gap]
+    assert tracker.last_id["BTC-USD"] == 1002

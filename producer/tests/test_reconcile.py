@@ -18,9 +18,12 @@ from cryptolake.producer.klines import MINUTE_US, BarCheck, CheckStatus
 from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.reconcile import (
     KLINE_CHECKS_SCHEMA,
+    MAX_REFETCH_IDS,
+    KlineSource,
     Reconciler,
     append_checks,
     check_rows,
+    refetch_ranges,
     resume_point,
 )
 from cryptolake.producer.recovery import PacedRest, RecoverySettings
@@ -36,7 +39,7 @@ def test_a_round_waits_for_gold_without_losing_its_minutes(tmp_path: Path) -> No
             )
             rest = PacedRest(adapter, RecoverySettings(max_attempts=1), "test")
             lake = LakeSettings(table_root=str(tmp_path / "lake"))
-            reconciler = Reconciler([(adapter, rest)], lake, ProducerMetrics())
+            reconciler = Reconciler([KlineSource(adapter, rest)], lake, ProducerMetrics())
             (market,) = reconciler.markets
             market.checked_until_us = now_us() - 5 * MINUTE_US
             async with httpx.AsyncClient() as client:
@@ -68,7 +71,7 @@ def test_after_a_restart_a_market_resumes_after_its_newest_checked_minute(tmp_pa
                 rest_url=sim.url("binance").replace("ws", "http"),
             )
             rest = PacedRest(adapter, RecoverySettings(max_attempts=1), "test")
-            reconciler = Reconciler([(adapter, rest)], lake, ProducerMetrics())
+            reconciler = Reconciler([KlineSource(adapter, rest)], lake, ProducerMetrics())
             async with httpx.AsyncClient() as client:
                 await reconciler.round(client, now_us())  # no Gold yet: nothing is advanced
             return [market.checked_until_us for market in reconciler.markets]
@@ -101,3 +104,44 @@ def test_checks_are_appended_with_the_tables_schema(tmp_path: Path) -> None:
     ]
     assert rows[0]["minute"] == datetime.fromtimestamp(minute / 1e6, UTC)
     assert {r["check_date"].isoformat() for r in rows} == {"2027-01-15"}
+
+
+def _bar(low: int | None, high: int | None, trades: int, complete: bool | None = False) -> dict:
+    return {"min_trade_id": low, "max_trade_id": high, "trades": trades, "complete": complete}
+
+
+def _short(status: CheckStatus, trades: int | None = None) -> BarCheck:
+    exchange = None if trades is None else {"trades": trades}
+    return BarCheck(0, status, ("trades",), None, exchange)
+
+
+def test_a_short_minute_asks_again_for_the_ids_between_its_neighbours() -> None:
+    mismatch = _short(CheckStatus.MISMATCH, trades=100)
+    # No hole inside (ids 120..169, 50 trades): only the edges, bounded by the neighbours.
+    assert refetch_ranges(mismatch, _bar(120, 169, 50), _bar(1, 99, 99), _bar(200, 250, 51)) == [
+        (100, 119), (170, 199)]  # fmt: skip
+    # A hole inside: the whole span between the neighbours.
+    assert refetch_ranges(mismatch, _bar(120, 169, 40), _bar(1, 99, 99), None) == [(100, 229)]
+    # No neighbour: the exchange's count bounds each side (50 short: ids 70..119, 170..219).
+    assert refetch_ranges(mismatch, _bar(120, 169, 50), None, None) == [(70, 119), (170, 219)]
+    # Without a published count (Coinbase) nothing bounds the open side.
+    assert refetch_ranges(_short(CheckStatus.MISMATCH), _bar(120, 169, 50), None,
+                          _bar(170, 180, 11)) == []  # fmt: skip
+    # No bar at all: the ids between the neighbours, when both are known.
+    missing = _short(CheckStatus.MISSING_IN_GOLD, trades=7)
+    assert refetch_ranges(missing, None, _bar(1, 99, 99), _bar(107, 120, 14)) == [(100, 106)]
+    assert refetch_ranges(missing, None, None, _bar(107, 120, 14)) == []
+
+
+def test_nothing_is_asked_when_ids_cannot_be_missing_or_bounded() -> None:
+    mismatch = _short(CheckStatus.MISMATCH, trades=100)
+    neighbours = (_bar(1, 99, 99), _bar(200, 250, 51))
+    # Complete: every id is there, the difference is not a missing trade.
+    assert refetch_ranges(mismatch, _bar(100, 199, 100, complete=True), *neighbours) == []
+    assert refetch_ranges(mismatch, _bar(None, None, 100, None), *neighbours) == []  # no ids
+    for status in (CheckStatus.MATCH, CheckStatus.MISSING_AT_EXCHANGE):
+        assert refetch_ranges(_short(status, 100), _bar(120, 169, 50), *neighbours) == []
+    # A wrong bound never starts a fetch of millions of trades.
+    huge = (_bar(1, 99, 99), _bar(10**9, 10**9, 1))
+    assert refetch_ranges(mismatch, _bar(120, 169, 40), *huge) == []
+    assert MAX_REFETCH_IDS < 10**9

@@ -25,7 +25,7 @@ from cryptolake.jobs.settings import JobSettings
 from cryptolake.producer.app import run_until
 from cryptolake.producer.kafka_sink import ensure_topics
 from cryptolake.producer.klines import MINUTE_US, CheckStatus
-from cryptolake.producer.reconcile import Reconciler
+from cryptolake.producer.reconcile import KlineSource, Reconciler
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator import wire
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
@@ -60,7 +60,7 @@ def test_silver_and_gold_are_complete_after_drops_silent_loss_and_rest_failures(
         for query in start_streams(spark, jobs, "refine", available_now=True):
             query.awaitTermination()
 
-    async def produce() -> tuple[dict[str, list], int, int, Reconciler, list[dict]]:
+    async def produce() -> tuple[dict[str, list], int, int, Reconciler, list[dict], list]:
         async with SimulatorServer(config) as sim:
             ensure_topics(settings)
             local = settings.model_copy(update={"simulator_url": sim.url("binance"),
@@ -76,7 +76,9 @@ def test_silver_and_gold_are_complete_after_drops_silent_loss_and_rest_failures(
             await asyncio.to_thread(refine)
             # The exchange's klines of every minute the market traded, against Gold.
             feed = producer.feeds[0]
-            reconciler = Reconciler([(feed.adapter, feed.recovery.rest)], local, producer.metrics)
+            reconciler = Reconciler(
+                [KlineSource(feed.adapter, feed.recovery.rest, feed.gaps)], local, producer.metrics
+            )
             times = [t.event_time_us for trades in history.values() for t in trades]
             start, end = min(times) - min(times) % MINUTE_US, max(times) + MINUTE_US
             for market in reconciler.markets:
@@ -84,9 +86,10 @@ def test_silver_and_gold_are_complete_after_drops_silent_loss_and_rest_failures(
             async with httpx.AsyncClient() as client:
                 now = end + int(reconciler.settings.delay_s * 1_000_000)
                 rows = await reconciler.round(client, now)
-            return history, sim.disconnects, feed.recovery.recovered, reconciler, rows
+            asked = [gap for gaps in feed.gaps.open.values() for gap in gaps]
+            return history, sim.disconnects, feed.recovery.recovered, reconciler, rows, asked
 
-    history, disconnects, recovered, reconciler, checks = asyncio.run(produce())
+    history, disconnects, recovered, reconciler, checks, asked = asyncio.run(produce())
     assert disconnects >= 3 and recovered > 0
 
     silver = spark.read.format("delta").load(jobs.table_path(tables.SILVER_TRADES))
@@ -129,6 +132,8 @@ def test_silver_and_gold_are_complete_after_drops_silent_loss_and_rest_failures(
     assert all({"volume", "trades"} <= fields for fields in mismatches)
     assert reconciler.counts[CheckStatus.MATCH] == list(got_status.values()).count("match")
 
+    assert_short_minutes_asked_again(history, seen, got_status, asked, reconciler)
+
 
 def expected_kline_status(history: dict[str, list], seen: dict[str, list[int]]) -> dict:
     """Per (symbol, minute) of the market: a match when silver holds all its trades, a mismatch
@@ -158,3 +163,21 @@ def market_trades(history: dict[str, list], seen: dict[str, list[int]]) -> list[
                                "price": truth.price, "qty": truth.qty, "side": trade.side,
                                "event_time": truth.event_time_us})  # fmt: skip
     return market
+
+
+def assert_short_minutes_asked_again(
+    history: dict[str, list], seen: dict[str, list[int]], got_status: dict, asked: list,
+    reconciler: Reconciler,
+) -> None:  # fmt: skip
+    """Each short minute asked the history again for every id of its trades Silver lacks, and
+    for no id Silver holds. Without a bar on either side the exchange's count of the missing
+    trades is asked for on both sides (at most twice what is missing); a minute without a bar
+    and without neighbours cannot be bounded: nothing is asked for it."""
+    asked_ids = {(gap.symbol, i) for gap in asked for i in range(gap.first_id, gap.last_id + 1)}
+    short = {key for key, status in got_status.items() if status == "mismatch"}
+    held = {(symbol, i) for symbol, ids in seen.items() for i in ids}
+    lacking = {(symbol, t.trade_id) for symbol, trades in history.items() for t in trades
+               if (symbol, t.event_time_us - t.event_time_us % MINUTE_US) in short
+               and (symbol, t.trade_id) not in held}  # fmt: skip
+    assert lacking and lacking <= asked_ids and not asked_ids & held
+    assert len(asked_ids) <= 2 * len(lacking) and reconciler.refetched == len(asked_ids)

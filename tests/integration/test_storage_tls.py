@@ -1,12 +1,14 @@
 """MinIO over TLS with a certificate of the pipeline's CA, as the operator runs it, and every
 S3 client of the project trusting that CA the way the operator configures it: the Spark jobs
-(S3A, through the Java trust store the operator derives from the CA), the API (delta-rs,
-through SSL_CERT_FILE) and the operator itself (boto3, the CA as a file). Each one is also
-refused without the CA, so the trust comes from the pipeline's CA and nothing else."""
+(S3A, through the Java trust store the operator derives from the CA), the API and the
+producer's kline checks (delta-rs, through CRYPTOLAKE_S3_CA_FILE) and the operator itself
+(boto3, the CA as a file). Each one is also refused without the CA, so the trust comes from
+the pipeline's CA and nothing else."""
 
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from cryptolake.api.app import create_app
 from cryptolake.api.settings import ApiSettings
 from cryptolake.common.candles import reference_bars
 from cryptolake.jobs import tables
@@ -109,8 +112,11 @@ def test_jobs_write_and_the_api_reads_gold_over_tls_exactly(tls_minio, monkeypat
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     with pytest.raises(OSError, match=r"(?i)certificate"):
         DeltaTable(uri, storage_options=options)
-    monkeypatch.setenv("SSL_CERT_FILE", str(tls_minio.ca_file))  # what the operator sets
+    # What the operator sets: the app adds the CA to the public ones (SSL_CERT_FILE's bundle).
+    create_app(api.model_copy(update={"s3_ca_file": tls_minio.ca_file}))
     rows = DeltaTable(uri, storage_options=options).to_pyarrow_table().to_pylist()
+    # The public CAs stay trusted: the producer's feeds and an OTLP collector need them.
+    assert ssl.create_default_context().cert_store_stats()["x509_ca"] > 100
 
     trades = [item.trade for item in read_dump(DUMP) if item.trade is not None]
     expected = reference_bars(

@@ -321,21 +321,35 @@ def test_minio_is_https_by_default_and_its_clients_trust_the_pipeline_ca() -> No
         spec = children[("Deployment", driver)]["spec"]["template"]["spec"]
         env = env_of(spec["containers"][0])
         assert env["CRYPTOLAKE_S3_TRUSTSTORE"] == "/etc/cryptolake/ca/truststore.p12"
-    api = children[("Deployment", "lake-api")]["spec"]["template"]["spec"]
-    assert env_of(api["containers"][0])["SSL_CERT_FILE"] == "/etc/cryptolake/ca/ca.crt"
-    (ca,) = [v for v in api["volumes"] if v["name"] == "ca"]
-    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
-    # The producer never talks to S3: the Kafka CA only, no trust store.
-    producer = children[("Deployment", "lake-producer")]["spec"]["template"]["spec"]
-    (ca,) = [v for v in producer["volumes"] if v["name"] == "ca"]
-    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
-    assert "CRYPTOLAKE_S3_TRUSTSTORE" not in env_of(producer["containers"][0])
+    # delta-rs (the API, the producer's kline checks): the CA as a PEM file, no trust store.
+    for component in ("lake-api", "lake-producer"):
+        spec = children[("Deployment", component)]["spec"]["template"]["spec"]
+        env = env_of(spec["containers"][0])
+        assert env["CRYPTOLAKE_S3_CA_FILE"] == "/etc/cryptolake/ca/ca.crt", component
+        assert "CRYPTOLAKE_S3_TRUSTSTORE" not in env, component
+        (ca,) = [v for v in spec["volumes"] if v["name"] == "ca"]
+        assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_the_producer_checks_klines_every_minute_unless_turned_off() -> None:
+    on = by_kind_name(build_children(pipeline()))[("Deployment", "lake-producer")]
+    assert env_of(on["spec"]["template"]["spec"]["containers"][0])[
+        "CRYPTOLAKE_RECONCILE_INTERVAL_S"] == "60"  # fmt: skip
+    off = by_kind_name(
+        build_children(pipeline(broker__tls=False, producer__klineCheckIntervalSeconds=0))
+    )
+    spec = off[("Deployment", "lake-producer")]["spec"]["template"]["spec"]
+    env = env_of(spec["containers"][0])
+    assert env["CRYPTOLAKE_RECONCILE_INTERVAL_S"] == "0"
+    # Without the checks the producer never talks to S3: no CA for it.
+    assert "CRYPTOLAKE_S3_CA_FILE" not in env
+    assert not any(v["name"] == "ca" for v in spec["volumes"])
 
 
 def test_plain_http_minio_and_external_storage_get_no_s3_trust() -> None:
     for plain in (pipeline(storage__tls=False, broker__tls=False), pipeline("production")):
         rendered = json.dumps(build_children(plain))
-        for word in ("minio-tls", "truststore", "SSL_CERT_FILE", "lake-ca"):
+        for word in ("minio-tls", "truststore", "S3_CA_FILE", "lake-ca"):
             assert word not in rendered, word
     plain = by_kind_name(build_children(pipeline(storage__tls=False)))
     endpoint = plain[("ConfigMap", "lake-config")]["data"]["CRYPTOLAKE_S3_ENDPOINT"]

@@ -22,6 +22,7 @@ from cryptolake.api.observability import instrument as instrument_app
 from cryptolake.api.routes import health, market, stream
 from cryptolake.api.settings import ApiSettings
 from cryptolake.api.store import LakeStore
+from cryptolake.common.s3 import trust_ca_file
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -47,6 +48,8 @@ def _report_stop(refresher: asyncio.Task[None]) -> None:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
+    if settings.s3_ca_file is not None:
+        trust_ca_file(settings.s3_ca_file)  # before delta-rs opens a table
     store = LakeStore(settings)
     hub = stream.CandleHub()
     telemetry = build_telemetry()

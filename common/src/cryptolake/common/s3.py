@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
+
+import certifi
 
 # An explicit region, so the AWS SDKs never probe EC2 instance metadata for one.
 REGION: Final = "us-east-1"
@@ -42,3 +47,26 @@ def java_trust_options(truststore: str) -> str:
         f"-Djavax.net.ssl.trustStore={truststore} -Djavax.net.ssl.trustStoreType=PKCS12 "
         f"-Djavax.net.ssl.trustStorePassword={TRUSTSTORE_PASSWORD}"
     )
+
+
+def trust_ca_file(ca_file: Path, folder: Path | None = None) -> Path:
+    """Make delta-rs (rustls with native roots) and Python's ``ssl`` trust ``ca_file`` (a
+    private CA: the operator's TLS MinIO) besides the public CAs. Both read ``SSL_CERT_FILE``,
+    which *replaces* the default roots, so it names a bundle of the roots in use (the image's
+    ``SSL_CERT_FILE``, else certifi's) plus this CA: the CA alone would break TLS to the
+    exchanges and to a collector. Returns the bundle; a second call changes nothing."""
+    folder = folder or Path(tempfile.gettempdir())
+    bundle = folder / f"cryptolake-ca-bundle-{os.getpid()}.pem"
+    current = os.environ.get("SSL_CERT_FILE")
+    if current == str(bundle):
+        return bundle
+    roots = Path(current) if current and Path(current).is_file() else Path(certifi.where())
+    try:
+        extra = ca_file.read_text()
+    except OSError as error:
+        raise OSError(f"cannot read the S3 CA file {ca_file}: {error.strerror}") from error
+    if "-----BEGIN CERTIFICATE-----" not in extra:
+        raise ValueError(f"{ca_file} holds no PEM certificate (CRYPTOLAKE_S3_CA_FILE)")
+    bundle.write_text(roots.read_text().rstrip("\n") + "\n" + extra)
+    os.environ["SSL_CERT_FILE"] = str(bundle)
+    return bundle

@@ -73,6 +73,9 @@ class LakeSettings(ServiceSettings):
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
+    # PEM of a private CA that signed the S3 endpoint's certificate (the operator's TLS MinIO),
+    # trusted besides the public CAs (``s3.trust_ca_file``).
+    s3_ca_file: Path | None = None
 
     @field_validator("table_root")
     @classmethod

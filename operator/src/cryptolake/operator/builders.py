@@ -602,13 +602,13 @@ def kafka_client_env(pipeline: Pipeline, user: str) -> list[dict[str, Any]]:
 
 def s3_trust_env(pipeline: Pipeline, *, jvm: bool) -> list[dict[str, Any]]:
     """How an S3 client trusts a TLS MinIO: a JVM (the jobs) through the Java trust store,
-    others (the API's delta-rs, OpenSSL) through SSL_CERT_FILE, the variable rustls' and
-    OpenSSL's native roots honour. Nothing for plain HTTP or external S3."""
+    delta-rs (the API, the producer's kline checks) through the CA as a PEM file, which they
+    add to the public CAs. Nothing for plain HTTP or external S3."""
     if not pipeline.minio_tls:
         return []
     if jvm:
         return [{"name": "CRYPTOLAKE_S3_TRUSTSTORE", "value": f"{CA_DIR}/{TRUSTSTORE_KEY}"}]
-    return [{"name": "SSL_CERT_FILE", "value": f"{CA_DIR}/{CA_CERT_KEY}"}]
+    return [{"name": "CRYPTOLAKE_S3_CA_FILE", "value": f"{CA_DIR}/{CA_CERT_KEY}"}]
 
 
 def ca_volume(
@@ -705,6 +705,7 @@ def producer_env(pipeline: Pipeline) -> list[dict[str, str]]:
     env = {
         "CRYPTOLAKE_METRICS_PORT": str(PRODUCER_METRICS_PORT),
         "CRYPTOLAKE_FLUSH_TIMEOUT_S": str(PRODUCER_FLUSH_TIMEOUT_S),
+        "CRYPTOLAKE_RECONCILE_INTERVAL_S": str(pipeline.spec.producer.kline_check_interval_seconds),
     }
     if live:
         env["CRYPTOLAKE_SOURCE"] = "live"
@@ -721,10 +722,13 @@ def producer_env(pipeline: Pipeline) -> list[dict[str, str]]:
 
 
 def build_producer_deployment(pipeline: Pipeline) -> Manifest:
-    mounts, volumes = ca_volume(pipeline, kafka=True, s3=False)
+    # The kline checks read gold/candles_1m and write gold/kline_checks with delta-rs.
+    checks_klines = pipeline.spec.producer.kline_check_interval_seconds > 0
+    mounts, volumes = ca_volume(pipeline, kafka=True, s3=checks_klines)
+    s3_trust = s3_trust_env(pipeline, jvm=False) if checks_klines else []
     container = _container(
         "producer", pipeline.images.producer, [], pipeline, PRODUCER_METRICS_PORT,
-        env=producer_env(pipeline) + kafka_client_env(pipeline, PRODUCER_USER),
+        env=producer_env(pipeline) + kafka_client_env(pipeline, PRODUCER_USER) + s3_trust,
         volumeMounts=mounts,
         readinessProbe={
             "httpGet": {"path": "/healthz", "port": PRODUCER_METRICS_PORT},

@@ -313,6 +313,11 @@ class Processing(CrdModel):
 
 class Producer(CrdModel):
     resources: Resources = Field(default_factory=lambda: Resources(cpu="100m", memory="512Mi"))
+    kline_check_interval_seconds: int = Field(
+        default=60, ge=0, le=86400,
+        description="Seconds between two rounds in which the producer checks Gold's closed "
+        "candles against the exchanges' 1-minute klines (table gold/kline_checks); 0: off.",
+    )  # fmt: skip
 
 
 class Api(CrdModel):

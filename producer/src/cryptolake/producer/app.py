@@ -12,13 +12,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from cryptolake.common.s3 import trust_ca_file
 from cryptolake.common.trade import SIMULATOR
 from cryptolake.producer.exchanges import adapter_class
 from cryptolake.producer.exchanges.base import ExchangeAdapter
 from cryptolake.producer.feed import Backoff, Feed, probe_reachable
 from cryptolake.producer.kafka_sink import KafkaSink, SinkError, ensure_topics
 from cryptolake.producer.metrics import MetricsServer, ProducerMetrics
-from cryptolake.producer.reconcile import Reconciler, ReconcileSettings
+from cryptolake.producer.reconcile import KlineSource, Reconciler, ReconcileSettings
 from cryptolake.producer.recovery import RecoverySettings
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
@@ -126,6 +127,8 @@ class Producer:
 
     async def _feed(self, stop: asyncio.Event) -> None:
         settings = self.settings
+        if settings.s3_ca_file is not None:
+            trust_ca_file(settings.s3_ca_file)  # before any TLS client exists
         async with open_source(settings) as adapters:
             self.source = adapters[0].label if adapters else settings.source
             self.feeds = [
@@ -143,7 +146,10 @@ class Producer:
             tasks.append(asyncio.create_task(self._serve_and_report(stop), name="reporter"))
             if settings.reconcile_interval_s > 0:
                 self.reconciler = Reconciler(
-                    [(feed.adapter, feed.recovery.rest) for feed in self.feeds],
+                    [
+                        KlineSource(feed.adapter, feed.recovery.rest, feed.gaps)
+                        for feed in self.feeds
+                    ],
                     settings,
                     self.metrics,
                     ReconcileSettings(settings.reconcile_interval_s, settings.reconcile_delay_s),

@@ -73,6 +73,14 @@ class GapTracker:
                 gaps[index : index + 1] = parts
                 return
 
+    def request(self, symbol: str, first_id: int, last_id: int, after_time_us: int,
+                now: float) -> Gap:  # fmt: skip
+        """Ask the history for ids ``first_id``..``last_id`` now (a kline check found a minute
+        short of trades): due at the next collection, no grace period."""
+        gap = Gap(symbol, first_id, last_id, now - self.grace_s, after_time_us)
+        self.open.setdefault(symbol, []).append(gap)
+        return gap
+
     def due(self, now: float) -> list[Gap]:
         """Gaps open for at least the grace period, removed from the open ones."""
         ready: list[Gap] = []

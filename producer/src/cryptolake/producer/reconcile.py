@@ -7,13 +7,16 @@ minutes (delta-rs), compares them field by field (``klines.check_bar``: exact de
 appends one row per minute to ``gold/kline_checks`` (one commit a round; this is its only
 writer). Mismatches are counted per field in ``cryptolake_producer_kline_mismatches_total`` and
 logged; a round that cannot reach the exchange or the lake is logged and retried next round,
-from the same minute.
+from the same minute. A minute short of trades (mismatched or missing in Gold, its bar not
+complete) asks its feed's recovery for the ids Gold lacks around it (``refetch_ranges``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -30,6 +33,7 @@ from cryptolake.common.settings import LakeSettings
 from cryptolake.common.tables import GOLD_CANDLES_1M, GOLD_KLINE_CHECKS
 from cryptolake.common.timeutil import now_us
 from cryptolake.producer.exchanges.base import ExchangeAdapter
+from cryptolake.producer.gaps import GapTracker
 from cryptolake.producer.klines import (
     KLINE_FIELDS,
     MINUTE_US,
@@ -67,6 +71,15 @@ class ReconcileSettings:
     lookback_minutes: int = 60
 
 
+# Gold bars read on each side of the checked minutes: the neighbours whose trade ids bound
+# what a short minute lacks.
+NEIGHBOUR_MINUTES: Final = 10
+# A short minute asks the history for at most this many ids (a wrong bound must not start a
+# fetch of millions of trades).
+MAX_REFETCH_IDS: Final = 100_000
+_BAR_COLUMNS: Final = ("minute", *KLINE_FIELDS, "min_trade_id", "max_trade_id", "complete")
+
+
 def _moment(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
@@ -86,7 +99,8 @@ def open_candles(lake: LakeSettings) -> DeltaTable:
 def read_gold_bars(
     table: DeltaTable, exchange: str, symbol: str, start_us: int, end_us: int
 ) -> dict[int, dict[str, Any]]:
-    """Gold's candles of one market's minutes in [start, end), by minute (µs)."""
+    """Gold's candles of one market's minutes in [start, end), by minute (µs): the published
+    fields, the trade-id bounds and the completeness flag (null in tables older than them)."""
     start, end = _moment(start_us), _moment(end_us)
     condition = (
         (ds.field("exchange") == exchange)
@@ -96,8 +110,59 @@ def read_gold_bars(
         & (ds.field("minute") >= pa.scalar(start, _TIMESTAMP))
         & (ds.field("minute") < pa.scalar(end, _TIMESTAMP))
     )
-    rows = table.to_pyarrow_dataset().to_table(filter=condition, columns=["minute", *KLINE_FIELDS])
-    return {int(row["minute"].timestamp() * 1_000_000): row for row in rows.to_pylist()}
+    dataset = table.to_pyarrow_dataset()
+    columns = [name for name in _BAR_COLUMNS if name in dataset.schema.names]
+    rows = dataset.to_table(filter=condition, columns=columns).to_pylist()
+    return {int(row["minute"].timestamp() * 1_000_000): row for row in rows}
+
+
+def refetch_ranges(
+    check: BarCheck,
+    bar: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+    following: dict[str, Any] | None,
+) -> list[tuple[int, int]]:
+    """The trade ids (inclusive ranges) to ask the history for again so that a minute which
+    differs from the exchange's kline gets the trades Gold lacks: those between its
+    neighbours' bars (``previous``, ``following``: the nearest Gold bars, None if unknown) that
+    its own bar does not hold. Without a neighbour the exchange's trade count bounds the ids
+    on that side. Nothing when the bar is complete (every id is there: the difference is not a
+    missing trade), when the ids are not numbers, or when they cannot be bounded."""
+    if check.status not in (CheckStatus.MISMATCH, CheckStatus.MISSING_IN_GOLD):
+        return []
+    before = previous.get("max_trade_id") if previous else None
+    after = following.get("min_trade_id") if following else None
+    if bar is None:
+        if before is None or after is None:
+            return []
+        ranges = [(before + 1, after - 1)]
+    else:
+        low, high = bar.get("min_trade_id"), bar.get("max_trade_id")
+        if bar.get("complete") is True or low is None or high is None:
+            return []
+        published = (check.exchange or {}).get("trades")
+        short = max(int(published) - bar["trades"], 0) if published is not None else 0
+        first = before + 1 if before is not None else low - short
+        last = after - 1 if after is not None else high + short
+        if bar["trades"] == high - low + 1:  # no hole inside: only the edges are missing
+            ranges = [(first, low - 1), (high + 1, last)]
+        else:
+            ranges = [(first, last)]
+    ranges = [(a, b) for a, b in ranges if 0 < a <= b]
+    if sum(b - a + 1 for a, b in ranges) > MAX_REFETCH_IDS:
+        return []
+    return ranges
+
+
+def _neighbours(
+    bars: dict[int, dict[str, Any]], minutes: list[int], minute: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The nearest bars before and after ``minute`` (``minutes``: ``bars``' keys, sorted)."""
+    index = bisect_left(minutes, minute)
+    previous = bars[minutes[index - 1]] if index > 0 else None
+    after = index + (index < len(minutes) and minutes[index] == minute)
+    following = bars[minutes[after]] if after < len(minutes) else None
+    return previous, following
 
 
 def resume_point(lake: LakeSettings, exchange: str, symbol: str) -> int | None:
@@ -148,21 +213,37 @@ def append_checks(lake: LakeSettings, rows: list[dict[str, Any]]) -> None:
     )
 
 
-@dataclass
-class Market:
+@dataclass(frozen=True)
+class KlineSource:
+    """One feed's exchange as the checks use it: its adapter, the pace it shares with the
+    recovery, and the gap tracker a short minute is handed to (None: checks only)."""
+
     adapter: ExchangeAdapter
     rest: PacedRest
+    gaps: GapTracker | None = None
+
+
+@dataclass
+class Market:
+    source: KlineSource
     symbol: str
     checked_until_us: int | None = None  # the next minute to check
 
+    @property
+    def adapter(self) -> ExchangeAdapter:
+        return self.source.adapter
+
+    @property
+    def rest(self) -> PacedRest:
+        return self.source.rest
+
 
 class Reconciler:
-    """Runs until ``stop``: one round every ``interval_s`` over every market of ``feeds``
-    (pairs of an adapter and the ``PacedRest`` its recovery uses)."""
+    """Runs until ``stop``: one round every ``interval_s`` over every market of ``sources``."""
 
     def __init__(
         self,
-        feeds: list[tuple[ExchangeAdapter, PacedRest]],
+        sources: list[KlineSource],
         lake: LakeSettings,
         metrics: ProducerMetrics,
         settings: ReconcileSettings | None = None,
@@ -171,12 +252,13 @@ class Reconciler:
         self.metrics = metrics
         self.settings = settings or ReconcileSettings()
         self.markets = [
-            Market(adapter, rest, symbol)
-            for adapter, rest in feeds
-            if adapter.kline_request(adapter.symbols[0], 0, MINUTE_US) is not None
-            for symbol in adapter.symbols
+            Market(source, symbol)
+            for source in sources
+            if source.adapter.kline_request(source.adapter.symbols[0], 0, MINUTE_US) is not None
+            for symbol in source.adapter.symbols
         ]
         self.rounds = 0
+        self.refetched = 0  # ids handed to the recovery by short minutes
         self.counts: dict[CheckStatus, int] = dict.fromkeys(CheckStatus, 0)
         started = now_us()
         self.first_minute_us = started - started % MINUTE_US + MINUTE_US
@@ -256,10 +338,37 @@ class Reconciler:
                 if page_start <= kline.minute_us < page_end:
                     klines[kline.minute_us] = kline
             page_start = page_end
-        gold = await asyncio.to_thread(
-            read_gold_bars, candles, adapter.label, market.symbol, start, end
+        margin = NEIGHBOUR_MINUTES * MINUTE_US
+        bars = await asyncio.to_thread(
+            read_gold_bars, candles, adapter.label, market.symbol, start - margin, end + margin
         )
-        return compare_minutes(gold, klines)
+        gold = {minute: bar for minute, bar in bars.items() if start <= minute < end}
+        checks = compare_minutes(gold, klines)
+        if market.source.gaps is not None:
+            self._refetch(market, market.source.gaps, checks, bars)
+        return checks
+
+    def _refetch(
+        self, market: Market, gaps: GapTracker, checks: list[BarCheck],
+        bars: dict[int, dict[str, Any]],
+    ) -> None:  # fmt: skip
+        """Hand the ids each short minute lacks to the feed's recovery: published again, they
+        reach Bronze; Silver quarantines them as late (the minute is past the lateness), and
+        ``make rebuild`` folds them into Gold (docs/gaps.md)."""
+        minutes = sorted(bars)
+        for check in checks:
+            previous, following = _neighbours(bars, minutes, check.minute_us)
+            ranges = refetch_ranges(check, bars.get(check.minute_us), previous, following)
+            for first, last in ranges:
+                gaps.request(market.symbol, first, last, check.minute_us - MINUTE_US,
+                             time.monotonic())  # fmt: skip
+            if ranges:
+                self.refetched += sum(last - first + 1 for first, last in ranges)
+                log.info(
+                    "klines: %s %s %s is short of trades: ids %s asked from the history again",
+                    market.adapter.label, market.symbol, f"{_moment(check.minute_us):%H:%M}",
+                    ", ".join(f"{first}-{last}" for first, last in ranges),
+                )  # fmt: skip
 
     def _count(self, market: Market, checks: list[BarCheck]) -> None:
         labels = {"exchange": market.adapter.label, "protocol": market.adapter.name}

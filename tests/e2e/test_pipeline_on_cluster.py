@@ -440,8 +440,10 @@ def test_3b_network_policies_keep_other_pods_off_the_broker_and_minio(
     pipeline: Deployment,
 ) -> None:
     """Enforced NetworkPolicies (the local cluster runs kube-router's firewall): the pipeline's
-    own pods reach what they use; another pod of the namespace reaches only the API."""
-    assert probe_from(pipeline, "producer")["broker"] == "connected"
+    own pods reach what they use (the producer MinIO too, for its kline checks); another pod
+    of the namespace reaches only the API."""
+    producer = probe_from(pipeline, "producer")
+    assert producer["broker"] == producer["minio"] == "connected", producer  # kline checks
     assert probe_from(pipeline, "api")["minio"] == "connected"
     outsider = probe_from_outsider(pipeline)
     # The API answers it, so the pod has a network: the other two are refused by policy

@@ -224,7 +224,8 @@ def test_network_policies_deny_by_default_then_allow_who_needs_it() -> None:
     assert sources("lake-broker", 9092) == {"producer", "ingest", "refine", "executor",
                                             "operator", "broker"}  # fmt: skip
     assert sources("lake-broker", 9093) == {"broker"}  # the KRaft controllers
-    assert sources("lake-storage", 9000) == {"ingest", "refine", "executor", "api", "operator"}
+    assert sources("lake-storage", 9000) == {"ingest", "refine", "executor", "api", "operator",
+                                             "producer"}  # its kline checks  # fmt: skip
     assert sources("lake-api", 8000) == {"anyone"}
     assert sources("lake-refine", 7078) == {"ingest", "refine", "executor"}
 
@@ -341,9 +342,11 @@ def test_the_producer_checks_klines_every_minute_unless_turned_off() -> None:
     spec = off[("Deployment", "lake-producer")]["spec"]["template"]["spec"]
     env = env_of(spec["containers"][0])
     assert env["CRYPTOLAKE_RECONCILE_INTERVAL_S"] == "0"
-    # Without the checks the producer never talks to S3: no CA for it.
+    # Without the checks the producer never talks to S3: no CA for it, no way to MinIO.
     assert "CRYPTOLAKE_S3_CA_FILE" not in env
     assert not any(v["name"] == "ca" for v in spec["volumes"])
+    (storage,) = off[("NetworkPolicy", "lake-storage")]["spec"]["ingress"]
+    assert "producer" not in json.dumps(storage)
 
 
 def test_plain_http_minio_and_external_storage_get_no_s3_trust() -> None:

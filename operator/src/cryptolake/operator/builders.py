@@ -721,9 +721,13 @@ def producer_env(pipeline: Pipeline) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
+def _checks_klines(pipeline: Pipeline) -> bool:
+    """The producer's kline checks read gold/candles_1m and write gold/kline_checks."""
+    return pipeline.spec.producer.kline_check_interval_seconds > 0
+
+
 def build_producer_deployment(pipeline: Pipeline) -> Manifest:
-    # The kline checks read gold/candles_1m and write gold/kline_checks with delta-rs.
-    checks_klines = pipeline.spec.producer.kline_check_interval_seconds > 0
+    checks_klines = _checks_klines(pipeline)
     mounts, volumes = ca_volume(pipeline, kafka=True, s3=checks_klines)
     s3_trust = s3_trust_env(pipeline, jvm=False) if checks_klines else []
     container = _container(
@@ -981,9 +985,10 @@ def _ports(*ports: int | str) -> list[dict[str, Any]]:
 def build_network_policies(pipeline: Pipeline) -> list[Manifest]:
     """Default deny for every pod of the pipeline, then who may talk to whom: the broker only
     from the producer, the Spark pods, its peers and the operator; MinIO only from the Spark
-    pods, the API and the operator; drivers and executors among themselves; the API and the
-    metrics ports from anywhere (Prometheus, users). Egress stays open: live exchanges,
-    external brokers and S3 have addresses no policy can know."""
+    pods, the API, the producer's kline checks (when on) and the operator; drivers and
+    executors among themselves; the API and the metrics ports from anywhere (Prometheus,
+    users). Egress stays open: live exchanges, external brokers and S3 have addresses no
+    policy can know."""
     spark = ("ingest", "refine", "executor")
     policies = [_policy(pipeline, "default-deny", None, [])]
     if pipeline.spec.broker.engine != "external":
@@ -994,8 +999,9 @@ def build_network_policies(pipeline: Pipeline) -> list[Manifest]:
             {"from": _peers(pipeline, "broker"), "ports": _ports(*broker_ports)},
         ]))  # fmt: skip
     if pipeline.spec.storage.engine == "minio":
+        lake_users = (*spark, "api", *(["producer"] if _checks_klines(pipeline) else []))
         policies.append(_policy(pipeline, "storage", "storage", [
-            {"from": [*_peers(pipeline, *spark, "api"), OPERATOR_PEER],
+            {"from": [*_peers(pipeline, *lake_users), OPERATOR_PEER],
              "ports": _ports(MINIO_PORT)},
         ]))  # fmt: skip
     for component in spark:

@@ -12,7 +12,7 @@ SOURCE ?= auto
 FILES ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format bench-producer bench-gaps bench-replay bench-backfill bench-freshness \
+.PHONY: help setup run test test-unit lint format bench-producer bench-gaps bench-klines bench-replay bench-backfill bench-freshness \
 	bench-api bench-operator kube replay backfill monitor maintenance rebuild api kafka minio clean distclean \
 	crd crd-upgrade chart-lint dashboards images cluster-up cluster-down cluster-status test-e2e
 
@@ -45,6 +45,9 @@ bench-producer: setup ## producer throughput: simulator flood → parse → real
 
 bench-gaps: setup ## gap recovery: drops at 500 trades/s → time to close a gap, recovered trades/s, added CPU (last line: gap_close_s=S recovered_per_s=N added_cpu_pct=P)
 	@$(BIN)/python benchmarks/bench_gaps.py
+
+bench-klines: setup ## kline checks: a day of Gold candles against the simulator's klines (last line: kline_check_s_per_market_day=S cpu_s_per_market_day=S …)
+	@$(BIN)/python benchmarks/bench_klines.py
 
 bench-replay: setup ## backlog replay: 2M trades in Kafka → Bronze, Silver, Gold caught up (last line: replay_trades_per_s=N)
 	@$(BIN)/python benchmarks/bench_replay.py

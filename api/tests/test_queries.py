@@ -315,6 +315,9 @@ def test_inverted_range_is_rejected() -> None:
         ("XBT-EUR", "BTC-EUR"),
         ("1INCH-USDT", "1INCH-USDT"),
         ("A" * 20 + "-" + "B" * 20, "A" * 20 + "-" + "B" * 20),
+        ("BTC-USDT-PERP", "BTC-USDT-PERP"),  # Binance USD-M perpetual contract
+        ("btcusdt-perp", "BTC-USDT-PERP"),
+        ("btc/usdt-PERP", "BTC-USDT-PERP"),
     ],
 )
 def test_parse_symbol_normalizes_the_usual_spellings(text: str, expected: str) -> None:
@@ -339,6 +342,9 @@ def test_parse_symbol_normalizes_the_usual_spellings(text: str, expected: str) -
         "",
         "BTC--USDT",
         "BTC-USDT-X",
+        "BTC-USDT-PERP-PERP",
+        "BTC-PERP",
+        "-PERP",
         "BTC USDT",
         "BTC.USDT",
         "DOGE",

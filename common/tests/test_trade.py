@@ -54,6 +54,10 @@ def test_json_round_trip_is_the_v1_contract():
     }
 
 
+def test_a_perpetual_contract_is_a_canonical_symbol():
+    assert make_trade(**{**GOOD, "symbol": "BTC-USDT-PERP"}).symbol == "BTC-USDT-PERP"
+
+
 def test_integer_trade_ids_become_strings():
     assert make_trade(**{**GOOD, "trade_id": 7}).trade_id == "7"
 
@@ -64,6 +68,8 @@ def test_integer_trade_ids_become_strings():
         ("exchange", "bitstamp", RejectReason.BAD_EXCHANGE),
         ("exchange", None, RejectReason.BAD_EXCHANGE),
         ("symbol", "btcusdt", RejectReason.BAD_SYMBOL),
+        ("symbol", "BTC-USDT-perp", RejectReason.BAD_SYMBOL),
+        ("symbol", "BTC-USDT-PERP-PERP", RejectReason.BAD_SYMBOL),
         ("trade_id", "", RejectReason.BAD_TRADE_ID),
         ("trade_id", 1.5, RejectReason.BAD_TYPE),
         ("trade_id", True, RejectReason.BAD_TYPE),

@@ -199,6 +199,13 @@ def test_no_record_can_raise_and_each_ends_in_exactly_one_output(spark, records)
         )
 
 
+def test_a_perpetual_contract_is_a_symbol_of_its_own(spark) -> None:
+    """BASE-QUOTE-PERP (Binance USD-M futures) passes silver beside its spot market."""
+    values = [encode({**GOOD, "symbol": "BTC-USDT-PERP"}), encode(GOOD)]
+    rows = valid_trades(parse_trades(bronze(spark, values))).collect()
+    assert sorted(row.symbol for row in rows) == ["BTC-USDT", "BTC-USDT-PERP"]
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -213,6 +220,8 @@ def test_no_record_can_raise_and_each_ends_in_exactly_one_output(spark, records)
         (encode({**GOOD, "qty": "0.000000001"}), RejectReason.BAD_QTY),  # 9 decimals
         (encode({**GOOD, "exchange": "bitstamp"}), RejectReason.BAD_EXCHANGE),
         (encode({**GOOD, "symbol": "BT\u0421-USDT"}), RejectReason.BAD_SYMBOL),  # Cyrillic Es
+        (encode({**GOOD, "symbol": "BTC-USDT-PERPX"}), RejectReason.BAD_SYMBOL),
+        (encode({**GOOD, "symbol": "BTC-USDT-QUARTER"}), RejectReason.BAD_SYMBOL),
         (encode({**GOOD, "trade_id": "x" * 65}), RejectReason.BAD_TRADE_ID),
         (b'{"schema_version": 1, "price": "\xff"}', RejectReason.BAD_ENCODING),
         (encode({**GOOD, "padding": "x" * 200_000}), RejectReason.TOO_LARGE),

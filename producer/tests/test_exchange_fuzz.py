@@ -305,7 +305,8 @@ def test_binance_and_coinbase_price_strings_pass_through_unchanged(price: str) -
 
 
 def test_adapter_class_names_the_choices_for_an_unknown_exchange() -> None:
-    with pytest.raises(ValueError, match="unknown exchange 'x': choose one of binance, coinbase"):
+    choices = "binance, binance-futures, coinbase, kraken"
+    with pytest.raises(ValueError, match=f"unknown exchange 'x': choose one of {choices}"):
         adapter_class("x")
 
 
@@ -430,6 +431,8 @@ BINANCE_TRADE = {
     "m": True,
     "M": True,
 }
+# USD-M futures: the order type instead of M.
+BINANCE_FUTURES_TRADE = {**{k: v for k, v in BINANCE_TRADE.items() if k != "M"}, "X": "MARKET"}
 KRAKEN_TRADE = {
     "symbol": "XBT/USD",
     "side": "sell",
@@ -453,6 +456,11 @@ def binance_hostile(trade: dict[str, Any], frame: dict[str, Any]) -> dict[str, A
     return changed({"stream": "btcusdt@trade", "data": changed(BINANCE_TRADE, trade)}, frame)
 
 
+def binance_futures_hostile(trade: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+    data = changed(BINANCE_FUTURES_TRADE, trade)
+    return changed({"stream": "btcusdt@trade", "data": data}, frame)
+
+
 def kraken_hostile(trade: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
     data = [changed(KRAKEN_TRADE, trade), {**KRAKEN_TRADE, "trade_id": NEIGHBOUR_ID}]
     return changed({"channel": "trade", "type": "update", "data": data}, frame)
@@ -473,6 +481,7 @@ def coinbase_hostile(trade: dict[str, Any], frame: dict[str, Any]) -> dict[str, 
 # Per adapter: the hostile frame, the trade fields and the envelope fields it may change.
 HOSTILE = {
     "binance": (binance_hostile, list(BINANCE_TRADE), ["stream", "data"]),
+    "binance-futures": (binance_futures_hostile, list(BINANCE_FUTURES_TRADE), ["stream", "data"]),
     "kraken": (kraken_hostile, list(KRAKEN_TRADE), ["channel", "type", "data"]),
     "coinbase": (coinbase_hostile, list(COINBASE_TRADE), ["channel", "sequence_num", "events"]),
 }
@@ -493,7 +502,7 @@ def test_hostile_values_in_every_field_never_raise(
     raw = data.draw(on_the_wire(build(trade, frame)), label="wire")
     parsed = adapter.parse(raw, NOW_US)
     assert_well_formed(adapter, parsed)
-    if parsed.kind is FrameKind.TRADES and not frame and adapter.name != "binance":
+    if parsed.kind is FrameKind.TRADES and not frame and not adapter.name.startswith("binance"):
         # One bad trade never takes its valid neighbour with it.
         assert str(NEIGHBOUR_ID) in [t.trade_id for t in parsed.trades]
 

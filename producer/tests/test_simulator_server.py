@@ -46,8 +46,8 @@ def client(url: str) -> connect:
 @contextlib.asynccontextmanager
 async def open_feed(sim: SimulatorServer, fmt: str) -> AsyncIterator[ClientConnection]:
     """Connect to one exchange path and subscribe to BTC-USDT and ETH-USDT trades."""
-    if fmt == "binance":
-        url = sim.url("binance") + "/stream?streams=btcusdt@trade/ethusdt@trade"
+    if fmt in wire.BINANCE_FORMATS:  # the same stream names on the futures host
+        url = sim.url(fmt) + "/stream?streams=btcusdt@trade/ethusdt@trade"
         async with client(url) as ws:
             yield ws
         return
@@ -72,15 +72,16 @@ def decode(fmt: str, text: str) -> tuple[str, list[dict[str, Any]]]:
         obj = json.loads(text, parse_float=str)
     except json.JSONDecodeError:
         return "bad", []
-    if fmt == "binance":
+    if fmt in wire.BINANCE_FORMATS:
         if obj.get("e") == "serverShutdown" or "result" in obj:
             return "control", []
         data = obj.get("data", {})
         if data.get("e") != "trade":
             return "bad", []
+        contract = "-PERP" if fmt == "binance-futures" else ""
         rows = [
             (
-                split_concatenated(data["s"]),
+                f"{split_concatenated(data['s'])}{contract}",
                 data["t"],
                 data.get("p"),
                 data["q"],
@@ -326,6 +327,7 @@ def test_the_shutdown_notice_comes_last_then_the_server_closes(fmt):
     notice = json.loads(frames[-1])
     expected = {
         "binance": lambda n: n.get("e") == "serverShutdown",
+        "binance-futures": lambda n: n.get("e") == "serverShutdown",
         "kraken": lambda n: (
             n.get("channel") == "status" and n["data"][0]["system"] == "maintenance"
         ),
@@ -500,26 +502,35 @@ def test_rest_failures_and_silently_skipped_frames() -> None:
     run(scenario())
 
 
-@pytest.mark.parametrize("fmt", ["binance", "kraken", "coinbase"])
+def market_of(fmt: str) -> str:
+    """BTC-USDT as the format's market names it (the contract on the futures host)."""
+    return "BTC-USDT-PERP" if fmt == "binance-futures" else "BTC-USDT"
+
+
+@pytest.mark.parametrize("fmt", wire.FORMATS)
 def test_each_adapter_pages_through_the_simulated_history(fmt: str) -> None:
     """The adapter's own requests against the simulator's endpoints: two pages cover a span of
-    ids in the adapter's direction, and every trade reads back as the market made it."""
+    ids in the adapter's direction, and every trade reads back as the market made it (the
+    futures history by id with an API key, which the simulator asks for as Binance does)."""
+    symbol = market_of(fmt)
 
     async def scenario() -> None:
         async with SimulatorServer(SimulatorConfig(**FAST)) as sim:
             await asyncio.sleep(1.0)
-            kept = sim.feeds[fmt].history["BTC-USDT"]
+            kept = sim.feeds[fmt].history[symbol]
             wanted = kept[5:25]
-            adapter = adapter_class(fmt)(["BTC-USDT"], rest_url=sim.url(fmt).replace("ws", "http"))
+            adapter = adapter_class(fmt)([symbol], rest_url=sim.url(fmt).replace("ws", "http"),
+                                         api_key="a-key")  # fmt: skip
             adapter.history_limit = 12  # two pages for twenty trades
-            gap = Gap("BTC-USDT", wanted[0].trade_id, wanted[-1].trade_id, 0.0,
+            gap = Gap(symbol, wanted[0].trade_id, wanted[-1].trade_id, 0.0,
                       after_time_us=kept[4].event_time_us)  # fmt: skip
             got, cursor = {}, None
             async with httpx.AsyncClient() as http:
                 for _ in range(2):
-                    request = adapter.history_request("BTC-USDT", gap, cursor)
-                    body = (await http.get(request.url, params=request.params)).content
-                    page = adapter.parse_history("BTC-USDT", body, now_us())
+                    request = adapter.history_request(symbol, gap, cursor)
+                    body = (await http.get(request.url, params=request.params,
+                                           headers=request.headers)).content  # fmt: skip
+                    page = adapter.parse_history(symbol, body, now_us())
                     assert not page.parsed.dead_letters
                     got |= {int(t.trade_id): t for t in page.parsed.trades}
                     cursor = page.next_cursor
@@ -527,13 +538,38 @@ def test_each_adapter_pages_through_the_simulated_history(fmt: str) -> None:
             for trade in wanted:
                 truth = wire.wire_truth(fmt, trade)
                 back = got[trade.trade_id]
-                assert (back.price, back.qty, back.side, back.event_time) == (
-                    truth.price, truth.qty, trade.side, truth.event_time_us)  # fmt: skip
+                assert (back.symbol, back.price, back.qty, back.side, back.event_time) == (
+                    symbol, truth.price, truth.qty, trade.side, truth.event_time_us)  # fmt: skip
 
     run(scenario())
 
 
-@pytest.mark.parametrize("fmt", ["binance", "kraken", "coinbase"])
+def test_without_a_key_the_futures_history_is_the_newest_trades_only() -> None:
+    """Binance's futures history by id needs an API key (the simulator answers 401 without,
+    as Binance does); without one the adapter asks for the newest trades, one page."""
+
+    async def scenario() -> None:
+        async with SimulatorServer(SimulatorConfig(**FAST)) as sim:
+            await asyncio.sleep(1.0)
+            kept = sim.feeds["binance-futures"].history["BTC-USDT-PERP"]
+            rest = sim.url("binance-futures").replace("ws", "http")
+            keyless = adapter_class("binance-futures")(["BTC-USDT-PERP"], rest_url=rest)
+            gap = Gap("BTC-USDT-PERP", kept[-3].trade_id, kept[-2].trade_id, 0.0)
+            request = keyless.history_request("BTC-USDT-PERP", gap, None)
+            assert request.url.endswith("/fapi/v1/trades") and not request.headers
+            async with httpx.AsyncClient() as http:
+                page = keyless.parse_history("BTC-USDT-PERP", (await http.get(
+                    request.url, params=request.params)).content, now_us())  # fmt: skip
+                refused = await http.get(rest + "/fapi/v1/historicalTrades",
+                                         params={"symbol": "BTCUSDT", "fromId": "1"})  # fmt: skip
+            ids = {int(t.trade_id) for t in page.parsed.trades}
+            assert {kept[-3].trade_id, kept[-2].trade_id} <= ids and page.next_cursor is None
+            assert refused.status_code == 401 and refused.json()["code"] == -2014
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("fmt", wire.FORMATS)
 def test_each_adapter_reads_the_simulated_klines_of_the_market(fmt: str) -> None:
     """The adapter's own kline request against the simulator: every minute of the market's
     trades, each published field equal to an independent Decimal recomputation from the
@@ -545,17 +581,18 @@ def test_each_adapter_reads_the_simulated_klines_of_the_market(fmt: str) -> None
                 await sim.wait_sent(300, timeout=5.0)
             sim.feeds[fmt].market.trades_until = lambda _now: []  # the market closes
             await asyncio.sleep(3 * FAST_TICK_S)
-            kept = list(sim.feeds[fmt].history["BTC-USDT"])
+            symbol = market_of(fmt)
+            kept = list(sim.feeds[fmt].history[symbol])
             first, last = kept[0].event_time_us, kept[-1].event_time_us
             start, end = first - first % 60_000_000, last - last % 60_000_000 + 60_000_000
-            adapter = adapter_class(fmt)(["BTC-USDT"], rest_url=sim.url(fmt).replace("ws", "http"))
-            request = adapter.kline_request("BTC-USDT", start, end)
+            adapter = adapter_class(fmt)([symbol], rest_url=sim.url(fmt).replace("ws", "http"))
+            request = adapter.kline_request(symbol, start, end)
             assert request is not None
             async with httpx.AsyncClient() as http:
                 body = (await http.get(request.url, params=request.params)).content
-            klines = {k.minute_us: k for k in adapter.parse_klines("BTC-USDT", body)}
+            klines = {k.minute_us: k for k in adapter.parse_klines(symbol, body)}
             expected = reference_bars(
-                {"symbol": "BTC-USDT", "trade_id": str(t.trade_id), "price": w.price,
+                {"symbol": symbol, "trade_id": str(t.trade_id), "price": w.price,
                  "qty": w.qty, "side": t.side, "event_time": w.event_time_us}
                 for t, w in ((t, wire.wire_truth(fmt, t)) for t in kept)
             )  # fmt: skip

@@ -36,13 +36,14 @@ def reference_parse(fmt: str, frame: bytes) -> list[Trade]:
     except json.JSONDecodeError as exc:
         raise TradeRejected(RejectReason.MALFORMED_JSON, str(exc)) from exc
     try:
-        if fmt == "binance":
+        if fmt in wire.BINANCE_FORMATS:
             data = obj["data"]
             if data.get("e") != "trade":
                 raise TradeRejected(RejectReason.UNKNOWN_MESSAGE, str(data.get("e")))
+            contract = "-PERP" if fmt == "binance-futures" else ""
             rows = [
                 (
-                    split_concatenated(data["s"]),
+                    f"{split_concatenated(data['s'])}{contract}",
                     data["t"],
                     data["p"],
                     data["q"],
@@ -234,20 +235,25 @@ def test_coinbase_subscriptions_heartbeats_and_shutdown_frames():
 # --- every format ---------------------------------------------------------------------------
 
 
+def traded_in(fmt: str, trade: SimTrade) -> SimTrade:
+    """The trade as the format's market names it (contracts on the futures host)."""
+    return trade._replace(symbol=trade.symbol + "-PERP") if fmt == "binance-futures" else trade
+
+
 @pytest.mark.parametrize("fmt", wire.FORMATS)
 def test_wire_truth_is_what_a_correct_parser_derives(fmt):
-    trades = [SELL, BUY]
+    trades = [traded_in(fmt, SELL), traded_in(fmt, BUY)]
     frames = (
         [wire.encode_binance_trade(t) for t in trades]
-        if fmt == "binance"
+        if fmt in wire.BINANCE_FORMATS
         else [wire.encode_kraken_trades(trades)]
         if fmt == "kraken"
         else [wire.encode_coinbase_trades(trades, sequence_num=0, now_us=BUY.event_time_us)]
     )
     parsed = [trade for frame in frames for trade in reference_parse(fmt, frame)]
     truths = [wire.wire_truth(fmt, t) for t in trades]
-    assert [(p.trade_id, p.price, p.qty, p.side, p.event_time) for p in parsed] == [
-        (str(t.trade_id), truth.price, truth.qty, t.side, truth.event_time_us)
+    assert [(p.symbol, p.trade_id, p.price, p.qty, p.side, p.event_time) for p in parsed] == [
+        (t.symbol, str(t.trade_id), truth.price, truth.qty, t.side, truth.event_time_us)
         for t, truth in zip(trades, truths, strict=True)
     ]
     assert all(RFC3339_US.fullmatch(wire.rfc3339_us(t.event_time_us)) for t in trades)
@@ -265,7 +271,7 @@ def test_malformed_frames_get_the_promised_reason(fmt, kind):
 
 
 def _good_frame(fmt: str, trade: SimTrade) -> bytes:
-    if fmt == "binance":
+    if fmt in wire.BINANCE_FORMATS:
         return wire.encode_binance_trade(trade)
     if fmt == "kraken":
         return wire.encode_kraken_trades([trade])
@@ -305,3 +311,15 @@ def test_the_expected_reasons_cover_every_kind_and_are_reject_reasons():
         "bad_qty",
         "bad_timestamp",
     }
+
+
+def test_a_perpetual_contract_trades_as_on_binance_futures():
+    """The USD-M futures trade event: the pair spelt as on spot, the order type ``X``, no
+    ``M``; the stream name is the spot one on the futures host."""
+    frame = json.loads(wire.encode_binance_trade(traded_in("binance-futures", SELL)))
+    assert frame == {
+        "stream": "btcusdt@trade",
+        "data": {"e": "trade", "E": 1_695_628_177_708, "T": 1_695_628_177_708, "s": "BTCUSDT",
+                 "t": 4_200_000_123, "p": "60000.10000000", "q": "0.00001000", "X": "MARKET",
+                 "m": True},
+    }  # fmt: skip

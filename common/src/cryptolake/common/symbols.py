@@ -1,4 +1,5 @@
-"""Canonical ``BASE-QUOTE`` symbols and the exchanges' own spellings of them."""
+"""Canonical symbols and the exchanges' own spellings of them: ``BASE-QUOTE`` for spot markets,
+``BASE-QUOTE-PERP`` for perpetual futures (Binance USD-M), so the two never share a name."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ KNOWN_QUOTES: Final = (
     "ETH",
     "BNB",
 )
+# Ends the canonical symbol of a perpetual futures contract (BTC-USDT-PERP).
+PERP_SUFFIX: Final = "-PERP"
 # Kraken's legacy asset codes.
 _ASSET_ALIASES: Final = {"XBT": "BTC", "XDG": "DOGE"}
 
@@ -61,6 +64,27 @@ def parse_canonical(symbol: str) -> tuple[str, str]:
     return canonical_asset(base), canonical_asset(quote)
 
 
+def is_perpetual(symbol: str) -> bool:
+    """A canonical symbol of a perpetual futures contract (``BTC-USDT-PERP``)."""
+    return symbol.endswith(PERP_SUFFIX)
+
+
+def perpetual(symbol: str) -> str:
+    """The perpetual contract of a canonical market: ``BTC-USDT`` → ``BTC-USDT-PERP``."""
+    return symbol if is_perpetual(symbol) else symbol + PERP_SUFFIX
+
+
+def spot(symbol: str) -> str:
+    """The spot market of a canonical symbol: ``BTC-USDT-PERP`` → ``BTC-USDT``."""
+    return symbol.removesuffix(PERP_SUFFIX)
+
+
 def canonical_symbol(symbol: str) -> str:
-    base, quote = parse_canonical(symbol)
-    return f"{base}-{quote}"
+    """``btc/usdt`` → ``BTC-USDT``; ``btcusdt-perp`` → ``BTC-USDT-PERP``. Raises ValueError
+    with a message that says what form is expected."""
+    text = symbol.strip()
+    suffix = ""
+    if text.upper().endswith(PERP_SUFFIX):
+        text, suffix = text[: -len(PERP_SUFFIX)], PERP_SUFFIX
+    base, quote = parse_canonical(text)
+    return f"{base}-{quote}{suffix}"

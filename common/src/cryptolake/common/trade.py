@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import orjson
 
+from cryptolake.common.symbols import PERP_SUFFIX
+
 SCHEMA_VERSION: Final = 1
 TRADES_TOPIC: Final = "crypto.trades.v1"
 DLQ_TOPIC: Final = "crypto.trades.dlq"
@@ -66,8 +68,9 @@ def decimal_pattern(integer_digits: int, scale: int) -> str:
 
 PRICE_PATTERN: Final = decimal_pattern(PRICE_INTEGER_DIGITS, PRICE_SCALE)
 QTY_PATTERN: Final = decimal_pattern(QTY_INTEGER_DIGITS, QTY_SCALE)
-# Canonical symbols: ASCII upper-case letters and digits, BASE-QUOTE (Kraken XBT is BTC).
-SYMBOL_PATTERN: Final = r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}"
+# Canonical symbols: ASCII upper-case letters and digits, BASE-QUOTE (Kraken XBT is BTC), and
+# BASE-QUOTE-PERP for a perpetual futures contract.
+SYMBOL_PATTERN: Final = rf"[A-Z0-9]{{1,20}}-[A-Z0-9]{{1,20}}(?:{PERP_SUFFIX})?"
 # The exchange's own trade id: 1-64 ASCII letters, digits or . _ : - (JSON strings or integers).
 TRADE_ID_PATTERN: Final = r"[0-9A-Za-z._:-]{1,64}"
 # Epoch-microsecond times: an integer of at most 18 digits (fits a long).

@@ -13,6 +13,8 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from pydantic.alias_generators import to_camel
 
+from cryptolake.common.symbols import PERP_SUFFIX
+
 GROUP: Final = "cryptolake.io"
 VERSION: Final = "v1alpha1"
 KIND: Final = "CryptoPipeline"
@@ -23,7 +25,8 @@ SHORT_NAMES: Final = ("cpl",)
 QUANTITY: Final = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 SPARK_MEMORY: Final = r"^[0-9]+[kmgt]$"
 DURATION: Final = r"^[0-9]+ (second|seconds|minute|minutes|hour|hours)$"
-SYMBOL: Final = r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$"
+# BASE-QUOTE, or BASE-QUOTE-PERP for a perpetual contract (Binance USD-M futures).
+SYMBOL: Final = rf"^[A-Z0-9]{{2,10}}-[A-Z0-9]{{2,10}}({PERP_SUFFIX})?$"
 DNS_NAME: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 BUCKET: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 IMAGE: Final = r"^[^\s]+$"
@@ -55,7 +58,14 @@ class Source(CrdModel):
                     "!has(self.rate) || self.exchange == 'simulator'",
                     "rate applies only to the simulator source",
                     ".rate",
-                )
+                ),
+                cel(
+                    f"self.exchange == 'binance' || "
+                    f"self.symbols.all(s, !s.endsWith('{PERP_SUFFIX}'))",
+                    f"{PERP_SUFFIX} symbols (perpetual contracts) stream from exchange binance "
+                    "only (USD-M futures)",
+                    ".symbols",
+                ),
             ]
         }
     )
@@ -63,10 +73,11 @@ class Source(CrdModel):
     exchange: Literal["binance", "kraken", "coinbase", "simulator"] = Field(
         description="Exchange to stream trades from; simulator generates them (offline)."
     )
-    symbols: list[Annotated[str, Field(pattern=SYMBOL, max_length=21)]] = Field(
+    symbols: list[Annotated[str, Field(pattern=SYMBOL, max_length=26)]] = Field(
         min_length=1,
         max_length=50,
-        description="Canonical BASE-QUOTE symbols, e.g. BTC-USDT.",
+        description="Canonical BASE-QUOTE symbols, e.g. BTC-USDT; on binance also perpetual "
+        "contracts, BASE-QUOTE-PERP (USD-M futures), e.g. BTC-USDT-PERP.",
     )
     rate: int | None = Field(
         default=None, ge=1, le=100_000, description="Simulator only: trades per second."

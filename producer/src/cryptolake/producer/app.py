@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptolake.common.s3 import trust_ca_file
 from cryptolake.common.trade import SIMULATOR
-from cryptolake.producer.exchanges import adapter_class
+from cryptolake.producer.exchanges import adapter_class, markets
 from cryptolake.producer.exchanges.base import ExchangeAdapter
 from cryptolake.producer.feed import Backoff, Feed, probe_reachable
 from cryptolake.producer.kafka_sink import KafkaSink, SinkError, ensure_topics
@@ -38,10 +38,13 @@ class StreamSummary:
 
 
 def live_adapters(settings: ProducerSettings) -> list[ExchangeAdapter]:
+    """One adapter per exchange and protocol: Binance's perpetual contracts on their own."""
     urls = settings.urls_by_exchange()
+    key = settings.binance_api_key.get_secret_value() if settings.binance_api_key else None
     return [
-        adapter_class(name)(symbols, url=urls.get(name))
+        cls(part, url=urls.get(cls.name), api_key=key if name == "binance" else None)
         for name, symbols in settings.symbols_by_exchange().items()
+        for cls, part in markets(name, symbols)
     ]
 
 
@@ -50,7 +53,9 @@ def simulator_adapter(settings: ProducerSettings, base_url: str) -> ExchangeAdap
     cls = adapter_class(settings.simulator_protocol)
     # The simulator serves each exchange's REST history beside its WebSocket, same path.
     rest_url = base_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    return cls(settings.simulator_symbols(), label=SIMULATOR, url=base_url, rest_url=rest_url)
+    key = settings.binance_api_key.get_secret_value() if settings.binance_api_key else None
+    return cls(settings.simulator_symbols(), label=SIMULATOR, url=base_url, rest_url=rest_url,
+               api_key=key)  # fmt: skip
 
 
 async def _reachable_live(settings: ProducerSettings) -> list[ExchangeAdapter]:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from cryptolake.common.dumps import DumpError
 from cryptolake.common.symbols import canonical_symbol
 from cryptolake.producer.app import install_stop_signals, run_stream
+from cryptolake.producer.exchanges import ADAPTERS
 from cryptolake.producer.kafka_sink import SinkError
 from cryptolake.producer.replay import run_replay
 from cryptolake.producer.settings import DEFAULT_SYMBOLS, ProducerSettings
@@ -28,6 +29,7 @@ examples:
   cryptolake-producer --source simulator --simulator-rate 500
   cryptolake-producer --exchanges binance --symbols BTC-USDT,ETH-USDT
   cryptolake-producer --symbols binance:BTC-USDT,coinbase:BTC-USD
+  cryptolake-producer --exchanges binance --symbols BTC-USDT,BTC-USDT-PERP   # spot + USD-M perp
   cryptolake-producer simulate --port 8765 --rate 1000
   cryptolake-producer replay BTCUSDT-trades-2024-01-01.zip --pace recorded --speed 60
 
@@ -99,12 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument(
         "--exchange-urls",
-        help="override live endpoints: binance=wss://host:port,kraken=wss://host/v2 (proxies)",
+        help="override live endpoints by protocol: binance=wss://host:port,"
+        "binance-futures=wss://host,kraken=wss://host/v2 (proxies)",
     )
     stream.add_argument(
         "--simulator-protocol",
-        choices=["binance", "kraken", "coinbase"],
-        help="wire format of the built-in simulator (default coinbase)",
+        choices=list(ADAPTERS),
+        help="wire format of the built-in simulator (default coinbase; binance-futures: "
+        "perpetual contracts, BASE-QUOTE-PERP)",
     )
     stream.add_argument("--simulator-rate", type=float, help="simulated trades/s (default 50)")
     stream.add_argument("--simulator-seed", type=int, help="simulator seed (default 42)")
@@ -119,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="run the market simulator (a WebSocket server speaking the exchanges' "
         "wire formats; data it feeds is labelled simulator)",
-        description="Serve synthetic trades on ws://127.0.0.1:PORT/{binance,kraken,coinbase}.",
+        description="Serve synthetic trades on "
+        "ws://127.0.0.1:PORT/{binance,binance-futures,kraken,coinbase}.",
     )
     simulate.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any)")
     simulate.add_argument("--host", default="127.0.0.1")

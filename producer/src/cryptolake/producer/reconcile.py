@@ -333,7 +333,7 @@ class Reconciler:
             page_end = min(end, page_start + adapter.kline_limit * MINUTE_US)
             request = adapter.kline_request(market.symbol, page_start, page_end)
             assert request is not None  # markets are only those whose exchange has klines
-            body = await market.rest.get(client, request.url, request.params)
+            body = await market.rest.get(client, request)
             for kline in adapter.parse_klines(market.symbol, body):
                 if page_start <= kline.minute_us < page_end:
                     klines[kline.minute_us] = kline

@@ -27,7 +27,7 @@ from tenacity import (
 )
 
 from cryptolake.common.timeutil import now_us
-from cryptolake.producer.exchanges.base import ExchangeAdapter
+from cryptolake.producer.exchanges.base import ExchangeAdapter, HistoryRequest
 from cryptolake.producer.gaps import Gap, GapTracker
 from cryptolake.producer.kafka_sink import KafkaSink
 from cryptolake.producer.metrics import ProducerMetrics
@@ -144,7 +144,7 @@ class Recovery:
                 request = self.adapter.history_request(symbol, span, cursor)
                 if request is None:
                     raise Unrecoverable(f"{self.adapter.name} has no REST trade history")
-                body = await self.rest.get(client, request.url, request.params)
+                body = await self.rest.get(client, request)
                 page = self.adapter.parse_history(symbol, body, now_us())
                 for letter in page.parsed.dead_letters:
                     self._dlq.labels(**self._labels, reason=str(letter.reason)).inc()
@@ -207,7 +207,7 @@ class PacedRest:
         self.name = name
         self._next_request_at = 0.0
 
-    async def get(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> bytes:
+    async def get(self, client: httpx.AsyncClient, request: HistoryRequest) -> bytes:
         """One GET at the exchange's pace, retried as the exchange asks; raises
         :class:`RestFailed` when no attempt gave a 200."""
         settings = self.settings
@@ -231,7 +231,9 @@ class PacedRest:
             async for attempt in retrying:
                 with attempt:
                     await self._pace()
-                    response = await client.get(url, params=params)
+                    response = await client.get(
+                        request.url, params=request.params, headers=request.headers
+                    )
                     if response.status_code in RETRY_STATUSES or (
                         response.status_code == 200 and self.adapter.history_busy(response.content)
                     ):

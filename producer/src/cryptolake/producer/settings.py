@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from cryptolake.common.settings import KafkaTopicsSettings, LakeSettings
-from cryptolake.common.symbols import canonical_symbol
+from cryptolake.common.symbols import canonical_symbol, perpetual, spot
 from cryptolake.common.trade import LIVE_EXCHANGES
+from cryptolake.producer.exchanges import ADAPTERS, markets
 
 Source = Literal["auto", "live", "simulator"]
 
@@ -27,9 +28,11 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
     source: Source = "auto"
     # A comma list in the environment (NoDecode: not JSON).
     exchanges: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(LIVE_EXCHANGES))
-    # "BTC-USDT,ETH-USDT" for every exchange, or "binance:BTC-USDT,coinbase:BTC-USD" per exchange.
+    # "BTC-USDT,ETH-USDT" for every exchange, or "binance:BTC-USDT,coinbase:BTC-USD" per exchange;
+    # "binance:BTC-USDT-PERP" is Binance's USD-M perpetual contract (its futures stream).
     symbols: str = ""
-    # Override live endpoints, e.g. "binance=wss://stream.binance.us:9443" (proxies, mirrors).
+    # Override live endpoints by protocol, e.g. "binance=wss://stream.binance.us:9443" or
+    # "binance-futures=wss://fstream.binance.com" (proxies, mirrors).
     exchange_urls: str = ""
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     topic_partitions: int = Field(default=3, ge=1)
@@ -40,7 +43,8 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
     # How long `auto` waits for a live exchange before falling back to the simulator.
     live_timeout_s: float = Field(default=5.0, gt=0)
     # The simulator the producer starts itself in simulator mode (or `auto` fallback).
-    simulator_protocol: Literal["binance", "kraken", "coinbase"] = "coinbase"
+    # binance-futures: the simulator's perpetual contracts (each symbol as BASE-QUOTE-PERP).
+    simulator_protocol: Literal["binance", "binance-futures", "kraken", "coinbase"] = "coinbase"
     simulator_rate: float = Field(default=50.0, gt=0)
     simulator_seed: int = 42
     # Connect to an already running simulator at this base URL instead of starting one.
@@ -56,6 +60,9 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
     # A minute is checked once it ended this long ago (Gold's lateness, 2 min, plus margin).
     reconcile_delay_s: float = Field(default=180.0, ge=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    # Binance API key (no secret: nothing is signed): the futures history by trade id needs
+    # one; without it a futures gap closes only within the newest 1,000 trades.
+    binance_api_key: SecretStr | None = None
     flush_timeout_s: float = Field(default=30.0, gt=0)
     status_interval_s: float = Field(default=10.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -92,10 +99,10 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
             if not item:
                 continue
             name, sep, url = item.partition("=")
-            if not sep or name not in LIVE_EXCHANGES or "://" not in url:
+            if not sep or name not in ADAPTERS or "://" not in url:
                 raise ValueError(
                     f"exchange URL {item!r}: write exchange=ws(s)://host[:port][/path] with "
-                    f"exchange one of {', '.join(LIVE_EXCHANGES)}"
+                    f"exchange one of {', '.join(ADAPTERS)}"
                 )
             urls[name] = url
         return urls
@@ -117,13 +124,18 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
                 chosen.setdefault(exchange, []).append(canonical_symbol(symbol))
             else:
                 shared.append(canonical_symbol(symbol))
-        return {
+        by_exchange = {
             name: chosen.get(name) or shared or DEFAULT_SYMBOLS[name] for name in self.exchanges
         }
+        for name, symbols in by_exchange.items():
+            markets(name, symbols)  # a contract of an exchange without futures: ValueError
+        return by_exchange
 
     def simulator_symbols(self) -> list[str]:
-        """The simulator's market: every chosen symbol, once."""
+        """The simulator's market: every chosen symbol, once, as the protocol names it: their
+        perpetual contracts with binance-futures, their spot markets with the others."""
+        named = perpetual if self.simulator_protocol == "binance-futures" else spot
         seen: dict[str, None] = {}
         for symbols in self.symbols_by_exchange().values():
-            seen.update(dict.fromkeys(symbols))
+            seen.update(dict.fromkeys(named(symbol) for symbol in symbols))
         return list(seen)

@@ -44,10 +44,12 @@ class ParsedFrame:
 
 @dataclass(frozen=True, slots=True)
 class HistoryRequest:
-    """One REST call for a page of a market's trade history (a GET with these params)."""
+    """One REST call for a page of a market's trade history (a GET with these params and
+    headers: an API key where the exchange asks for one)."""
 
     url: str
     params: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -62,9 +64,13 @@ class HistoryPage:
 class ExchangeAdapter(ABC):
     """One exchange's wire protocol. ``label`` is the ``exchange`` field written to the data:
     the adapter's name for live data, ``simulator`` when it talks to the market simulator.
-    ``rest_url`` is the base of its REST API (trade history), the exchange's own by default."""
+    ``rest_url`` is the base of its REST API (trade history), the exchange's own by default;
+    ``api_key`` a key for the REST calls that need one (sent only to ``rest_url``)."""
 
     name: ClassVar[str]
+    # The exchange its live data is labelled with, where it is not ``name`` (a protocol of an
+    # exchange that has several: binance-futures is Binance's).
+    exchange: ClassVar[str | None] = None
     default_url: ClassVar[str]
     default_rest_url: ClassVar[str | None] = None
     # Seconds without any frame after which the connection is presumed dead.
@@ -86,13 +92,15 @@ class ExchangeAdapter(ABC):
         label: str | None = None,
         url: str | None = None,
         rest_url: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         if not symbols:
             raise ValueError(f"{self.name}: give at least one symbol")
         self.symbols = list(symbols)  # canonical BASE-QUOTE
-        self.label = label or self.name
+        self.label = label or self.exchange or self.name
         self.base_url = url or self.default_url
         self.rest_url = rest_url or self.default_rest_url
+        self.api_key = api_key
 
     @abstractmethod
     def connect_url(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, ClassVar, Final
 
-from cryptolake.common.symbols import split_concatenated
+from cryptolake.common.symbols import PERP_SUFFIX, split_concatenated
 from cryptolake.common.trade import RejectReason, Trade, TradeRejected, make_trade
 from cryptolake.producer.exchanges.base import (
     ExchangeAdapter,
@@ -36,8 +36,9 @@ _HISTORY_FIELDS: Final = (("t", "id"), ("p", "price"), ("q", "qty"), ("T", "time
 
 
 def native_stream_symbol(symbol: str) -> str:
-    """``BTC-USDT`` → ``btcusdt``, the spelling Binance stream names use."""
-    return symbol.replace("-", "").lower()
+    """``BTC-USDT`` (or the contract ``BTC-USDT-PERP``) → ``btcusdt``, the spelling Binance
+    stream names use."""
+    return symbol.removesuffix(PERP_SUFFIX).replace("-", "").lower()
 
 
 @lru_cache(maxsize=4096)
@@ -57,7 +58,9 @@ def _wrong_type(payload: dict[str, Any]) -> str:
     return "no field has the wrong type"
 
 
-def parse_binance_trade(payload: dict[str, Any], *, exchange: str, recv_time_us: int) -> Trade:
+def parse_binance_trade(
+    payload: dict[str, Any], *, exchange: str, recv_time_us: int, suffix: str = ""
+) -> Trade:
     """Normalize one trade payload; raises :class:`TradeRejected`.
 
     A raw frame from the Trade Streams docs, as a combined stream delivers it::
@@ -67,7 +70,8 @@ def parse_binance_trade(payload: dict[str, Any], *, exchange: str, recv_time_us:
                   "q": "100", "T": 1672515782136, "m": true, "M": true}}
 
     ``T`` is the trade time in ms. ``m`` says the buyer was the maker (the resting order), so
-    the taker, whose side we record, sold.
+    the taker, whose side we record, sold. ``suffix`` ends the canonical symbol (``-PERP``
+    for the futures market, whose pairs are spelt like spot's).
     """
     try:
         pair, trade_id, price, qty = payload["s"], payload["t"], payload["p"], payload["q"]
@@ -90,7 +94,7 @@ def parse_binance_trade(payload: dict[str, Any], *, exchange: str, recv_time_us:
         )
     return make_trade(
         exchange=exchange,
-        symbol=symbol,
+        symbol=symbol + suffix,
         trade_id=trade_id,
         price=price,
         qty=qty,
@@ -112,6 +116,10 @@ class BinanceAdapter(ExchangeAdapter):
     # most; 2/s leaves half for anything else.
     history_interval_s: ClassVar[float] = 0.5
     kline_limit: ClassVar[int] = 1000
+    # Paths of the same API on the spot and the futures host, and how symbols end there.
+    history_path: ClassVar[str] = "/api/v3/historicalTrades"
+    klines_path: ClassVar[str] = "/api/v3/klines"
+    symbol_suffix: ClassVar[str] = ""
     # Binance sends no heartbeat frames and a quiet symbol can go a minute without a trade;
     # websockets' own pings still catch a dead link sooner.
     idle_timeout_s: ClassVar[float] = 120.0
@@ -138,7 +146,10 @@ class BinanceAdapter(ExchangeAdapter):
         event = payload.get("e")
         if event == "trade":
             try:
-                trade = parse_binance_trade(payload, exchange=self.label, recv_time_us=recv_time_us)
+                trade = parse_binance_trade(
+                    payload, exchange=self.label, recv_time_us=recv_time_us,
+                    suffix=self.symbol_suffix,
+                )  # fmt: skip
             except TradeRejected as exc:
                 return self.reject(exc.reason, exc.detail, frame, recv_time_us)
             return ParsedFrame(FrameKind.TRADES, trades=[trade])
@@ -161,7 +172,7 @@ class BinanceAdapter(ExchangeAdapter):
         limit = max(1, min(gap.last_id - from_id + 1, self.history_limit))
         params = {"symbol": native_stream_symbol(symbol).upper(), "fromId": str(from_id),
                   "limit": str(limit)}  # fmt: skip
-        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}/api/v3/historicalTrades", params)
+        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}{self.history_path}", params)
 
     def parse_history(self, symbol: str, body: bytes, recv_time_us: int) -> HistoryPage:
         """A JSON list of trades as the docs show them (``isBuyerMaker``: the taker sold)::
@@ -179,7 +190,8 @@ class BinanceAdapter(ExchangeAdapter):
                 raise TradeRejected(RejectReason.BAD_TYPE, "a trade is a JSON object")
             payload = {"s": pair, **{short: element[long] for short, long in _HISTORY_FIELDS
                                      if long in element}}  # fmt: skip
-            return parse_binance_trade(payload, exchange=self.label, recv_time_us=recv_time_us)
+            return parse_binance_trade(payload, exchange=self.label, recv_time_us=recv_time_us,
+                                       suffix=self.symbol_suffix)  # fmt: skip
 
         parsed = self.history_list(body, recv_time_us, read)
         ids = [int(trade.trade_id) for trade in parsed.trades]
@@ -191,7 +203,7 @@ class BinanceAdapter(ExchangeAdapter):
         params = {"symbol": native_stream_symbol(symbol).upper(), "interval": "1m",
                   "startTime": str(start_us // 1000), "endTime": str(end_us // 1000 - 1),
                   "limit": str(self.kline_limit)}  # fmt: skip
-        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}/api/v3/klines", params)
+        return HistoryRequest(f"{str(self.rest_url).rstrip('/')}{self.klines_path}", params)
 
     def parse_klines(self, symbol: str, body: bytes) -> list[Kline]:
         """A JSON list of klines as the docs show them: open time (ms), open, high, low,

@@ -1,10 +1,12 @@
-"""The market simulator's I/O shell: one local WebSocket server that speaks three exchanges.
+"""The market simulator's I/O shell: one local WebSocket server that speaks the exchanges.
 
 Paths on one port (the adapters take ``ws://HOST:PORT/<exchange>`` as their base URL):
 
 - ``/binance/stream?streams=btcusdt@trade/ethusdt@trade`` — Binance's combined-stream URL form;
   ``/binance/ws`` and ``/binance/ws/<stream>`` send bare payloads. Both accept SUBSCRIBE,
   UNSUBSCRIBE and LIST_SUBSCRIPTIONS.
+- ``/binance-futures/...`` — the same for Binance USD-M futures: each symbol's perpetual
+  contract (``BTC-USDT-PERP``), streamed as ``btcusdt@trade``, with the order type ``X``.
 - ``/kraken`` — Kraken WS v2: a status frame on connect, ``subscribe``/``unsubscribe``/``ping``.
 - ``/coinbase`` — Coinbase Advanced Trade: ``subscribe`` to ``market_trades`` and
   ``heartbeats``.
@@ -15,6 +17,8 @@ SYNTHETIC; the logs say so, and the producer labels such data ``simulator``.
 
 The same paths answer REST requests for each market's trade history, as the exchanges do:
 ``/binance/api/v3/historicalTrades?symbol=BTCUSDT&fromId=…``,
+``/binance-futures/fapi/v1/historicalTrades`` (401 without ``X-MBX-APIKEY``, as Binance) and
+``/fapi/v1/trades`` (the newest),
 ``/kraken/0/public/Trades?pair=XBTUSDT&since=<ns>`` and
 ``/coinbase/products/BTC-USDT/trades?after=<id>``. The history holds every trade the market
 made (the last ``history_per_symbol`` of each symbol), sent or not.
@@ -52,15 +56,15 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from cryptolake.common.symbols import canonical_symbol, split_concatenated
+from cryptolake.common.symbols import canonical_symbol, perpetual, split_concatenated, spot
 from cryptolake.common.timeutil import now_us, rfc3339_to_us
 from cryptolake.producer.simulator import wire
 from cryptolake.producer.simulator.market import Market, SimTrade
 
 log = logging.getLogger("cryptolake.producer.simulator")
 
-ExchangeName = Literal["binance", "kraken", "coinbase"]
-EXCHANGES: Final[tuple[ExchangeName, ...]] = ("binance", "kraken", "coinbase")
+ExchangeName = Literal["binance", "binance-futures", "kraken", "coinbase"]
+EXCHANGES: Final[tuple[ExchangeName, ...]] = ("binance", "binance-futures", "kraken", "coinbase")
 
 # Flood mode draws this many trades per step: enough for full 50-trade frames per symbol.
 FLOOD_BATCH: Final = 512
@@ -377,7 +381,7 @@ class _Session(ABC):
         """Group one symbol's trades per frame (order kept within a symbol), capped in size."""
         if not items:
             return
-        if self.fmt == "binance":
+        if self.fmt in wire.BINANCE_FORMATS:
             for item in items:
                 yield self.encode_frame([item]), [item]
             return
@@ -456,8 +460,8 @@ class _BinanceSession(_Session):
     def _add_streams(self, streams: list[str]) -> None:
         symbols: set[str] = set()
         for stream in streams:
-            symbol = wire.symbol_from_binance_stream(stream)
-            if symbol is None or symbol not in self.sim.config.symbols:
+            symbol = self._symbol(stream)
+            if symbol is None or symbol not in self.sim.feeds[self.fmt].market.symbols:
                 log.warning("binance connection %d: no simulated stream %r", self.index, stream)
                 continue
             if stream not in self.streams:
@@ -467,8 +471,11 @@ class _BinanceSession(_Session):
 
     def _remove_streams(self, streams: list[str]) -> None:
         self.streams = [stream for stream in self.streams if stream not in streams]
-        gone = {wire.symbol_from_binance_stream(stream) for stream in streams}
+        gone = {self._symbol(stream) for stream in streams}
         self.unsubscribe({symbol for symbol in gone if symbol is not None})
+
+    def _symbol(self, stream: str) -> str | None:
+        return wire.symbol_from_binance_stream(stream)
 
     async def on_message(self, message: str | bytes) -> None:
         try:
@@ -495,6 +502,16 @@ class _BinanceSession(_Session):
 
     def encode_frame(self, items: list[tuple[SimTrade, bool]]) -> bytes:
         return wire.encode_binance_trade(items[0][0], combined=self.combined)
+
+
+class _BinanceFuturesSession(_BinanceSession):
+    """The USD-M futures host: the same stream names (``btcusdt@trade``) for the contracts."""
+
+    fmt = "binance-futures"
+
+    def _symbol(self, stream: str) -> str | None:
+        symbol = wire.symbol_from_binance_stream(stream)
+        return None if symbol is None else perpetual(symbol)
 
 
 class _KrakenSession(_Session):
@@ -576,7 +593,7 @@ class _KrakenSession(_Session):
             return
         for pair in pairs:
             symbol = wire.symbol_from_kraken(pair) if isinstance(pair, str) else None
-            if symbol is None or symbol not in self.sim.config.symbols:
+            if symbol is None or symbol not in self.sim.feeds[self.fmt].market.symbols:
                 log.warning("kraken connection %d: no simulated pair %r", self.index, pair)
                 error = partial(
                     wire.encode_kraken_error,
@@ -687,7 +704,7 @@ class _CoinbaseSession(_Session):
         symbols: dict[str, str] = {}
         for product in products:
             symbol = wire.symbol_from_coinbase(product) if isinstance(product, str) else None
-            if symbol is None or symbol not in self.sim.config.symbols:
+            if symbol is None or symbol not in self.sim.feeds[self.fmt].market.symbols:
                 log.warning("coinbase connection %d: no simulated product %r", self.index, product)
                 error = f"Failure to subscribe: unknown product {product}"
                 await self.queue(partial(wire.encode_coinbase_error, error))
@@ -713,6 +730,13 @@ class _CoinbaseSession(_Session):
         return wire.encode_coinbase_heartbeat(
             self._beats, sequence_num=self.sequence_num(), now_us=now_us()
         )
+
+
+def market_symbols(fmt: ExchangeName, symbols: list[str]) -> list[str]:
+    """The markets one format's feed simulates: the perpetual contracts of the symbols on the
+    futures host, their spot markets elsewhere."""
+    named = perpetual if fmt == "binance-futures" else spot
+    return list(dict.fromkeys(named(symbol) for symbol in symbols))
 
 
 class _Feed:
@@ -831,7 +855,8 @@ class SimulatorServer:
         if config.ground_truth_path is not None:
             self._truth = _GroundTruth(config.ground_truth_path)
         for fmt in EXCHANGES:
-            market = Market(config.symbols, market_seed(config.seed, fmt), config.rate_per_s)
+            market = Market(market_symbols(fmt, config.symbols), market_seed(config.seed, fmt),
+                            config.rate_per_s)  # fmt: skip
             self.feeds[fmt] = _Feed(self, fmt, market)
         self._server = await serve(
             self._handle,
@@ -939,9 +964,18 @@ class SimulatorServer:
             return _json_response(429, b'{"message":"too many requests (simulated)"}',
                                   retry_after="1")  # fmt: skip
         if split.path == "/binance/api/v3/historicalTrades":
-            return self._binance_history(query)
+            return self._binance_history("binance", query)
         if split.path == "/binance/api/v3/klines":
-            return self._binance_klines(query)
+            return self._binance_klines("binance", query)
+        if split.path == "/binance-futures/fapi/v1/historicalTrades":
+            if not request.headers.get("X-MBX-APIKEY"):  # MARKET_DATA: a key, no signature
+                return _json_response(401, wire.encode_binance_rest_error(
+                    -2014, "API-key format invalid."))  # fmt: skip
+            return self._binance_history("binance-futures", query)
+        if split.path == "/binance-futures/fapi/v1/trades":
+            return self._binance_history("binance-futures", {**query, "fromId": ""})
+        if split.path == "/binance-futures/fapi/v1/klines":
+            return self._binance_klines("binance-futures", query)
         if split.path == "/kraken/0/public/Trades":
             return self._kraken_history(query)
         if split.path == "/kraken/0/public/OHLC":
@@ -952,29 +986,33 @@ class SimulatorServer:
             return self._coinbase_candles(parts[2], query)
         return _json_response(404, wire.encode_binance_rest_error(
             -1, f"no such endpoint {split.path[:80]!r}; the simulator serves "
-            "/binance/api/v3/historicalTrades and /klines, /kraken/0/public/Trades and /OHLC, "
+            "/binance/api/v3/historicalTrades and /klines, /binance-futures/fapi/v1/"
+            "historicalTrades, /trades and /klines, /kraken/0/public/Trades and /OHLC, "
             "/coinbase/products/<id>/trades and /candles"))  # fmt: skip
 
-    def _binance_symbol(self, pair: str) -> str | None:
-        """``BTCUSDT`` → ``BTC-USDT`` when the simulator trades it."""
+    def _binance_symbol(self, pair: str, fmt: ExchangeName = "binance") -> str | None:
+        """``BTCUSDT`` → ``BTC-USDT`` (``BTC-USDT-PERP`` on the futures host) when the simulator
+        trades it."""
         symbol = split_concatenated(pair) if pair.isascii() and pair.isalnum() else None
-        return symbol if symbol in self.config.symbols else None
+        if symbol is not None and fmt == "binance-futures":
+            symbol = perpetual(symbol)
+        return symbol if symbol in self.feeds[fmt].market.symbols else None
 
     def _kraken_symbol(self, pair: str) -> str | None:
         """``XBTUSD`` (REST names spell bitcoin XBT) → ``BTC-USD`` when the simulator trades it."""
-        return self._binance_symbol("BTC" + pair[3:] if pair.startswith("XBT") else pair)
+        return self._binance_symbol("BTC" + pair[3:] if pair.startswith("XBT") else pair, "kraken")
 
-    def _binance_history(self, query: dict[str, str]) -> Response:
-        symbol = self._binance_symbol(query.get("symbol", ""))
+    def _binance_history(self, fmt: ExchangeName, query: dict[str, str]) -> Response:
+        symbol = self._binance_symbol(query.get("symbol", ""), fmt)
         if symbol is None:
             return _json_response(400, wire.encode_binance_rest_error(-1121, "Invalid symbol."))
         try:
             limit = min(int(query.get("limit", "500")), 1000)
-            from_id = int(query["fromId"]) if "fromId" in query else None
+            from_id = int(query["fromId"]) if query.get("fromId") else None
         except ValueError:
             return _json_response(400, wire.encode_binance_rest_error(
                 -1100, "Illegal characters found in a parameter."))  # fmt: skip
-        feed = self.feeds["binance"]
+        feed = self.feeds[fmt]
         if from_id is None:  # the most recent trades
             kept = feed.history.get(symbol, [])
             return _json_response(200, wire.encode_binance_history(kept[-limit:]))
@@ -998,7 +1036,7 @@ class SimulatorServer:
         return _json_response(200, wire.encode_kraken_history(pair, trades, last))
 
     def _coinbase_history(self, product: str, query: dict[str, str]) -> Response:
-        if product not in self.config.symbols:
+        if product not in self.feeds["coinbase"].market.symbols:
             return _json_response(404, b'{"message":"NotFound"}')
         try:
             after = int(query["after"]) if "after" in query else None
@@ -1014,8 +1052,8 @@ class SimulatorServer:
             response.headers["CB-BEFORE"] = str(trades[0].trade_id)
         return response
 
-    def _binance_klines(self, query: dict[str, str]) -> Response:
-        symbol = self._binance_symbol(query.get("symbol", ""))
+    def _binance_klines(self, fmt: ExchangeName, query: dict[str, str]) -> Response:
+        symbol = self._binance_symbol(query.get("symbol", ""), fmt)
         if symbol is None:
             return _json_response(400, wire.encode_binance_rest_error(-1121, "Invalid symbol."))
         if query.get("interval") != "1m":
@@ -1028,7 +1066,7 @@ class SimulatorServer:
         except ValueError:
             return _json_response(400, wire.encode_binance_rest_error(
                 -1100, "Illegal characters found in a parameter."))  # fmt: skip
-        bars = wire.minute_bars(self.feeds["binance"].history.get(symbol, []), start, end)
+        bars = wire.minute_bars(self.feeds[fmt].history.get(symbol, []), start, end)
         return _json_response(200, wire.encode_binance_klines(bars[:limit]))
 
     def _kraken_ohlc(self, query: dict[str, str]) -> Response:
@@ -1046,7 +1084,7 @@ class SimulatorServer:
         return _json_response(200, wire.encode_kraken_ohlc(pair, bars))
 
     def _coinbase_candles(self, product: str, query: dict[str, str]) -> Response:
-        if product not in self.config.symbols:
+        if product not in self.feeds["coinbase"].market.symbols:
             return _json_response(404, b'{"message":"NotFound"}')
         try:
             start = rfc3339_to_us(query["start"]) if "start" in query else 0
@@ -1068,14 +1106,15 @@ class SimulatorServer:
             return _KrakenSession(self, ws, index)
         if parts == ["coinbase"]:
             return _CoinbaseSession(self, ws, index)
-        if parts[:1] == ["binance"] and len(parts) >= 2:
+        if parts[:1] in (["binance"], ["binance-futures"]) and len(parts) >= 2:
+            session = _BinanceSession if parts[0] == "binance" else _BinanceFuturesSession
             if parts[1:] == ["stream"]:
                 query = parse_qs(split.query).get("streams", [])
                 streams = [s for value in query for s in value.split("/") if s]
-                return _BinanceSession(self, ws, index, combined=True, streams=streams)
+                return session(self, ws, index, combined=True, streams=streams)
             if parts[1] == "ws" and len(parts) <= 3:
                 streams = [parts[2]] if len(parts) == 3 else []
-                return _BinanceSession(self, ws, index, combined=False, streams=streams)
+                return session(self, ws, index, combined=False, streams=streams)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:

@@ -24,14 +24,17 @@ from typing import Any, Final
 
 import orjson
 
-from cryptolake.common.symbols import canonical_symbol, split_concatenated
+from cryptolake.common.symbols import canonical_symbol, is_perpetual, split_concatenated, spot
 from cryptolake.common.trade import RejectReason
 from cryptolake.producer.simulator.market import SimTrade
 
 BINANCE: Final = "binance"
+# Binance USD-M futures: Binance's wire with the order type, contracts named BASE-QUOTE-PERP.
+BINANCE_FUTURES: Final = "binance-futures"
 KRAKEN: Final = "kraken"
 COINBASE: Final = "coinbase"
-FORMATS: Final = (BINANCE, KRAKEN, COINBASE)
+FORMATS: Final = (BINANCE, BINANCE_FUTURES, KRAKEN, COINBASE)
+BINANCE_FORMATS: Final = (BINANCE, BINANCE_FUTURES)
 
 KRAKEN_API_VERSION: Final = "2.0.9"
 
@@ -44,8 +47,8 @@ FUTURE_US: Final = 4_102_444_800_000_000
 
 
 def binance_symbol(symbol: str) -> str:
-    """``BTC-USDT`` → ``BTCUSDT``."""
-    return symbol.replace("-", "")
+    """``BTC-USDT`` (or the contract ``BTC-USDT-PERP``) → ``BTCUSDT``."""
+    return spot(symbol).replace("-", "")
 
 
 def binance_stream(symbol: str) -> str:
@@ -152,7 +155,7 @@ class WireTruth:
 
 
 def wire_truth(fmt: str, trade: SimTrade) -> WireTruth:
-    if fmt == BINANCE:
+    if fmt in BINANCE_FORMATS:
         # Binance carries ms: the µs below the ms are not on the wire.
         return WireTruth(
             pad_decimal(trade.price),
@@ -170,8 +173,15 @@ def wire_truth(fmt: str, trade: SimTrade) -> WireTruth:
 
 
 def binance_trade_payload(trade: SimTrade) -> dict[str, Any]:
-    """The ``<symbol>@trade`` event (since 2023 without the buyer/seller order ids)."""
+    """The ``<symbol>@trade`` event (since 2023 without the buyer/seller order ids); a futures
+    contract's carries the order type ``X`` instead of ``M``."""
     trade_ms = trade.event_time_us // 1000
+    if is_perpetual(trade.symbol):
+        return {
+            "e": "trade", "E": trade_ms, "T": trade_ms, "s": binance_symbol(trade.symbol),
+            "t": trade.trade_id, "p": pad_decimal(trade.price), "q": pad_decimal(trade.qty),
+            "X": "MARKET", "m": trade.side == "sell",
+        }  # fmt: skip
     return {
         "e": "trade",
         "E": trade_ms,
@@ -419,7 +429,7 @@ COINBASE_SHUTDOWN: Final = b'{"type":"error","message":"server shutting down"}'
 
 def encode_shutdown_notice(fmt: str, *, now_us: int, connection_id: int = 0) -> bytes:
     """What each exchange sends before it goes away, so a client reconnects at once."""
-    if fmt == BINANCE:
+    if fmt in BINANCE_FORMATS:
         return encode_binance_shutdown(now_us)
     if fmt == KRAKEN:
         return encode_kraken_status(connection_id, system="maintenance")
@@ -488,7 +498,7 @@ def _bad_frame(fmt: str, kind: MalformedKind, trade: SimTrade, sequence_num: int
         price = _zero(price)
     qty = _zero(trade.qty) if kind is MalformedKind.ZERO_QTY else trade.qty
 
-    if fmt == BINANCE:
+    if fmt in BINANCE_FORMATS:
         data = binance_trade_payload(trade)
         data["E"] = sent_us // 1000
         data["p"], data["q"] = pad_decimal(price), pad_decimal(qty)
@@ -532,7 +542,7 @@ def malformed_frame(
 
 
 def _good_frame(fmt: str, trade: SimTrade, sequence_num: int) -> bytes:
-    if fmt == BINANCE:
+    if fmt in BINANCE_FORMATS:
         return encode_binance_trade(trade)
     if fmt == KRAKEN:
         return encode_kraken_trades([trade])

@@ -28,15 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
 from benchlib import build_parser, scratch_dir
-from deltalake import write_deltalake
 
-from cryptolake.common.candles import MINUTE_US, reference_bars
+from cryptolake.api.sample import append_bars
+from cryptolake.common.candles import MINUTE_US
 from cryptolake.common.settings import LakeSettings
 from cryptolake.common.tables import GOLD_CANDLES_1M
 from cryptolake.producer.exchanges import adapter_class
-from cryptolake.producer.klines import KLINE_FIELDS, CheckStatus
+from cryptolake.producer.klines import CheckStatus
 from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.reconcile import (
     KlineSource,
@@ -54,17 +53,6 @@ from cryptolake.stack.kafka import free_port
 
 DAY_MINUTES = 1440
 LABEL = "simulator"
-_PRICE, _QTY = pa.decimal128(19, 10), pa.decimal128(38, 8)
-_QUOTE, _TIME = pa.decimal128(38, 18), pa.timestamp("us", tz="UTC")
-GOLD_SCHEMA = pa.schema(
-    [
-        ("exchange", pa.string()), ("symbol", pa.string()), ("minute", _TIME),
-        ("trade_date", pa.date32()), ("open", _PRICE), ("high", _PRICE), ("low", _PRICE),
-        ("close", _PRICE), ("volume", _QTY), ("quote_volume", _QUOTE), ("trades", pa.int64()),
-        ("buy_volume", _QTY), ("min_trade_id", pa.int64()), ("max_trade_id", pa.int64()),
-        ("complete", pa.bool_()),
-    ]
-)  # fmt: skip
 
 
 def day_of_trades(symbol: str, day_start_us: int, per_minute: int, seed: int) -> list[SimTrade]:
@@ -83,24 +71,12 @@ def day_of_trades(symbol: str, day_start_us: int, per_minute: int, seed: int) ->
 
 
 def gold_rows(trades: list[SimTrade]) -> list[dict]:
-    """Gold's candles of these trades as the jobs make them: the Decimal oracle's bars of the
-    trades as Binance's wire carries them."""
-    wire_trades = []
-    for trade in trades:
-        truth = wire.wire_truth("binance", trade)
-        wire_trades.append({"symbol": trade.symbol, "trade_id": str(trade.trade_id),
-                            "price": truth.price, "qty": truth.qty, "side": trade.side,
-                            "event_time": truth.event_time_us})  # fmt: skip
-    ids: dict[tuple[str, int], list[int]] = {}
-    for trade in trades:
-        ids.setdefault((trade.symbol, trade.event_time_us // MINUTE_US), []).append(trade.trade_id)
+    """Gold's candles of these trades as a correct pipeline makes them (complete bars)."""
     rows = []
-    for (symbol, minute), bar in reference_bars(wire_trades).items():
+    for (symbol, minute), bar in wire.gold_candles("binance", trades).items():
         moment = datetime.fromtimestamp(minute * 60, UTC)
-        rows.append({"exchange": LABEL, "symbol": symbol, "minute": moment,
-                     "trade_date": moment.date(), **{f: bar[f] for f in KLINE_FIELDS},
-                     "min_trade_id": min(ids[(symbol, minute)]),
-                     "max_trade_id": max(ids[(symbol, minute)]), "complete": True})  # fmt: skip
+        rows.append({**bar, "exchange": LABEL, "symbol": symbol, "minute": moment,
+                     "trade_date": moment.date(), "complete": True})  # fmt: skip
     return rows
 
 
@@ -169,9 +145,7 @@ def main() -> None:
                    for n, s in enumerate(symbols)}  # fmt: skip
         lake = LakeSettings(table_root=str(root / "lake"))
         gold = [row for trades in history.values() for row in gold_rows(trades)]
-        write_deltalake(lake.table_uri(GOLD_CANDLES_1M),
-                        pa.Table.from_pylist(gold, schema=GOLD_SCHEMA),
-                        partition_by=["trade_date"])  # fmt: skip
+        append_bars(lake.table_uri(GOLD_CANDLES_1M), gold)
         port, ready = free_port(), multiprocessing.Event()
         server = multiprocessing.Process(target=serve_klines, args=(port, history, ready),
                                          daemon=True)  # fmt: skip

@@ -11,23 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
+from cryptolake.api.sample import append_bars
 from cryptolake.common.candles import reference_bars
-from cryptolake.common.tables import GOLD_KLINE_CHECKS
+from cryptolake.common.settings import LakeSettings
+from cryptolake.common.tables import GOLD_CANDLES_1M, GOLD_KLINE_CHECKS
+from cryptolake.common.timeutil import now_us
 from cryptolake.jobs import tables
 from cryptolake.jobs.cli import start_streams
 from cryptolake.jobs.settings import JobSettings
 from cryptolake.producer.app import run_until
+from cryptolake.producer.exchanges import adapter_class
+from cryptolake.producer.gaps import GapTracker
 from cryptolake.producer.kafka_sink import ensure_topics
-from cryptolake.producer.klines import MINUTE_US, CheckStatus
+from cryptolake.producer.klines import KLINE_FIELDS, MINUTE_US, CheckStatus
+from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.reconcile import KlineSource, Reconciler
+from cryptolake.producer.recovery import PacedRest, RecoverySettings
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator import wire
+from cryptolake.producer.simulator.market import Market
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
 
 pytestmark = pytest.mark.integration
@@ -181,3 +190,71 @@ def assert_short_minutes_asked_again(
                and (symbol, t.trade_id) not in held}  # fmt: skip
     assert lacking and lacking <= asked_ids and not asked_ids & held
     assert len(asked_ids) <= 2 * len(lacking) and reconciler.refetched == len(asked_ids)
+
+
+def test_the_checks_match_a_true_gold_and_name_exactly_the_bars_spoiled_on_purpose(
+    tmp_path,
+) -> None:
+    """Gold equal to the market (the oracle's candles of the simulator's trades): every
+    minute matches. Then one bar's trade count is changed and another bar deleted: that
+    minute alone is a mismatch naming `trades` (its ids are all there: nothing is asked
+    again), the other is missing in Gold, and exactly its trades are asked of the history."""
+    started = now_us()
+    minute0 = started - started % MINUTE_US - 8 * MINUTE_US
+    market = Market(SYMBOLS, 5, 15.0, start_us=minute0)
+    trades = market.trades_until(minute0 + 6 * MINUTE_US - 1)
+    lake = LakeSettings(table_root=str(tmp_path / "lake"))
+    uri = lake.table_uri(GOLD_CANDLES_1M)
+    rows = []
+    for (symbol, minute), bar in wire.gold_candles("binance", trades).items():
+        moment = datetime.fromtimestamp(minute * 60, UTC)
+        rows.append({**bar, "exchange": "simulator", "symbol": symbol, "minute": moment,
+                     "trade_date": moment.date(), "complete": True})  # fmt: skip
+    append_bars(uri, rows)
+    bars = {(r["symbol"], int(r["minute"].timestamp()) * 1_000_000): r for r in rows}
+
+    async def check_all() -> tuple[list[dict], list]:
+        async with SimulatorServer(SimulatorConfig(symbols=SYMBOLS)) as sim:
+            feed = sim.feeds["binance"]
+            feed.market.trades_until = lambda _now: []
+            feed.history.clear()
+            for trade in trades:
+                feed.history.setdefault(trade.symbol, []).append(trade)
+            adapter = adapter_class("binance")(
+                SYMBOLS, label="simulator", rest_url=sim.url("binance").replace("ws", "http")
+            )
+            gaps = GapTracker()
+            rest = PacedRest(adapter, RecoverySettings(max_attempts=1), "test")
+            reconciler = Reconciler([KlineSource(adapter, rest, gaps)], lake, ProducerMetrics())
+            for each in reconciler.markets:
+                each.checked_until_us = minute0
+            async with httpx.AsyncClient() as client:
+                now = minute0 + 6 * MINUTE_US + int(reconciler.settings.delay_s * 1_000_000)
+                checked = await reconciler.round(client, now)
+            return checked, [gap for open_gaps in gaps.open.values() for gap in open_gaps]
+
+    def statuses(checked: list[dict]) -> dict[tuple[str, int], tuple[str, list[str]]]:
+        return {(r["symbol"], int(r["minute"].timestamp()) * 1_000_000):
+                (r["status"], r["mismatched"]) for r in checked}  # fmt: skip
+
+    checked, asked = asyncio.run(check_all())
+    assert statuses(checked) == {key: ("match", []) for key in bars}
+    assert len(bars) >= 10 and asked == []
+
+    (eth, spoiled), (btc, deleted) = ("ETH-USDT", minute0 + 2 * MINUTE_US), (
+        "BTC-USDT", minute0 + 3 * MINUTE_US)  # fmt: skip
+
+    def bar_of(symbol: str, minute: int) -> str:
+        return f"symbol = '{symbol}' AND min_trade_id = {bars[(symbol, minute)]['min_trade_id']}"
+
+    table = DeltaTable(uri)
+    table.update(updates={"trades": "trades + 1"}, predicate=bar_of(eth, spoiled))
+    table.delete(bar_of(btc, deleted))
+    checked, asked = asyncio.run(check_all())
+    expected = {key: ("match", []) for key in bars}
+    expected[(eth, spoiled)] = ("mismatch", ["trades"])
+    expected[(btc, deleted)] = ("missing_in_gold", list(KLINE_FIELDS))
+    assert statuses(checked) == expected
+    lost = bars[(btc, deleted)]
+    assert [(g.symbol, g.first_id, g.last_id) for g in asked] == [
+        (btc, lost["min_trade_id"], lost["max_trade_id"])]  # fmt: skip

@@ -103,16 +103,22 @@ def read_gold_bars(
     fields, the trade-id bounds and the completeness flag (null in tables older than them)."""
     start, end = _moment(start_us), _moment(end_us)
     condition = (
-        (ds.field("exchange") == exchange)
-        & (ds.field("symbol") == symbol)
-        & (ds.field("trade_date") >= start.date())
+        (ds.field("trade_date") >= start.date())
         & (ds.field("trade_date") <= end.date())
         & (ds.field("minute") >= pa.scalar(start, _TIMESTAMP))
         & (ds.field("minute") < pa.scalar(end, _TIMESTAMP))
     )
     dataset = table.to_pyarrow_dataset()
     columns = [name for name in _BAR_COLUMNS if name in dataset.schema.names]
-    rows = dataset.to_table(filter=condition, columns=columns).to_pylist()
+    window = dataset.to_table(filter=condition, columns=[*columns, "exchange", "symbol"])
+    # The market's rows, compared as plain strings after the scan: files that delta-rs
+    # rewrote (an UPDATE, a DELETE) carry string_view columns, which a dataset filter
+    # against a string cannot compare.
+    mine = pc.and_(
+        pc.equal(window["exchange"].cast(pa.string()), exchange),
+        pc.equal(window["symbol"].cast(pa.string()), symbol),
+    )
+    rows = window.filter(mine).select(columns).to_pylist()
     return {int(row["minute"].timestamp() * 1_000_000): row for row in rows}
 
 
@@ -303,7 +309,7 @@ class Reconciler:
                     log.info("kline checks wait for the jobs: %s", error)
                     self._waiting_logged = True
                 continue
-            except (RestFailed, KlineError, DeltaError, OSError) as error:
+            except (RestFailed, KlineError, DeltaError, OSError, pa.ArrowException) as error:
                 log.warning(
                     "kline check of %s %s skipped this round (retried next): %s",
                     market.adapter.label, market.symbol, error,

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import orjson
 
+from cryptolake.common.candles import reference_bars
 from cryptolake.common.symbols import canonical_symbol, is_perpetual, split_concatenated, spot
 from cryptolake.common.trade import RejectReason
 from cryptolake.producer.simulator.market import SimTrade
@@ -571,6 +572,23 @@ class MinuteBar:
     trades: int
     buy_volume: Decimal
     buy_quote_volume: Decimal
+
+
+def gold_candles(fmt: str, trades: Sequence[SimTrade]) -> dict[tuple[str, int], dict[str, Any]]:
+    """What a correct pipeline's ``gold/candles_1m`` holds for these trades received in
+    ``fmt``: the Decimal oracle's bars (``reference_bars``) of the trades as the wire carries
+    them, by (symbol, epoch minute), with each bar's trade-id bounds."""
+    bars = reference_bars(
+        {"symbol": t.symbol, "trade_id": str(t.trade_id), "price": w.price, "qty": w.qty,
+         "side": t.side, "event_time": w.event_time_us}
+        for t, w in ((t, wire_truth(fmt, t)) for t in trades)
+    )  # fmt: skip
+    ids: dict[tuple[str, int], list[int]] = {}
+    for trade in trades:
+        key = (trade.symbol, wire_truth(fmt, trade).event_time_us // 60_000_000)
+        ids.setdefault(key, []).append(trade.trade_id)
+    return {key: {**bar, "min_trade_id": min(ids[key]), "max_trade_id": max(ids[key])}
+            for key, bar in bars.items()}  # fmt: skip
 
 
 def minute_bars(trades: Sequence[SimTrade], start_us: int, end_us: int) -> list[MinuteBar]:

@@ -45,3 +45,20 @@ def test_per_exchange_symbols_and_the_simulator_market():
 def test_bad_configuration_fails_before_anything_starts(kwargs, message):
     with pytest.raises(ValidationError, match=message):
         ProducerSettings(**kwargs)
+
+
+def test_perpetual_contracts_go_to_binance_and_the_simulator_names_them_so():
+    only = ProducerSettings(symbols="btcusdt-perp")
+    assert only.symbols_by_exchange() == {"binance": ["BTC-USDT-PERP"]}
+    both = ProducerSettings(symbols="BTC-USDT-PERP,BTC-USD", exchanges="binance,kraken")
+    assert both.symbols_by_exchange() == {"binance": ["BTC-USDT-PERP", "BTC-USD"],
+                                          "kraken": ["BTC-USD"]}  # fmt: skip
+    futures = ProducerSettings(symbols="BTC-USDT,ETH-USDT", simulator_protocol="binance-futures")
+    assert futures.simulator_symbols() == ["BTC-USDT-PERP", "ETH-USDT-PERP"]
+    spot = ProducerSettings(symbols="binance:BTC-USDT-PERP", exchanges="binance",
+                            simulator_protocol="binance")  # fmt: skip
+    assert spot.simulator_symbols() == ["BTC-USDT"]
+    with pytest.raises(ValidationError, match="perpetual contracts stream from binance only"):
+        ProducerSettings(symbols="kraken:BTC-USD-PERP")
+    with pytest.raises(ValidationError, match="exchange one of binance, binance-futures"):
+        ProducerSettings(exchange_urls="bitmex=wss://x")

@@ -8,9 +8,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from cryptolake.common.settings import KafkaTopicsSettings, LakeSettings
-from cryptolake.common.symbols import canonical_symbol, perpetual, spot
+from cryptolake.common.symbols import canonical_symbol, is_perpetual, perpetual, spot
 from cryptolake.common.trade import LIVE_EXCHANGES
-from cryptolake.producer.exchanges import ADAPTERS, markets
+from cryptolake.producer.exchanges import ADAPTERS, PERPETUALS, markets
 
 Source = Literal["auto", "live", "simulator"]
 
@@ -108,7 +108,9 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
         return urls
 
     def symbols_by_exchange(self) -> dict[str, list[str]]:
-        """Canonical symbols for each chosen exchange."""
+        """Canonical symbols for each chosen exchange. A perpetual contract given for every
+        exchange (no ``exchange:`` prefix) goes to the exchanges that have them (Binance); an
+        exchange that is left nothing of the symbols given is not streamed."""
         chosen: dict[str, list[str]] = {}
         shared: list[str] = []
         for item in (part.strip() for part in self.symbols.split(",")):
@@ -124,11 +126,13 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
                 chosen.setdefault(exchange, []).append(canonical_symbol(symbol))
             else:
                 shared.append(canonical_symbol(symbol))
-        by_exchange = {
-            name: chosen.get(name) or shared or DEFAULT_SYMBOLS[name] for name in self.exchanges
-        }
-        for name, symbols in by_exchange.items():
-            markets(name, symbols)  # a contract of an exchange without futures: ValueError
+        by_exchange: dict[str, list[str]] = {}
+        for name in self.exchanges:
+            mine = [s for s in shared if not is_perpetual(s) or name in PERPETUALS]
+            symbols = chosen.get(name) or mine or ([] if shared else DEFAULT_SYMBOLS[name])
+            if symbols:
+                markets(name, symbols)  # a contract of an exchange without futures: ValueError
+                by_exchange[name] = symbols
         return by_exchange
 
     def simulator_symbols(self) -> list[str]:

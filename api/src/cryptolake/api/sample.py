@@ -146,7 +146,7 @@ def generate_trades(
 
 
 def trade_order(trade: SampleTrade) -> tuple[datetime, int, str]:
-    """Open/close order of DESIGN.md: event time, then trade id (shorter ids first)."""
+    """Open/close order of docs/design.md: event time, then trade id (shorter ids first)."""
     return trade.event_time, len(trade.trade_id), trade.trade_id
 
 

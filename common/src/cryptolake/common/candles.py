@@ -1,4 +1,4 @@
-"""The 1-minute candle of DESIGN.md, computed the plain way: the oracle that tests hold Spark's
+"""The 1-minute candle of docs/design.md, computed the plain way: the oracle that tests hold Spark's
 Gold table and the API's answers against (never used by the pipeline itself, and sharing none
 of its code: sums in exact Decimal, vwap by Decimal division at 100 digits then half-even)."""
 

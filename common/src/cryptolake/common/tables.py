@@ -1,4 +1,4 @@
-"""The lakehouse's Delta table names (shared DESIGN.md), relative to the table root.
+"""The lakehouse's Delta table names (docs/design.md), relative to the table root.
 
 The jobs write them (their Spark schemas live in ``cryptolake.jobs.tables``); the API reads them.
 """

@@ -1,4 +1,4 @@
-"""The normalized trade v1 contract shared by every component (see shared DESIGN.md).
+"""The normalized trade v1 contract shared by every component (docs/design.md).
 
 One JSON object per Kafka message on ``crypto.trades.v1``, keyed ``"{exchange}:{symbol}"`` so
 that a symbol's trades stay ordered in one partition. Prices and quantities travel as decimal

@@ -1,4 +1,4 @@
-"""The Delta tables of the lakehouse (shared DESIGN.md): names, schemas, partition columns."""
+"""The Delta tables of the lakehouse (docs/design.md): names, schemas, partition columns."""
 
 from __future__ import annotations
 

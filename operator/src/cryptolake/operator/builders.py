@@ -218,7 +218,7 @@ def metadata(pipeline: Pipeline, name: str, component: str) -> dict[str, Any]:
 
 
 def pipeline_config(pipeline: Pipeline) -> dict[str, str]:
-    """The CRYPTOLAKE_* variables every workload shares (data contract of DESIGN.md)."""
+    """The CRYPTOLAKE_* variables every workload shares (data contract of docs/design.md)."""
     spec = pipeline.spec
     ingest, refine = spec.processing.ingest, spec.processing.refine
     config = {

@@ -438,7 +438,7 @@ class _Session(ABC):
 
 
 class _BinanceSession(_Session):
-    fmt = "binance"
+    fmt: ClassVar[ExchangeName] = "binance"
 
     def __init__(
         self,
@@ -507,7 +507,7 @@ class _BinanceSession(_Session):
 class _BinanceFuturesSession(_BinanceSession):
     """The USD-M futures host: the same stream names (``btcusdt@trade``) for the contracts."""
 
-    fmt = "binance-futures"
+    fmt: ClassVar[ExchangeName] = "binance-futures"
 
     def _symbol(self, stream: str) -> str | None:
         symbol = wire.symbol_from_binance_stream(stream)

@@ -73,6 +73,32 @@ def test_request_spans_carry_symbol_and_interval(
     assert otlp_receiver.resources[0]["service.name"] == "cryptolake-api"
 
 
+def test_a_request_joins_the_callers_trace_and_probes_are_not_traced(
+    local_lake: Any, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W3C trace context from the request's ``traceparent``; a cached hit is a span too, named
+    by its route; /healthz and /metrics make none."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traceparent = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    with TestClient(create_app(local_lake.settings)) as client:
+        for _ in range(2):  # a miss, then a hit of the response cache
+            response = client.get("/v1/symbols", headers=traceparent)
+            assert response.status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/v1/nowhere").status_code == 404
+    servers = [s for s in otlp_receiver.spans if s.kind == s.SPAN_KIND_SERVER]
+    assert sorted(s.name for s in servers) == ["GET", "GET /v1/symbols", "GET /v1/symbols"]
+    for span in [s for s in servers if s.name == "GET /v1/symbols"]:
+        assert (span.trace_id.hex(), span.parent_span_id.hex()) == (trace_id, parent_id)
+        attributes = {a.key: a.value for a in span.attributes}
+        assert attributes["http.route"].string_value == "/v1/symbols"
+        assert attributes["http.response.status_code"].int_value == 200
+    (lost,) = [s for s in servers if s.name == "GET"]
+    assert {a.key: a.value for a in lost.attributes}["http.response.status_code"].int_value == 404
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

@@ -17,8 +17,12 @@ from fastapi.staticfiles import StaticFiles
 from cryptolake.api.errors import error_response, install_error_handlers
 from cryptolake.api.guard import RateLimit, Timeout
 from cryptolake.api.httpcache import CachedResponses, ResponseCache
-from cryptolake.api.observability import ApiMetrics, RequestMetricsMiddleware, build_telemetry
-from cryptolake.api.observability import instrument as instrument_app
+from cryptolake.api.observability import (
+    ApiMetrics,
+    RequestMetricsMiddleware,
+    TracingMiddleware,
+    build_telemetry,
+)
 from cryptolake.api.routes import health, market, stream
 from cryptolake.api.settings import ApiSettings
 from cryptolake.api.store import LakeStore
@@ -103,7 +107,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(CachedResponses, store=store, cache=cache, api_keys=lambda: api_keys)
     app.add_middleware(RateLimit, rate_limit=settings.rate_limit, api_keys=lambda: api_keys)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    instrument_app(app, telemetry)
+    if telemetry.active:  # outermost: the span covers every layer below
+        app.add_middleware(TracingMiddleware, telemetry=telemetry)
     return app
 
 

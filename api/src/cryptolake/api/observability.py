@@ -111,6 +111,25 @@ class _AsgiHeaders(Getter[list[tuple[bytes, bytes]]]):
 _HEADERS = _AsgiHeaders()
 
 
+class StatusSend:
+    """An ASGI ``send`` that remembers the response's status (500 until one starts)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.status = send, 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's template (set by the router, or by the response cache on a hit)."""
+    return getattr(scope.get("route"), "path", None)
+
+
 class TracingMiddleware:
     """One SERVER span per HTTP request, child of the caller's W3C trace context, named
     ``<METHOD> <route template>`` once the route is known (the response cache sets it for a
@@ -138,19 +157,12 @@ class TracingMiddleware:
             attributes={"http.request.method": method, "url.path": scope["path"],
                         "url.scheme": scope.get("scheme", "http")},
         )  # fmt: skip
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        responded = StatusSend(send)
         try:
             with trace.use_span(span, end_on_exit=False):
-                await self.app(scope, receive, send_status)
+                await self.app(scope, receive, responded)
         finally:
-            route = getattr(scope.get("route"), "path", None)
+            route, status = route_template(scope), responded.status
             attributes = {"http.request.method": method, "http.response.status_code": status}
             if route is not None:
                 attributes["http.route"] = route
@@ -244,18 +256,11 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        responded = StatusSend(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, responded)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            template = route_template(scope) or "unmatched"
+            status = str(responded.status)
+            self.metrics.requests.labels(template, scope["method"], status).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - started)

@@ -2,8 +2,11 @@
 for. The simulator writes its ground truth (every item it put on a socket) to a file."""
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,12 +25,12 @@ from cryptolake.common.trade import (
 from cryptolake.producer.app import Producer, run_until
 from cryptolake.producer.exchanges.binance import BinanceAdapter
 from cryptolake.producer.exchanges.kraken import KrakenAdapter
-from cryptolake.producer.kafka_sink import KafkaSink, ensure_topics
+from cryptolake.producer.kafka_sink import KafkaSink, SinkError, ensure_topics
 from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.settings import ProducerSettings
 from cryptolake.producer.simulator import wire
 from cryptolake.producer.simulator.server import SimulatorConfig, SimulatorServer
-from cryptolake.stack.kafka import read_topic
+from cryptolake.stack.kafka import free_port, read_topic
 
 SYMBOLS = ["BTC-USDT", "ETH-USDT"]
 
@@ -409,3 +412,65 @@ def test_a_feed_that_fails_still_flushes_every_trade_it_produced(kafka_topics, m
     records = read_topic(kafka_topics.bootstrap_servers, kafka_topics.trades,
                          expected=len(published))  # fmt: skip
     assert len(records) == len(published)
+
+
+class LateForwarder:
+    """A TCP port that starts forwarding to ``target`` only after ``delay_s``: a broker that
+    answers late, as a fresh pipeline's broker does while its clients already start."""
+
+    def __init__(self, target: str, delay_s: float):
+        self.host, port = target.rsplit(":", 1)
+        self.target_port = int(port)
+        self.delay_s = delay_s
+        self.port = free_port()
+        self._stop = threading.Event()
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self._serve, daemon=True).start()
+        return f"127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def _serve(self) -> None:
+        if self._stop.wait(self.delay_s):
+            return
+        with socket.create_server(("127.0.0.1", self.port)) as server:
+            server.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection((self.host, self.target_port))
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def test_topics_wait_for_a_broker_that_answers_late(kafka_topics, caplog):
+    """A producer started before its broker answers waits for it (CI once saw the producer
+    restart because the broker came up 40 s after it)."""
+    with LateForwarder(kafka_topics.bootstrap_servers, delay_s=4.0) as late_bootstrap:
+        settings = settings_for(kafka_topics, bootstrap_servers=late_bootstrap)
+        with caplog.at_level(logging.INFO, logger="cryptolake.producer.kafka_sink"):
+            ensure_topics(settings, timeout_s=1.0)
+    admin = AdminClient({"bootstrap.servers": kafka_topics.bootstrap_servers})
+    assert {kafka_topics.trades, kafka_topics.dlq} <= set(admin.list_topics(timeout=10).topics)
+    assert any("waiting for the broker" in r.getMessage() for r in caplog.records)
+
+
+def test_a_broker_that_never_answers_fails_with_its_address_after_the_wait():
+    silent = f"127.0.0.1:{free_port()}"
+    settings = ProducerSettings(bootstrap_servers=silent, broker_wait_s=3.0, metrics_port=0)
+    started = time.monotonic()
+    with pytest.raises(SinkError, match=f"no broker answered at {silent}"):
+        ensure_topics(settings, timeout_s=1.0)
+    assert 3.0 <= time.monotonic() - started < 15.0

@@ -44,6 +44,9 @@ class KafkaTopicsSettings(ServiceSettings):
     # At startup, how long a login the broker does not authorize yet waits for its ACLs (the
     # operator grants them once the broker answers) before the client gives up.
     authorization_wait_s: float = Field(default=120.0, ge=0)
+    # At startup, how long a client waits for a broker that does not answer yet (a fresh
+    # pipeline starts its broker and its clients together) before the client gives up.
+    broker_wait_s: float = Field(default=180.0, ge=0)
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaTopicsSettings:

@@ -17,7 +17,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    stop_after_delay,
     wait_exponential,
 )
 
@@ -36,6 +35,19 @@ class SinkError(RuntimeError):
 
 class NotAuthorized(SinkError):
     """The broker does not (yet) allow this login what it asked."""
+
+
+class BrokerNotAnswering(SinkError):
+    """The broker did not answer an admin request in time (not started yet, or down)."""
+
+
+# What librdkafka reports while no broker answers at the bootstrap address.
+UNREACHABLE_ERRORS = frozenset({
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+})  # fmt: skip
 
 
 AUTHORIZATION_ERRORS = frozenset({
@@ -70,14 +82,23 @@ def topic_config(settings: ProducerSettings) -> dict[str, str]:
 
 def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
     """Create the trades and DLQ topics if missing (partitions and retention from settings,
-    ``TOPIC_CONFIG``); an existing topic is left as is, with a warning where it differs. A
-    login the broker does not authorize yet waits for its ACLs up to
-    ``authorization_wait_s``, instead of failing the process into a restart."""
+    ``TOPIC_CONFIG``); an existing topic is left as is, with a warning where it differs.
+
+    Waits instead of failing the process into a restart: for a broker that does not answer
+    yet, up to ``broker_wait_s``; for a login it does not authorize yet (the operator grants
+    the ACLs once the broker answers), up to ``authorization_wait_s``."""
+
+    def gave_up(state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        limit = (settings.authorization_wait_s if isinstance(error, NotAuthorized)
+                 else settings.broker_wait_s)  # fmt: skip
+        return (state.seconds_since_start or 0.0) >= limit
+
     retrying = Retrying(
-        stop=stop_after_delay(settings.authorization_wait_s),
+        stop=gave_up,
         wait=wait_exponential(multiplier=1, max=10),
-        retry=retry_if_exception_type(NotAuthorized),
-        before_sleep=_waiting_for_acls,
+        retry=retry_if_exception_type((NotAuthorized, BrokerNotAnswering)),
+        before_sleep=_waiting,
         reraise=True,
     )
     for attempt in retrying:
@@ -85,9 +106,10 @@ def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
             _ensure_topics(settings, timeout_s)
 
 
-def _waiting_for_acls(state: RetryCallState) -> None:
+def _waiting(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
-    log.info("%s: waiting for its ACLs (%.0f s so far)", error, state.seconds_since_start)
+    awaited = "its ACLs" if isinstance(error, NotAuthorized) else "the broker"
+    log.info("%s: waiting for %s (%.0f s so far)", error, awaited, state.seconds_since_start)
 
 
 def _ensure_topics(settings: ProducerSettings, timeout_s: float) -> None:
@@ -100,7 +122,10 @@ def _ensure_topics(settings: ProducerSettings, timeout_s: float) -> None:
     ]
     for topic, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
         try:
-            future.result(timeout=timeout_s)
+            try:
+                future.result(timeout=timeout_s)
+            except TimeoutError as exc:
+                raise BrokerNotAnswering(_not_answering(settings, timeout_s)) from exc
             log.info(
                 "created topic %s (%d partitions, retention %d ms)",
                 topic,
@@ -114,12 +139,19 @@ def _ensure_topics(settings: ProducerSettings, timeout_s: float) -> None:
                     f"{settings.kafka_username or 'this client'} may not create or describe "
                     f"{topic} on {settings.bootstrap_servers} ({error.name()})"
                 ) from exc
+            if error.code() in UNREACHABLE_ERRORS:
+                raise BrokerNotAnswering(_not_answering(settings, timeout_s)) from exc
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise SinkError(
                     f"cannot create topic {topic} on {settings.bootstrap_servers}: {error.str()}"
                 ) from exc
             log.info("topic %s exists", topic)
             _warn_on_other_config(admin, topic, config, timeout_s)
+
+
+def _not_answering(settings: ProducerSettings, timeout_s: float) -> str:
+    return (f"no broker answered at {settings.bootstrap_servers} within {timeout_s:.0f} s "
+            "(is it up, and is CRYPTOLAKE_BOOTSTRAP_SERVERS right?)")  # fmt: skip
 
 
 def _warn_on_other_config(

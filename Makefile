@@ -34,7 +34,7 @@ test-unit: setup ## only the tests that need no service
 lint: setup ## ruff (lint + format check) and mypy (strict on the shared contract)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy common/src producer/src jobs/src api/src operator/src tools/stack/src
+	@$(BIN)/mypy common/src producer/src jobs/src api/src operator/src alerts/src tools/stack/src
 
 format: setup ## apply ruff's formatting and safe fixes
 	@$(BIN)/ruff format .

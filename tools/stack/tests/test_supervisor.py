@@ -27,3 +27,14 @@ def test_jobs_and_api_can_be_left_out(tmp_path: Path) -> None:
     (producer,) = build_services(settings, "b:1")
     assert producer.name == "producer"
     assert producer.env["CRYPTOLAKE_RECONCILE_INTERVAL_S"] == "0"  # no Gold to check
+
+
+def test_an_alerts_file_adds_the_alerts_worker_on_the_jobs_tables(tmp_path: Path) -> None:
+    rules = tmp_path / "alerts.yaml"
+    settings = StackSettings(state_dir=tmp_path, alerts_file=rules)
+    services = build_services(settings, "b:1")
+    assert [s.name for s in services] == ["producer", "jobs", "alerts", "api"]
+    _, jobs, alerts, _ = services
+    assert alerts.argv[-2:] == ["-m", "cryptolake.alerts"]
+    assert alerts.env["CRYPTOLAKE_TABLE_ROOT"] == jobs.env["CRYPTOLAKE_TABLE_ROOT"]
+    assert alerts.env["CRYPTOLAKE_ALERTS_FILE"] == str(rules.resolve())

@@ -71,14 +71,17 @@ class LakeSettings(ServiceSettings):
     """Where the Delta tables are and how delta-rs reaches them: shared by the services that
     read or write them without Spark (the API, the producer's kline checks)."""
 
-    # Where the jobs write the Delta tables: a local folder, s3://bucket/prefix or s3a://….
+    model_config = SettingsConfigDict(use_attribute_docstrings=True)
+
     table_root: str = ".local/lakehouse"
+    """Where the jobs write the Delta tables: a local folder, s3://bucket/prefix or s3a://…."""
     s3_endpoint: str | None = None
+    """S3 endpoint URL of an s3:// root (path-style, e.g. MinIO)."""
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
-    # PEM of a private CA that signed the S3 endpoint's certificate (the operator's TLS MinIO),
-    # trusted besides the public CAs (``s3.trust_ca_file``).
     s3_ca_file: Path | None = None
+    """PEM of a private CA that signed the S3 endpoint's certificate (the operator's TLS
+    MinIO), trusted besides the public CAs (``s3.trust_ca_file``)."""
 
     @field_validator("table_root")
     @classmethod

@@ -17,6 +17,8 @@ GOLD_STATS_DAILY: Final = "gold/stats_daily"
 # The producer's checks of Gold against the exchanges' klines (written by the producer with
 # delta-rs, not by the jobs: not in ALL_TABLES, which the jobs own and maintain).
 GOLD_KLINE_CHECKS: Final = "gold/kline_checks"
+# Every alert that fired, with its delivery state (written by the alerts worker with delta-rs).
+GOLD_ALERTS: Final = "gold/alerts"
 ALL_TABLES: Final = (
     BRONZE_TRADES, SILVER_TRADES, SILVER_QUARANTINE, GOLD_CANDLES_1M, GOLD_SMA_5M,
     GOLD_STATS_HOURLY, GOLD_STATS_DAILY,

@@ -40,6 +40,8 @@ class StackSettings(ServiceSettings):
     # The query API and dashboard over the tables the jobs write.
     run_api: bool = True
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Alert rules (YAML, alerts/README.md): set, the alerts worker runs beside the jobs.
+    alerts_file: Path | None = None
     stop_timeout_s: float = Field(default=45.0, gt=0)
 
 
@@ -85,6 +87,17 @@ def build_services(settings: StackSettings, bootstrap_servers: str) -> list[Serv
                 env={
                     "CRYPTOLAKE_BOOTSTRAP_SERVERS": bootstrap_servers,
                     "CRYPTOLAKE_TABLE_ROOT": table_root,
+                },
+            )
+        )
+    if settings.run_jobs and settings.alerts_file is not None:
+        services.append(
+            ServiceSpec(
+                name="alerts",
+                argv=[python, "-m", "cryptolake.alerts"],
+                env={
+                    "CRYPTOLAKE_TABLE_ROOT": table_root,
+                    "CRYPTOLAKE_ALERTS_FILE": str(settings.alerts_file.resolve()),
                 },
             )
         )

@@ -1,0 +1,5 @@
+import sys
+
+from cryptolake.alerts.cli import main
+
+sys.exit(main())

@@ -12,6 +12,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,37 @@ def test_dashboard_draws_a_new_bar_from_the_stream(fresh_lake: Any, dashboard_fo
     drawn = dashboard_state(page)
     assert drawn["bars"] == state["bars"] + 1
     assert drawn["incomplete"] == state["incomplete"] + 1  # marked as it arrives
+    assert errors == []
+
+
+def test_dashboard_lists_and_marks_alerts_and_adds_a_new_one_from_the_stream(
+    fresh_lake: Any, dashboard_for: Any
+) -> None:
+    from cryptolake.alerts.evaluate import Firing  # noqa: PLC0415
+    from cryptolake.alerts.journal import Journal, firing_row  # noqa: PLC0415
+    from cryptolake.alerts.rules import AlertKind  # noqa: PLC0415
+
+    base_url, page, errors = dashboard_for(fresh_lake.settings)
+    exchange, symbol = fresh_lake.bars[0]["exchange"], fresh_lake.bars[0]["symbol"]
+    newest = max(b["minute"] for b in fresh_lake.bars if (b["exchange"], b["symbol"]) ==
+                 (exchange, symbol))  # fmt: skip
+
+    def fire(rule: str, minutes_before_newest: int) -> None:
+        end = newest + timedelta(minutes=1 - minutes_before_newest)
+        firing = Firing(rule, AlertKind.VOLATILITY, exchange, symbol, 1, end,
+                        Decimal("3.25"), Decimal("2"))  # fmt: skip
+        Journal(fresh_lake.settings).record_firings([firing_row(firing, "json:…", end)])
+
+    fire("spike", 5)
+    open_dashboard(page, f"{base_url}/?symbol={symbol}&exchange={exchange}&interval=1m")
+    page.wait_for_function("() => window.__dashboard.alerts === 1", timeout=LOAD_TIMEOUT_MS)
+    expect(page.locator("#alerts .alert")).to_have_text([re.compile(r"spike · 3\.25% \(≥ 2%\)")])
+    assert dashboard_state(page)["alertMarkers"] == 1
+
+    fire("jump", 0)  # pushed over SSE: no reload
+    page.wait_for_function("() => window.__dashboard.alerts === 2", timeout=SSE_TIMEOUT_MS)
+    expect(page.locator("#alerts .alert").first).to_contain_text("jump")
+    assert dashboard_state(page)["alertMarkers"] == 2
     assert errors == []
 
 

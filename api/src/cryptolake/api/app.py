@@ -23,7 +23,7 @@ from cryptolake.api.observability import (
     TracingMiddleware,
     build_telemetry,
 )
-from cryptolake.api.routes import health, market, stream
+from cryptolake.api.routes import alerts, health, market, stream
 from cryptolake.api.settings import ApiSettings
 from cryptolake.api.store import LakeStore
 from cryptolake.common.s3 import trust_ca_file
@@ -40,6 +40,8 @@ async def refresh_forever(store: LakeStore, hub: stream.CandleHub, interval_s: f
         result = await asyncio.to_thread(store.refresh)
         if result.updated_bars is not None:
             hub.publish(result.updated_bars)
+        if result.new_alerts is not None:
+            hub.publish_alerts(result.new_alerts)
         await asyncio.sleep(interval_s)
 
 
@@ -90,6 +92,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     app.include_router(market.router)
+    app.include_router(alerts.router)
     app.include_router(stream.router)
     app.include_router(health.router)
     _mount_dashboard(app, settings)

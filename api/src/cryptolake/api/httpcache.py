@@ -28,7 +28,7 @@ from cryptolake.api.store import LakeStore
 CACHEABLE_PATHS = frozenset(
     {
         "/v1/symbols", "/v1/candles", "/v1/indicators/sma", "/v1/stats/hourly",
-        "/v1/stats/daily", "/v1/trades/latest", "/v1/kpis",
+        "/v1/stats/daily", "/v1/trades/latest", "/v1/kpis", "/v1/alerts",
     }
 )  # fmt: skip
 # Smaller bodies gain little from compression.

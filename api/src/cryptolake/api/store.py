@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pyarrow.dataset as pads
@@ -27,6 +27,7 @@ from cryptolake.api.lake import (
 )
 from cryptolake.api.settings import ApiSettings
 from cryptolake.common.tables import (
+    GOLD_ALERTS,
     GOLD_CANDLES_1M,
     GOLD_SMA_5M,
     GOLD_STATS_DAILY,
@@ -56,6 +57,8 @@ class RefreshResult:
     changed: list[str] = field(default_factory=list)
     # 1-minute bars written since the previous refresh (for the SSE stream).
     updated_bars: pl.DataFrame | None = None
+    # gold/alerts rows that fired since the previous refresh (for the SSE stream).
+    new_alerts: pl.DataFrame | None = None
 
 
 class LakeStore:
@@ -74,7 +77,10 @@ class LakeStore:
         self.stats_hourly = HotFiles(self.readers[GOLD_STATS_HOURLY], settings.hot_days)
         self.stats_daily: pl.DataFrame | None = None
         self.trades: pl.DataFrame | None = None
-        self.versions: dict[str, int | None] = dict.fromkeys(SERVED_TABLES)
+        # gold/alerts (written by the alerts worker, when it runs): the hot days' rows.
+        self.alerts_reader = reader(GOLD_ALERTS)
+        self.alerts: pl.DataFrame | None = None
+        self.versions: dict[str, int | None] = dict.fromkeys((*SERVED_TABLES, GOLD_ALERTS))
         self.spans: pl.DataFrame | None = None
         self._history_spans: dict[tuple[str, str, date], pl.DataFrame] = {}
         self._seen_trade_files: set[str] = set()
@@ -129,6 +135,8 @@ class LakeStore:
             result.changed.append(GOLD_STATS_DAILY)
         if self._refresh_trades():
             result.changed.append(SILVER_TRADES)
+        if self._refresh_alerts(result):
+            result.changed.append(GOLD_ALERTS)
         self.versions.update(
             {
                 GOLD_CANDLES_1M: self.candles.version,
@@ -138,6 +146,7 @@ class LakeStore:
                 SILVER_TRADES: self.readers[SILVER_TRADES].table.version()
                 if self.trades is not None
                 else None,
+                GOLD_ALERTS: self.versions[GOLD_ALERTS],
             }
         )
         if GOLD_CANDLES_1M in result.changed or GOLD_STATS_DAILY in result.changed:
@@ -197,6 +206,21 @@ class LakeStore:
             self.trades = queries.latest_trades(merged, MAX_TRADES)
         elif self.trades is None:
             self.trades = pl.DataFrame()
+        return True
+
+    def _refresh_alerts(self, result: RefreshResult) -> bool:
+        """gold/alerts changed (a firing, or a delivery outcome): read its hot days again (a
+        small table) and note the firings not seen before."""
+        version = self.alerts_reader.refresh()
+        if version is None or version == self.versions[GOLD_ALERTS]:
+            return False
+        first_day = (datetime.now(UTC) - timedelta(days=self.settings.hot_days)).date()
+        frame = self.alerts_reader.read([("fired_date", ">=", first_day.isoformat())])
+        if self.alerts is not None:
+            known = self.alerts["alert_id"]
+            result.new_alerts = frame.filter(~pl.col("alert_id").is_in(known.implode()))
+        self.alerts = frame
+        self.versions[GOLD_ALERTS] = version
         return True
 
     def _symbol_spans(self) -> pl.DataFrame | None:
@@ -282,6 +306,36 @@ class LakeStore:
         if symbol is not None:
             frame = frame.filter(pl.col("symbol") == symbol)
         return frame.filter((pl.col(time_column) >= lo) & (pl.col(time_column) < hi))
+
+    def alert_rows(
+        self,
+        *,
+        rule: str | None,
+        exchange: str | None,
+        symbol: str | None,
+        lo: datetime,
+        hi: datetime,
+    ) -> pl.DataFrame:
+        """gold/alerts rows whose window ended in [lo, hi): from memory inside the hot days,
+        else a read of the fired_date partitions that can hold them."""
+        frame = self.alerts
+        hot_start = (datetime.now(UTC) - timedelta(days=self.settings.hot_days)).date()
+        if lo.date() <= hot_start and self.versions[GOLD_ALERTS] is not None:
+            # A firing comes at most a window (≤ 1 h) before its end.
+            first_day, last_day = day_span(lo - timedelta(hours=1), hi)
+            frame = self.alerts_reader.read([
+                ("fired_date", ">=", first_day.isoformat()),
+                ("fired_date", "<=", last_day.isoformat()),
+            ])  # fmt: skip
+        if frame is None or frame.is_empty():
+            return pl.DataFrame()
+        if rule is not None:
+            frame = frame.filter(pl.col("rule") == rule)
+        if exchange is not None:
+            frame = frame.filter(pl.col("exchange") == exchange)
+        if symbol is not None:
+            frame = frame.filter(pl.col("symbol") == symbol)
+        return frame.filter((pl.col("window_end") >= lo) & (pl.col("window_end") < hi))
 
     def hot_start(self) -> date | None:
         return self.candles.start

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
+import orjson
 import polars as pl
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
@@ -15,6 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from cryptolake.api import queries
 from cryptolake.api.deps import ExchangeQuery, StoreDep, SymbolQuery
 from cryptolake.api.errors import GUARD_RESPONSES, error_response
+from cryptolake.api.routes.alerts import alert_records
 from cryptolake.api.routes.market import resolve_exchange
 from cryptolake.api.security import require_api_key
 
@@ -49,7 +51,20 @@ class CandleHub:
     def publish(self, bars: pl.DataFrame) -> None:
         if bars.is_empty() or not self._subscriptions:
             return
-        events = queries.bar_events(bars)
+        self._offer(queries.bar_events(bars))
+
+    def publish_alerts(self, alerts: pl.DataFrame) -> None:
+        """``event: alert`` to the streams of each new firing's market."""
+        if alerts.is_empty() or not self._subscriptions:
+            return
+        events: dict[tuple[str, str], list[bytes]] = {}
+        for record in reversed(alert_records(alerts)):  # oldest first
+            market = (str(record["exchange"]), str(record["symbol"]))
+            data = orjson.dumps(record)
+            events.setdefault(market, []).append(b"event: alert\ndata: " + data + b"\n\n")
+        self._offer(events)
+
+    def _offer(self, events: dict[tuple[str, str], list[bytes]]) -> None:
         for subscription in self._subscriptions:
             for event in events.get((subscription.exchange, subscription.symbol), ()):
                 if subscription.queue.full():
@@ -73,7 +88,8 @@ router = APIRouter(
 
 @router.get(
     "/candles",
-    summary="1-minute bar updates of one symbol as Server-Sent Events (event: candle)",
+    summary="1-minute bar updates (event: candle) and alerts (event: alert) of one symbol as "
+    "Server-Sent Events",
     response_class=StreamingResponse,
     responses={429: {"description": "Too many open streams (Retry-After)"}},
 )

@@ -16,6 +16,8 @@
   const CANDLE_LIMIT = 500;
   const SMA_MAX_POINTS = 1000;
   const TRADES_LIMIT = 50;
+  const ALERTS_LIMIT = 200;
+  const ALERTS_SPAN_MS = 30 * 86_400_000;
   const VISIBLE_BARS = 150;
   const REFRESH_DEBOUNCE_MS = 400;
   const KPI_POLL_MS = 15_000;
@@ -27,6 +29,7 @@
     upVolume: "rgba(38, 166, 154, 0.5)",
     downVolume: "rgba(239, 83, 80, 0.5)",
     sma: "#f5a623",
+    alert: "#f5a623",
     incomplete: "#9aa4b1", // bars with trades missing (a gap the producer could not close yet)
     vwap: "#4aa3ff",
     text: "#d7dde4",
@@ -41,6 +44,8 @@
     lastBarTime: null, // epoch ms of the newest bar drawn
     incomplete: 0, // bars drawn whose trades are known to be incomplete (complete === false)
     updates: 0, // candle events received over SSE (all selections)
+    alerts: 0, // alerts of the selection listed
+    alertMarkers: 0, // of those, the ones marked on a drawn bar
     stream: "closed", // the EventSource: connecting | open | closed
     exchange: null,
     symbol: null,
@@ -61,6 +66,7 @@
     chartTitle: $("chart-title"),
     chartInfo: $("chart-info"),
     trades: document.querySelector("#trades tbody"),
+    alerts: $("alerts"),
   };
 
   const state = {
@@ -71,6 +77,7 @@
     bars: [], // chart candles, ascending: {time (s), open, high, low, close, volume, vwap, timeMs,
     // complete}
     lastSmaTime: null, // chart time (s) of the newest SMA point drawn
+    alerts: [], // the selection's alerts from /v1/alerts and the stream, newest first
     loadSeq: 0, // bumped on every selection change; late answers of older loads are dropped
     source: null, // the EventSource of the current selection
     refreshTimer: null,
@@ -256,6 +263,7 @@
     priceLineVisible: false,
     lastValueVisible: false,
   }, 1);
+  const alertMarkers = LC.createSeriesMarkers(candleSeries, []);
   chart.panes()[0].setStretchFactor(3);
   chart.panes()[1].setStretchFactor(1);
 
@@ -367,6 +375,69 @@
     noteBarsDrawn();
   }
 
+  // --- alerts: a feed beside the chart and a marker on the bar whose window they closed
+
+  function drawAlerts() {
+    const intervalMs = INTERVAL_MS[state.interval];
+    const first = state.bars.length ? state.bars[0].timeMs : Infinity;
+    const markers = state.alerts
+      .map((alert) => ({
+        // The window's last minute, on the bar that holds it.
+        time: (Math.floor((alert.window_end_ms - MINUTE_MS) / intervalMs) * intervalMs) / 1000,
+        position: "aboveBar",
+        shape: "arrowDown",
+        color: COLORS.alert,
+        text: alert.rule,
+      }))
+      .filter((marker) => marker.time * 1000 >= first)
+      .sort((a, b) => a.time - b.time);
+    alertMarkers.setMarkers(markers);
+    dashboard.alertMarkers = markers.length;
+    const items = state.alerts.map((alert) => {
+      const item = document.createElement("li");
+      item.className = `alert delivery-${alert.delivery}`;
+      const what = alert.kind === "price_cross"
+        ? `crossed ${alert.threshold.replace(/\.?0+$/, "")}`
+        : `${alert.value.replace(/\.?0+$/, "")}% (≥ ${alert.threshold.replace(/\.?0+$/, "")}%)`;
+      item.textContent = `${utcMinute(alert.window_end_ms - MINUTE_MS)} · ${alert.rule} · ${what}`;
+      item.title = `${alert.kind} over ${alert.window_minutes} min · ${alert.delivery}` +
+        (alert.last_error ? ` (${alert.last_error})` : "");
+      return item;
+    });
+    if (!items.length) {
+      const none = document.createElement("li");
+      none.className = "muted";
+      none.textContent = "no alerts on these bars";
+      items.push(none);
+    }
+    ui.alerts.replaceChildren(...items);
+    dashboard.alerts = state.alerts.length;
+  }
+
+  // The alerts of the drawn bars (at most the newest ALERTS_SPAN_MS of them).
+  async function loadAlerts(seq) {
+    const bars = state.bars;
+    if (!bars.length) return;
+    const end = bars[bars.length - 1].timeMs + INTERVAL_MS[state.interval] + MINUTE_MS;
+    const body = await api("/v1/alerts", {
+      symbol: state.symbol,
+      exchange: state.exchange,
+      start: Math.max(bars[0].timeMs, end - ALERTS_SPAN_MS),
+      end,
+      limit: ALERTS_LIMIT,
+    });
+    if (seq !== state.loadSeq) return;
+    state.alerts = body.alerts;
+    drawAlerts();
+  }
+
+  function onAlert(alert) {
+    if (alert.symbol !== state.symbol || alert.exchange !== state.exchange) return;
+    if (state.alerts.some((known) => known.alert_id === alert.alert_id)) return;
+    state.alerts = [alert, ...state.alerts].slice(0, ALERTS_LIMIT);
+    drawAlerts();
+  }
+
   // --- loading one selection
 
   function smaLimit(intervalMs) {
@@ -404,6 +475,7 @@
       sma.status === "fulfilled" ? sma.value.points : [],
     );
     dashboard.ready = true;
+    loadAlerts(seq).catch((error) => showError(error, "alerts"));
     if (sma.status === "rejected") showError(sma.reason, "SMA");
     else setStatus("loading", `${symbol}: connecting to the live stream…`);
     openStream(seq);
@@ -438,6 +510,9 @@
     });
     source.addEventListener("candle", (event) => {
       if (current()) onCandle(JSON.parse(event.data), seq);
+    });
+    source.addEventListener("alert", (event) => {
+      if (current()) onAlert(JSON.parse(event.data));
     });
     source.addEventListener("error", (event) => {
       if (!current()) return;

@@ -10,7 +10,7 @@ from cryptolake.alerts.delivery import Delivery, DeliveryPolicy, Dispatcher
 from cryptolake.alerts.evaluate import Firing
 from cryptolake.alerts.journal import DELIVERED, FAILED, Outcome
 from cryptolake.alerts.payloads import json_body
-from cryptolake.alerts.rules import AlertKind
+from cryptolake.common.alert_rules import AlertKind
 
 FIRING = Firing(
     "spike",

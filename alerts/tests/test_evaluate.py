@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryptolake.alerts.evaluate import Bar, Firing, evaluate, window_value
-from cryptolake.alerts.rules import AlertKind, AlertRule, AlertRules, Direction, Webhook
+from cryptolake.common.alert_rules import AlertKind, AlertRule, AlertRules, Direction, Webhook
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -10,7 +10,7 @@ import pytest
 
 from cryptolake.alerts.evaluate import Firing
 from cryptolake.alerts.payloads import body, discord_body, json_body, slack_body
-from cryptolake.alerts.rules import AlertKind, PayloadFormat
+from cryptolake.common.alert_rules import AlertKind, PayloadFormat
 
 DISCORD_TOP = {
     "content",

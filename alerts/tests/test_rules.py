@@ -4,7 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from cryptolake.alerts.rules import AlertKind, RulesError, parse_rules
+from cryptolake.alerts.rules import parse_rules
+from cryptolake.common.alert_rules import AlertKind, RulesError
 
 VALID = """
 rules:

@@ -15,10 +15,11 @@ import pytest
 
 from cryptolake.alerts.evaluate import Firing
 from cryptolake.alerts.journal import DELIVERED, FAILED, Journal, firing_row
-from cryptolake.alerts.rules import AlertKind, parse_rules
+from cryptolake.alerts.rules import parse_rules
 from cryptolake.alerts.settings import AlertsSettings
 from cryptolake.alerts.worker import AlertsWorker
 from cryptolake.api.sample import SampleTrade, append_bars, bars_from_trades
+from cryptolake.common.alert_rules import AlertKind
 from cryptolake.common.tables import GOLD_CANDLES_1M
 
 RULES = """

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from cryptolake.alerts.evaluate import Firing
 from cryptolake.alerts.journal import DELIVERED, Journal, Outcome, firing_row
-from cryptolake.alerts.rules import AlertKind
 from cryptolake.api.settings import ApiSettings
+from cryptolake.common.alert_rules import AlertKind
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 

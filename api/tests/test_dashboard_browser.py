@@ -172,7 +172,7 @@ def test_dashboard_lists_and_marks_alerts_and_adds_a_new_one_from_the_stream(
 ) -> None:
     from cryptolake.alerts.evaluate import Firing  # noqa: PLC0415
     from cryptolake.alerts.journal import Journal, firing_row  # noqa: PLC0415
-    from cryptolake.alerts.rules import AlertKind  # noqa: PLC0415
+    from cryptolake.common.alert_rules import AlertKind  # noqa: PLC0415
 
     base_url, page, errors = dashboard_for(fresh_lake.settings)
     exchange, symbol = fresh_lake.bars[0]["exchange"], fresh_lake.bars[0]["symbol"]

@@ -598,6 +598,92 @@ def test_5b_the_producer_checks_gold_against_the_simulators_klines(pipeline: Dep
     assert "certificate" not in logs.lower(), logs[-3000:]
 
 
+# A webhook receiver in the cluster: prints each body it is posted as one JSON line.
+WEBHOOK_RECEIVER = """
+import http.server, sys
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        sys.stdout.write(body.decode() + "\\n"); sys.stdout.flush()
+        self.send_response(204); self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Hook).serve_forever()
+"""
+
+
+def _start_webhook_receiver(pipeline: Deployment, name: str) -> None:
+    """A Pod and Service ``name`` (the API's image), no part of the pipeline."""
+    image = pipeline.json("deploy", f"{PIPELINE}-api")["spec"]["template"]["spec"][
+        "containers"][0]["image"]  # fmt: skip
+    labels = {E2E_LABEL: name}
+    receiver = {
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+             "spec": {
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{
+                     "name": "hook", "image": image, "imagePullPolicy": "Never",
+                     "command": ["python", "-c", WEBHOOK_RECEIVER],
+                     "ports": [{"containerPort": 8080}],
+                     "securityContext": {"allowPrivilegeEscalation": False,
+                                         "readOnlyRootFilesystem": True,
+                                         "capabilities": {"drop": ["ALL"]}},
+                 }]}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+             "spec": {"selector": labels, "ports": [{"port": 8080, "targetPort": 8080}]}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+             "stringData": {"url": f"http://{name}:8080/hook"}},
+        ],
+    }  # fmt: skip
+    pipeline.kubectl("apply", "-f", "-", stdin=json.dumps(receiver))
+
+
+def test_5c_alerts_fire_and_reach_a_webhook_through_the_worker_the_operator_runs(
+    pipeline: Deployment,
+) -> None:
+    """spec.alerts: the operator runs the alerts worker (API image) with the rules and the
+    webhook URL from its Secret; a firing reaches a receiver in the cluster, is listed as
+    delivered by /v1/alerts, and removing the rules removes the worker."""
+    receiver = "e2e-webhook"
+    _start_webhook_receiver(pipeline, receiver)
+    # Any minute whose high is above its low fires: the simulator's minutes do.
+    webhook = {"format": "json", "secretRef": {"name": receiver, "key": "url"}}
+    rule = {"name": "e2e-any-move", "kind": "volatility", "threshold": "0.000000000001",
+            "cooldown": "0m", "webhook": webhook}  # fmt: skip
+    patch = {"spec": {"alerts": [rule]}}
+    pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p", json.dumps(patch))
+    try:
+
+        def posted() -> list[dict[str, Any]]:
+            lines = pipeline.kubectl("logs", receiver).splitlines()
+            return [json.loads(line) for line in lines if line.startswith("{")]
+
+        bodies = eventually("an alert posted to the receiver", posted, timeout_s=420, every_s=10)
+        first = bodies[0]
+        assert first["rule"] == "e2e-any-move" and first["exchange"] == "simulator"
+
+        def delivered() -> list[dict[str, Any]]:
+            listed = pipeline.api("/v1/alerts", rule="e2e-any-move")["alerts"]
+            return [a for a in listed if a["alert_id"] == first["alert_id"]
+                    and a["delivery"] == "delivered"]  # fmt: skip
+
+        (listed,) = eventually("the firing listed as delivered", delivered, timeout_s=120)
+        assert listed["value"] == first["value"] and listed["attempts"] == 1
+        pipeline.wait_ready()  # ApiReady counts the alerts worker
+        status = pipeline.json("cpl", PIPELINE)["status"]
+        assert status["components"]["alerts"]["ready"] == 1
+    finally:
+        pipeline.kubectl("patch", "cpl", PIPELINE, "--type=merge", "-p",
+                         json.dumps({"spec": {"alerts": []}}))  # fmt: skip
+        pipeline.kubectl("delete", "pod,service,secret", receiver, "--wait=false")
+    eventually(
+        "the alerts worker removed with its rules",
+        lambda: not pipeline.json("deploy", "-l", "app.kubernetes.io/component=alerts")["items"],
+        timeout_s=180,
+    )
+
+
 def test_6_with_executors_spark_creates_executor_pods(pipeline: Deployment) -> None:
     # Small requests: the refine driver starts one executor on a 2-core node.
     executors = {"instances": 1, "memory": "1g", "cpu": "100m"}

@@ -357,3 +357,60 @@ def test_plain_http_minio_and_external_storage_get_no_s3_trust() -> None:
     plain = by_kind_name(build_children(pipeline(storage__tls=False)))
     endpoint = plain[("ConfigMap", "lake-config")]["data"]["CRYPTOLAKE_S3_ENDPOINT"]
     assert endpoint == "http://lake-minio.markets.svc:9000"
+
+
+ALERTS = [
+    {"name": "spike", "kind": "volatility", "window": "5m", "threshold": "2.5",
+     "markets": ["binance:BTC-USDT"],
+     "webhook": {"format": "discord", "secretRef": {"name": "hooks", "key": "discord"}}},
+    {"name": "level", "kind": "price_cross", "threshold": "100000", "direction": "up",
+     "webhook": {"format": "slack", "secretRef": {"name": "hooks", "key": "slack"}}},
+]  # fmt: skip
+
+
+def test_alerts_run_a_worker_on_the_rules_with_each_webhook_from_its_secret() -> None:
+    from cryptolake.alerts.rules import parse_rules  # noqa: PLC0415 (the worker's own reader)
+
+    without = by_kind_name(build_children(pipeline()))
+    assert ("Deployment", "lake-alerts") not in without
+    children = by_kind_name(build_children(pipeline(alerts=ALERTS)))
+    rules_file = children[("ConfigMap", "lake-alerts")]["data"]["alerts.yaml"]
+    rules = parse_rules(rules_file)  # what the worker will read, validated as it will be
+    assert [(r.name, r.window, str(r.threshold), r.webhook.url_env) for r in rules.rules] == [
+        ("spike", 5, "2.5", "CRYPTOLAKE_ALERT_WEBHOOK_0"),
+        ("level", 1, "100000", "CRYPTOLAKE_ALERT_WEBHOOK_1"),
+    ]
+    assert rules.rules[0].markets == ("binance:BTC-USDT",)
+    worker = children[("Deployment", "lake-alerts")]
+    pod = worker["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["cryptolake-alerts"]
+    assert container["image"] == children[("Deployment", "lake-api")]["spec"]["template"][
+        "spec"]["containers"][0]["image"]  # fmt: skip
+    env = env_of(container)
+    assert env["CRYPTOLAKE_ALERT_WEBHOOK_1"] == {"secretKeyRef": {"name": "hooks", "key": "slack"}}
+    assert env["CRYPTOLAKE_ALERTS_FILE"] == "/etc/cryptolake/alerts/alerts.yaml"
+    assert {"name": "rules", "configMap": {"name": "lake-alerts"}} in pod["volumes"]
+    # New rules roll the worker (it reads them once).
+    changed = by_kind_name(build_children(pipeline(alerts=[ALERTS[0]])))
+    hash_of = lambda c: c[("Deployment", "lake-alerts")]["spec"]["template"]["metadata"][  # noqa: E731
+        "annotations"]["cryptolake.io/alerts-hash"]  # fmt: skip
+    assert hash_of(changed) != hash_of(children)
+    # The worker may reach MinIO; its metrics port is open.
+    storage = children[("NetworkPolicy", "lake-storage")]["spec"]["ingress"][0]["from"]
+    assert {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/instance": "lake",
+                "app.kubernetes.io/component": "alerts",
+            }
+        }
+    } in storage
+
+
+def test_an_alert_the_worker_would_refuse_is_refused_in_the_spec() -> None:
+    bad = [{**ALERTS[1], "window": "5m"}]
+    with pytest.raises(ValueError, match="alert level: price_cross compares consecutive bars"):
+        pipeline(alerts=bad)
+    with pytest.raises(ValueError, match=r"alert spike: window: .*less than or equal to 60"):
+        pipeline(alerts=[{**ALERTS[0], "window": "2h"}])

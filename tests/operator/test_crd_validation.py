@@ -20,6 +20,11 @@ def with_spec(**changes: Any) -> dict[str, Any]:
     return spec
 
 
+ALERT: dict[str, Any] = {
+    "name": "spike", "kind": "volatility", "threshold": "2.5",
+    "webhook": {"format": "discord", "secretRef": {"name": "hooks", "key": "discord"}},
+}  # fmt: skip
+
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("no sources", {"sources": []}, "spec.sources"),
     ("unknown exchange", {"sources": [{"exchange": "bitmex", "symbols": ["BTC-USD"]}]},
@@ -73,6 +78,14 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      with_spec(storage={"engine": "external", "endpoint": "https://s3.example",
                         "credentialsSecret": "s3", "retainPolicy": "Delete"}),
      "retainPolicy Delete on external storage needs prefix"),
+    ("an alert of an unknown kind", with_spec(alerts=[dict(ALERT, kind="moon")]),
+     'Unsupported value: "moon"'),
+    ("an alert threshold that is not a decimal", with_spec(alerts=[dict(ALERT, threshold="2%")]),
+     "spec.alerts[0].threshold"),
+    ("an alert without a webhook Secret", with_spec(alerts=[{k: v for k, v in ALERT.items()
+                                                             if k != "webhook"}]),
+     "spec.alerts[0].webhook: Required value"),
+    ("two alerts of one name", with_spec(alerts=[ALERT, ALERT]), "alert names must be unique"),
 ]  # fmt: skip
 
 # Changes a live pipeline cannot take: (what, patch, the message's start).

@@ -14,9 +14,10 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 from pydantic_settings import CliApp, SettingsConfigDict
 
-from cryptolake.alerts.rules import RulesError, load_rules
+from cryptolake.alerts.rules import load_rules
 from cryptolake.alerts.settings import AlertsSettings
 from cryptolake.alerts.worker import AlertsMetrics, AlertsWorker
+from cryptolake.common.alert_rules import RulesError
 from cryptolake.common.s3 import trust_ca_file
 
 

@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from cryptolake.alerts.journal import DELIVERED, FAILED, Outcome
-from cryptolake.alerts.rules import Webhook
+from cryptolake.common.alert_rules import Webhook
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Final
 
-from cryptolake.alerts.rules import AlertKind, AlertRule, AlertRules, Direction
+from cryptolake.common.alert_rules import AlertKind, AlertRule, AlertRules, Direction
 
 MINUTE: Final = timedelta(minutes=1)
 # gold/alerts keeps values and thresholds as decimal(38, 12): 12 decimals, 26 integer digits.

@@ -17,7 +17,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from cryptolake.alerts.evaluate import Firing
-from cryptolake.alerts.rules import MAX_WINDOW_MINUTES, AlertKind
+from cryptolake.common.alert_rules import MAX_WINDOW_MINUTES, AlertKind
 from cryptolake.common.settings import LakeSettings
 from cryptolake.common.tables import GOLD_ALERTS
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from cryptolake.alerts.evaluate import Firing
-from cryptolake.alerts.rules import AlertKind, PayloadFormat
+from cryptolake.common.alert_rules import AlertKind, PayloadFormat
 
 DISCORD_CONTENT_MAX: Final = 2000
 DISCORD_TITLE_MAX: Final = 256

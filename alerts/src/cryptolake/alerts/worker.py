@@ -37,8 +37,8 @@ from cryptolake.alerts.journal import (
     firing_row,
 )
 from cryptolake.alerts.payloads import body
-from cryptolake.alerts.rules import AlertRules, RulesError, Webhook
 from cryptolake.alerts.settings import AlertsSettings
+from cryptolake.common.alert_rules import AlertRules, RulesError, Webhook
 from cryptolake.common.settings import LakeSettings
 from cryptolake.common.tables import GOLD_CANDLES_1M
 

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import yaml
+
 from cryptolake.common.kafka_client import jaas_config
 from cryptolake.operator.kafka_auth import ADMIN_USER, JOBS_USER, PRODUCER_USER
 from cryptolake.operator.models import (
@@ -37,6 +39,7 @@ RESTART_NONCE: Final = f"{GROUP}/restart-nonce"
 KAFKA_PORT, CONTROLLER_PORT, REDPANDA_RPC_PORT, REDPANDA_ADMIN_PORT = 9092, 9093, 33145, 9644
 MINIO_PORT, API_PORT, PRODUCER_METRICS_PORT, JOBS_METRICS_PORT = 9000, 8000, 9400, 9401
 SPARK_DRIVER_PORT, SPARK_BLOCK_MANAGER_PORT = 7078, 7079
+ALERTS_METRICS_PORT: Final = 9500
 PRODUCER_FLUSH_TIMEOUT_S: Final = 20
 # Probes answer in microseconds, but a node busy starting JVMs may delay them for seconds.
 PROBE_TIMING: Final = {"timeoutSeconds": 5}
@@ -908,6 +911,68 @@ def build_spark_rbac(pipeline: Pipeline) -> list[Manifest]:
     ]  # fmt: skip
 
 
+# --- alerts ----------------------------------------------------------------------------------
+
+ALERTS_DIR: Final = "/etc/cryptolake/alerts"
+ALERTS_FILE_KEY: Final = "alerts.yaml"
+ALERTS_HASH: Final = "cryptolake.io/alerts-hash"
+ALERTS_RESOURCES: Final = Resources(cpu="50m", memory="512Mi")
+
+
+def alert_webhook_env(index: int) -> str:
+    """The variable that carries the webhook URL of spec.alerts[index] (from its Secret)."""
+    return f"CRYPTOLAKE_ALERT_WEBHOOK_{index}"
+
+
+def alert_rules_document(pipeline: Pipeline) -> str:
+    """spec.alerts as the alerts worker's rules file (cryptolake.common.alert_rules)."""
+    rules = [
+        alert.rule(alert_webhook_env(index)).model_dump(mode="json", exclude_none=True)
+        for index, alert in enumerate(pipeline.spec.alerts)
+    ]
+    return str(yaml.safe_dump({"rules": rules}, sort_keys=False))
+
+
+def build_alerts(pipeline: Pipeline) -> list[Manifest]:
+    """With spec.alerts: the rules (a ConfigMap) and the alerts worker (the API's image: both
+    read Gold with delta-rs), each webhook URL from its Secret; the pods roll when the rules
+    change."""
+    if not pipeline.spec.alerts:
+        return []
+    document = alert_rules_document(pipeline)
+    rules = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(pipeline, pipeline.child("alerts"), "alerts"),
+        "data": {ALERTS_FILE_KEY: document},
+    }
+    env = [
+        {"name": "CRYPTOLAKE_ALERTS_FILE", "value": f"{ALERTS_DIR}/{ALERTS_FILE_KEY}"},
+        {"name": "CRYPTOLAKE_METRICS_PORT", "value": str(ALERTS_METRICS_PORT)},
+        {"name": "OTEL_SERVICE_NAME",
+         "value": f"{pipeline.spec.telemetry.service_name_prefix}-alerts"},
+        *s3_trust_env(pipeline, jvm=False),
+        *({"name": alert_webhook_env(index),
+           "valueFrom": {"secretKeyRef": {"name": alert.webhook.secret_ref.name,
+                                          "key": alert.webhook.secret_ref.key}}}
+          for index, alert in enumerate(pipeline.spec.alerts)),
+    ]  # fmt: skip
+    mounts, volumes = ca_volume(pipeline, kafka=False, s3=True)
+    mounts.append({"name": "rules", "mountPath": ALERTS_DIR, "readOnly": True})
+    volumes.append({"name": "rules", "configMap": {"name": pipeline.child("alerts")}})
+    container = _container(
+        "alerts", pipeline.spec.api.image or pipeline.images.api, [], pipeline,
+        ALERTS_METRICS_PORT, command=["cryptolake-alerts"], env=env, volumeMounts=mounts,
+        readinessProbe={"httpGet": {"path": "/metrics", "port": ALERTS_METRICS_PORT},
+                        **PROBE_TIMING},
+        resources=resources(ALERTS_RESOURCES),
+    )  # fmt: skip
+    deployment = _deployment(pipeline, "alerts", 1, {"containers": [container], "volumes": volumes})
+    template = deployment["spec"]["template"]["metadata"]
+    template["annotations"][ALERTS_HASH] = config_hash({ALERTS_FILE_KEY: document})
+    return [rules, deployment]
+
+
 def build_api(pipeline: Pipeline) -> list[Manifest]:
     api = pipeline.spec.api
     env = [
@@ -999,7 +1064,8 @@ def build_network_policies(pipeline: Pipeline) -> list[Manifest]:
             {"from": _peers(pipeline, "broker"), "ports": _ports(*broker_ports)},
         ]))  # fmt: skip
     if pipeline.spec.storage.engine == "minio":
-        lake_users = (*spark, "api", *(["producer"] if _checks_klines(pipeline) else []))
+        lake_users = (*spark, "api", *(["producer"] if _checks_klines(pipeline) else []),
+                      *(["alerts"] if pipeline.spec.alerts else []))  # fmt: skip
         policies.append(_policy(pipeline, "storage", "storage", [
             {"from": [*_peers(pipeline, *lake_users), OPERATOR_PEER],
              "ports": _ports(MINIO_PORT)},
@@ -1013,6 +1079,9 @@ def build_network_policies(pipeline: Pipeline) -> list[Manifest]:
     policies.append(_policy(pipeline, "producer", "producer",
                             [{"ports": _ports(PRODUCER_METRICS_PORT)}]))  # fmt: skip
     policies.append(_policy(pipeline, "api", "api", [{"ports": _ports(API_PORT)}]))
+    if pipeline.spec.alerts:
+        policies.append(_policy(pipeline, "alerts", "alerts",
+                                [{"ports": _ports(ALERTS_METRICS_PORT)}]))  # fmt: skip
     return policies
 
 
@@ -1041,4 +1110,5 @@ def build_children(pipeline: Pipeline) -> list[Manifest]:
     for app in SPARK_APPLICATIONS:
         children += build_spark_driver(pipeline, app)
     children += build_api(pipeline)
+    children += build_alerts(pipeline)
     return children

@@ -8,11 +8,29 @@ models they constrain, so the API server rejects a bad resource with the rule's 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from cryptolake.common.alert_rules import (
+    DURATION_PATTERN,
+    MARKET_PATTERN,
+    RULE_NAME_PATTERN,
+    AlertKind,
+    AlertRule,
+    Direction,
+    PayloadFormat,
+    Webhook,
+)
 from cryptolake.common.symbols import PERP_SUFFIX
 
 GROUP: Final = "cryptolake.io"
@@ -361,6 +379,65 @@ class Telemetry(CrdModel):
     service_name_prefix: str = Field(default="cryptolake", pattern=DNS_NAME, max_length=40)
 
 
+class SecretKey(CrdModel):
+    name: SecretName
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+
+
+class AlertWebhook(CrdModel):
+    format: PayloadFormat = PayloadFormat.JSON
+    secret_ref: SecretKey = Field(
+        description="The key of a Secret that holds the webhook's URL (a Discord or Slack "
+        "webhook URL lets anyone post: keep it in a Secret)."
+    )
+
+
+class Alert(CrdModel):
+    """One alert rule (cryptolake.common.alert_rules: its meaning and limits)."""
+
+    name: str = Field(pattern=RULE_NAME_PATTERN, max_length=63)
+    markets: list[Annotated[str, Field(pattern=MARKET_PATTERN, max_length=64)]] = Field(
+        default_factory=list, max_length=50,
+        description="exchange:SYMBOL or SYMBOL (every exchange); empty: every market.",
+    )  # fmt: skip
+    kind: AlertKind = Field(
+        description="volatility: (high - low) / low over the window, percent; price_change: "
+        "the close against the close `window` before, percent; price_cross: the close crosses "
+        "`threshold` (a price) between consecutive bars."
+    )
+    window: str = Field(default="1m", pattern=DURATION_PATTERN, description="1m … 1h.")
+    threshold: str = Field(
+        pattern=r"^[0-9]{1,26}(\.[0-9]{1,12})?$",
+        description="Percent, or a price for price_cross (a decimal string, exact).",
+    )
+    direction: Direction = Direction.BOTH
+    cooldown: str = Field(
+        default="5m", pattern=DURATION_PATTERN,
+        description="No other firing of the rule for the market this close.",
+    )  # fmt: skip
+    webhook: AlertWebhook
+
+    @model_validator(mode="after")
+    def _a_rule_the_worker_accepts(self) -> Alert:
+        try:
+            self.rule("CRYPTOLAKE_ALERT_WEBHOOK")
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = "".join(f"{part}: " for part in problem["loc"])
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"alert {self.name}: {where}{message}") from None
+        return self
+
+    def rule(self, url_env: str) -> AlertRule:
+        """The rule as the alerts worker reads it, its webhook URL in ``url_env``."""
+        return AlertRule.model_validate({
+            "name": self.name, "markets": tuple(self.markets), "kind": self.kind,
+            "window": self.window, "threshold": Decimal(self.threshold),
+            "direction": self.direction, "cooldown": self.cooldown,
+            "webhook": Webhook(format=self.webhook.format, url_env=url_env),
+        })  # fmt: skip
+
+
 class CryptoPipelineSpec(CrdModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -369,6 +446,12 @@ class CryptoPipelineSpec(CrdModel):
                     "self.sources.all(s, self.sources.exists_one(t, t.exchange == s.exchange))",
                     "each exchange may appear in only one source",
                     ".sources",
+                ),
+                cel(
+                    "!has(self.alerts) || "
+                    "self.alerts.all(a, self.alerts.exists_one(b, b.name == a.name))",
+                    "alert names must be unique",
+                    ".alerts",
                 ),
             ]
         }
@@ -381,6 +464,10 @@ class CryptoPipelineSpec(CrdModel):
     processing: Processing = Field(default_factory=Processing)
     api: Api = Field(default_factory=Api)
     telemetry: Telemetry = Field(default_factory=Telemetry)
+    alerts: list[Alert] = Field(
+        default_factory=list, max_length=50,
+        description="Alert rules over the Gold candles; set, an alerts worker runs.",
+    )  # fmt: skip
     suspend: bool = Field(
         default=False, description="Scale producer, jobs and API to zero; keep broker and storage."
     )

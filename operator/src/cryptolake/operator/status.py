@@ -91,10 +91,13 @@ def component_condition(
 
 def compute_conditions(spec: CryptoPipelineSpec, observed: Observed) -> list[Condition]:
     conditions = []
-    for name, components in CONDITION_COMPONENTS.items():
+    for name, listed in CONDITION_COMPONENTS.items():
+        components = listed
         external = (name == "BrokerReady" and spec.broker.engine == "external") or (
             name == "StorageReady" and spec.storage.engine == "external"
         )
+        if name == "ApiReady" and spec.alerts:
+            components = (*components, "alerts")  # the alerts worker serves beside the API
         condition = component_condition(name, components, observed, external)
         error = {"BrokerReady": observed.broker_error, "StorageReady": observed.storage_error}
         if error.get(name):

@@ -49,5 +49,33 @@ def test_the_api_answers_the_dashboard_query(
         assert column["selector"] in rows[0], (title, column["selector"], sorted(rows[0]))
 
 
+def test_the_api_answers_the_alert_annotations(fresh_lake: Any, client_for: Any) -> None:
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+    from decimal import Decimal  # noqa: PLC0415
+
+    from cryptolake.alerts.evaluate import Firing  # noqa: PLC0415
+    from cryptolake.alerts.journal import Journal, firing_row  # noqa: PLC0415
+    from cryptolake.common.alert_rules import AlertKind  # noqa: PLC0415
+
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    firing = Firing("spike", AlertKind.VOLATILITY, "simulator", "BTC-USDT", 5, end,
+                    Decimal("2.5"), Decimal("2"))  # fmt: skip
+    Journal(fresh_lake.settings).record_firings([firing_row(firing, "json:…", end)])
+    client = client_for(fresh_lake.settings)
+    dashboard = json.loads(MARKETS.read_text())
+    (annotation,) = dashboard["annotations"]["list"]
+    query = annotation["target"]
+    url = query["url"].replace("${symbol}", "BTC-USDT")
+    url = url.replace("${__from}", str(int((end - timedelta(hours=6)).timestamp() * 1000)))
+    url = url.replace("${__to}", str(int((end + timedelta(minutes=1)).timestamp() * 1000)))
+    response = client.get(url)
+    assert response.status_code == 200, response.text
+    (row,) = response.json()[query["root_selector"]]
+    assert {c["text"] for c in query["columns"]} == {"time", "title", "tags", "text"}
+    for column in query["columns"]:
+        assert column["selector"] in row
+    assert row["window_end_ms"] == int(end.timestamp() * 1000)
+
+
 def test_every_markets_panel_reads_the_api() -> None:
     assert len(QUERIES) >= 7

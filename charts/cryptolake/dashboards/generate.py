@@ -234,7 +234,32 @@ def markets() -> dict:
             "current": {"text": "1m", "value": "1m"},
         },
     ]
-    return dashboard("cryptolake-markets", "CryptoLake / Markets", panels, variables)
+    # The alerts that fired for the symbol, as annotations on every time-series panel.
+    alerts = api_target(
+        "alerts",
+        "/v1/alerts?symbol=${symbol}&start=${__from}&end=${__to}&limit=1000",
+        "alerts",
+        [
+            ("window_end_ms", "time", "timestamp_epoch"),
+            ("rule", "title", "string"),
+            ("kind", "tags", "string"),
+            ("value", "text", "string"),
+        ],
+    )
+    annotations = {
+        "list": [
+            {
+                "name": "Alerts",
+                "enable": True,
+                "iconColor": "orange",
+                "datasource": API,
+                "target": alerts,
+            }
+        ]
+    }
+    return dashboard(
+        "cryptolake-markets", "CryptoLake / Markets", panels, variables, annotations=annotations
+    )
 
 
 def pipeline_health() -> dict:

@@ -12,7 +12,7 @@ SOURCE ?= auto
 FILES ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format bench-producer bench-gaps bench-klines bench-replay bench-backfill bench-freshness \
+.PHONY: help setup run test test-unit lint format bench-producer bench-gaps bench-klines bench-alerts bench-replay bench-backfill bench-freshness \
 	bench-api bench-operator kube replay backfill monitor maintenance rebuild api kafka minio clean distclean \
 	crd crd-upgrade chart-lint dashboards images cluster-up cluster-down cluster-status test-e2e
 
@@ -48,6 +48,9 @@ bench-gaps: setup ## gap recovery: drops at 500 trades/s → time to close a gap
 
 bench-klines: setup ## kline checks: a day of Gold candles against the simulator's klines (last line: kline_check_s_per_market_day=S cpu_s_per_market_day=S …)
 	@$(BIN)/python benchmarks/bench_klines.py
+
+bench-alerts: setup ## alerts: Gold commit → webhook latency and evaluation cost, 20 markets × 10 rules (last line: alert_latency_p50_s=S alert_latency_p95_s=S evaluation_ms_mean=MS)
+	@$(BIN)/python benchmarks/bench_alerts.py
 
 bench-replay: setup ## backlog replay: 2M trades in Kafka → Bronze, Silver, Gold caught up (last line: replay_trades_per_s=N)
 	@$(BIN)/python benchmarks/bench_replay.py

@@ -104,6 +104,7 @@ def _exported(registry: CollectorRegistry, prefix: str = "cryptolake_") -> set[s
 def exported_metrics(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Every metric name the producer, the jobs, the API and the operator export, read from
     their own registries (the API's store collector included)."""
+    from cryptolake.alerts.worker import AlertsMetrics  # noqa: PLC0415
     from cryptolake.api.httpcache import ResponseCache  # noqa: PLC0415
     from cryptolake.api.observability import ApiMetrics  # noqa: PLC0415
     from cryptolake.api.settings import ApiSettings  # noqa: PLC0415
@@ -116,6 +117,7 @@ def exported_metrics(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     registries = [
         ProducerMetrics().registry,
         JobMetrics().registry,
+        AlertsMetrics().registry,
         ApiMetrics(store, ResponseCache(1 << 20)).registry,
         REGISTRY,
     ]
@@ -134,6 +136,13 @@ def test_every_queried_metric_is_exported(exported_metrics: set[str]) -> None:
     }
     assert len(queried) >= 15, queried
     assert not queried - exported_metrics, f"not exported: {sorted(queried - exported_metrics)}"
+
+
+def test_every_metric_an_alerting_rule_names_is_exported(exported_metrics: set[str]) -> None:
+    rules = (DASHBOARDS_DIR.parent / "rules" / "pipeline-health.yaml").read_text()
+    named = set(METRIC.findall(rules))
+    assert len(named) >= 7, named
+    assert not named - exported_metrics, f"not exported: {sorted(named - exported_metrics)}"
 
 
 def test_pipeline_health_covers_each_component(exported_metrics: set[str]) -> None:

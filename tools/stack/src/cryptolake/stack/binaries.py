@@ -144,6 +144,15 @@ def helm_ldflags(version: str, _published: datetime | None = None) -> list[str]:
     return ["-s", "-w", *(f"-X {key}={value}" for key, value in stamps.items())]
 
 
+def prometheus_ldflags(version: str, published: datetime) -> list[str]:
+    """The stamps of Prometheus' promu build: module v0.316.0 is Prometheus 3.16.0."""
+    combined, _, patch = version.removeprefix("v0.").partition(".")
+    release = f"{int(combined) // 100}.{int(combined) % 100}.{patch}"
+    stamps = {"Version": release, "BuildDate": published.strftime("%Y%m%d-%H:%M:%S")}
+    return ["-s", "-w",
+            *(f"-X github.com/prometheus/common/version.{key}={value}" for key, value in stamps.items())]  # fmt: skip
+
+
 GO_PROGRAMS: dict[str, GoProgram] = {
     "minio": GoProgram(
         name="minio",
@@ -195,6 +204,13 @@ GO_PROGRAMS: dict[str, GoProgram] = {
             "-w",
             f"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={version}",
         ],
+    ),
+    # `promtool check rules` / `test rules` for the chart's PrometheusRule (rules/*.yaml).
+    "promtool": GoProgram(
+        name="promtool",
+        module="github.com/prometheus/prometheus",
+        package="github.com/prometheus/prometheus/cmd/promtool",
+        ldflags=prometheus_ldflags,
     ),
     "helm": GoProgram(
         name="helm",

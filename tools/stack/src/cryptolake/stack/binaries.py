@@ -149,8 +149,8 @@ def prometheus_ldflags(version: str, published: datetime) -> list[str]:
     combined, _, patch = version.removeprefix("v0.").partition(".")
     release = f"{int(combined) // 100}.{int(combined) % 100}.{patch}"
     stamps = {"Version": release, "BuildDate": published.strftime("%Y%m%d-%H:%M:%S")}
-    return ["-s", "-w",
-            *(f"-X github.com/prometheus/common/version.{key}={value}" for key, value in stamps.items())]  # fmt: skip
+    package = "github.com/prometheus/common/version"
+    return ["-s", "-w", *(f"-X {package}.{key}={value}" for key, value in stamps.items())]
 
 
 GO_PROGRAMS: dict[str, GoProgram] = {

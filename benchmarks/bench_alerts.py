@@ -17,6 +17,7 @@ gold/alerts and the POST. The run fails unless every spike is posted exactly onc
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import threading
 import time
@@ -152,7 +153,10 @@ def main() -> int:
         while worker.evaluated_version is None:
             time.sleep(0.05)
         latencies = []
+        jitter = random.Random(7)
         for round_ in range(args.rounds):
+            # Commits land at any point of the worker's poll, as the jobs' do.
+            time.sleep(jitter.uniform(0, args.poll_interval_s))
             minute = now + round_ * MINUTE
             spike = symbols[round_ % len(symbols)]
             append_bars(uri, market_bars(symbols, minute, spike, 10_000 + round_))

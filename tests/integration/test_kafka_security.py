@@ -36,6 +36,11 @@ pytestmark = pytest.mark.integration
 TRADES = 300
 
 
+def markets_of(trades: str) -> str:
+    """The market-snapshot topic beside a test's trades topic."""
+    return trades.replace(".trades", ".markets")
+
+
 @dataclass(frozen=True)
 class SecuredBroker:
     broker: KafkaBroker
@@ -50,6 +55,7 @@ class SecuredBroker:
             "bootstrap_servers": self.broker.bootstrap_servers,
             "trades_topic": self.trades,
             "dlq_topic": self.dlq,
+            "markets_topic": markets_of(self.trades),
             "kafka_security_protocol": "SASL_SSL",
             "kafka_username": user,
             "kafka_password": self.security.users[user],
@@ -76,7 +82,7 @@ def secured(tmp_path_factory) -> SecuredBroker:
     suffix = uuid.uuid4().hex[:8]
     trades, dlq = f"sec.{suffix}.trades", f"sec.{suffix}.dlq"
     # What the operator does on its pipelines' brokers.
-    reconcile_acls(broker.bootstrap_servers, client_acls(trades, dlq),
+    reconcile_acls(broker.bootstrap_servers, client_acls(trades, dlq, markets_of(trades)),
                    security.client_config(security.admin))  # fmt: skip
     yield SecuredBroker(broker, security, trades, dlq, other_ca)
     broker.stop()
@@ -188,7 +194,9 @@ def _grant_later(secured: SecuredBroker, trades: str, dlq: str, delay_s: float) 
     """What the operator does once the broker answers: the clients' ACLs, a little later."""
     admin = secured.security.client_config(secured.security.admin)
     timer = threading.Timer(
-        delay_s, reconcile_acls, (secured.broker.bootstrap_servers, client_acls(trades, dlq), admin)
+        delay_s,
+        reconcile_acls,
+        (secured.broker.bootstrap_servers, client_acls(trades, dlq, markets_of(trades)), admin),
     )
     timer.start()
     return timer
@@ -203,7 +211,8 @@ def test_clients_started_before_their_acls_wait_for_them_instead_of_failing(
     suffix = uuid.uuid4().hex[:8]
     trades, dlq = f"late-acl.{suffix}.trades", f"late-acl.{suffix}.dlq"
     producer = ProducerSettings(**{**secured.settings_of(PRODUCER_USER), "trades_topic": trades,
-                                   "dlq_topic": dlq}, metrics_port=0)  # fmt: skip
+                                   "dlq_topic": dlq, "markets_topic": markets_of(trades)},
+                                metrics_port=0)  # fmt: skip
     timer = _grant_later(secured, trades, dlq, delay_s=3.0)
     started = time.monotonic()
     ensure_topics(producer)  # creates both topics once allowed

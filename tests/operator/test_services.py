@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AlterConfigOpType, ConfigResource
 
+from cryptolake.common.market_snapshot import MARKETS_TOPIC
 from cryptolake.common.trade import DLQ_TOPIC, TOPIC_CONFIG, TRADES_TOPIC
 from cryptolake.operator.services import (
     TopicSpec,
@@ -23,11 +24,12 @@ def test_topics_are_created_with_retention_and_the_broker_append_time() -> None:
     assert TOPIC_CONFIG.items() <= build_topic_config(WANTED).items()
 
 
-def test_every_reconcile_sets_the_same_config_on_both_topics_incrementally() -> None:
+def test_every_reconcile_sets_the_same_config_on_every_topic_incrementally() -> None:
     alterations = build_config_alterations(WANTED)
     assert [(a.restype, a.name) for a in alterations] == [
         (ConfigResource.Type.TOPIC, TRADES_TOPIC),
         (ConfigResource.Type.TOPIC, DLQ_TOPIC),
+        (ConfigResource.Type.TOPIC, MARKETS_TOPIC),
     ]
     for alteration in alterations:
         entries = {

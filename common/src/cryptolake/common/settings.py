@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cryptolake.common.market_snapshot import MARKETS_TOPIC
 from cryptolake.common.s3 import REGION
 from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
 
@@ -34,6 +35,7 @@ class KafkaTopicsSettings(ServiceSettings):
     bootstrap_servers: str = "127.0.0.1:9092"
     trades_topic: str = TRADES_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    markets_topic: str = MARKETS_TOPIC
     # PLAINTEXT on loopback (the local stack); SASL_SSL with SCRAM in a cluster.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"

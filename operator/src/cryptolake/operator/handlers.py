@@ -23,7 +23,6 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import ValidationError
 
-from cryptolake.common.trade import DLQ_TOPIC, TRADES_TOPIC
 from cryptolake.operator.builders import (
     CA_CERT_KEY,
     KAFKA_USERS,
@@ -40,6 +39,7 @@ from cryptolake.operator.kube import Cluster
 from cryptolake.operator.models import GROUP, PLURAL, VERSION, CryptoPipelineSpec, spec_error
 from cryptolake.operator.pki import KeyPair, issue, make_ca
 from cryptolake.operator.services import (
+    TOPICS,
     ServiceUnreachable,
     TopicSpec,
     delete_prefix,
@@ -151,7 +151,7 @@ def _check_broker(pipeline: Pipeline, cluster: Cluster, observed: Observed) -> s
     try:
         client = _kafka_admin_client(pipeline, cluster)
         if client:
-            reconcile_acls(pipeline.bootstrap_servers, client_acls(TRADES_TOPIC, DLQ_TOPIC), client)
+            reconcile_acls(pipeline.bootstrap_servers, client_acls(*TOPICS), client)
         reconcile_topics(pipeline.bootstrap_servers, wanted, client=client)
     except KeyError as error:
         return f"Secret {pipeline.kafka_secret} has no key {error}"

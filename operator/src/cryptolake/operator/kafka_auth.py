@@ -32,13 +32,13 @@ class Acl:
         return f"User:{self.user}"
 
 
-def client_acls(trades_topic: str, dlq_topic: str) -> list[Acl]:
-    """The producer creates and writes the trades and dead-letter topics; the jobs read the
-    trades topic (Spark's source: describe, read, its own consumer groups). Nobody else
-    reads trades, and the jobs cannot write them."""
+def client_acls(trades_topic: str, dlq_topic: str, markets_topic: str) -> list[Acl]:
+    """The producer creates and writes the trades, dead-letter and market-snapshot topics; the
+    jobs read the trades topic (Spark's source: describe, read, its own consumer groups).
+    Nobody else reads trades, and the jobs cannot write them."""
     acls = [
         Acl(PRODUCER_USER, "TOPIC", topic, operation)
-        for topic in (trades_topic, dlq_topic)
+        for topic in (trades_topic, dlq_topic, markets_topic)
         for operation in ("CREATE", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
     ]
     acls += [Acl(JOBS_USER, "TOPIC", trades_topic, op) for op in ("READ", "DESCRIBE")]

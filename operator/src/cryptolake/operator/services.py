@@ -27,12 +27,14 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from cryptolake.common.market_snapshot import MARKETS_TOPIC
 from cryptolake.common.s3 import REGION
 from cryptolake.common.trade import DLQ_TOPIC, TOPIC_CONFIG, TRADES_TOPIC
 from cryptolake.operator.kafka_auth import Acl
 
 log = logging.getLogger(__name__)
-TOPICS: Final = (TRADES_TOPIC, DLQ_TOPIC)
+# The trades, dead-letter and market-snapshot topics, in client_acls' order.
+TOPICS: Final = (TRADES_TOPIC, DLQ_TOPIC, MARKETS_TOPIC)
 
 
 class ServiceUnreachable(Exception):

@@ -18,6 +18,7 @@ from cryptolake.producer.exchanges import adapter_class, markets
 from cryptolake.producer.exchanges.base import ExchangeAdapter
 from cryptolake.producer.feed import Backoff, Feed, probe_reachable
 from cryptolake.producer.kafka_sink import KafkaSink, SinkError, ensure_topics
+from cryptolake.producer.markets import MarketsPoller
 from cryptolake.producer.metrics import MetricsServer, ProducerMetrics
 from cryptolake.producer.reconcile import KlineSource, Reconciler, ReconcileSettings
 from cryptolake.producer.recovery import RecoverySettings
@@ -120,6 +121,7 @@ class Producer:
         self.feeds: list[Feed] = []
         self.source: str = settings.source
         self.reconciler: Reconciler | None = None
+        self.markets: MarketsPoller | None = None
 
     async def run(self, stop: asyncio.Event) -> StreamSummary:
         """Feed until ``stop`` (or a feed's unexpected error, re-raised); on every way out,
@@ -160,6 +162,10 @@ class Producer:
                     ReconcileSettings(settings.reconcile_interval_s, settings.reconcile_delay_s),
                 )
                 tasks.append(asyncio.create_task(self.reconciler.run(stop), name="klines"))
+            if settings.markets_interval_s > 0:
+                self.markets = MarketsPoller.for_source(settings, adapters, self.sink,
+                                                        self.metrics)  # fmt: skip
+                tasks.append(asyncio.create_task(self.markets.run(stop), name="markets"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:
@@ -180,13 +186,14 @@ class Producer:
                 connected = [feed.name for feed in self.feeds if feed.state.connected]
                 log.info(
                     "status: %d trades produced (%.0f/s), %d to DLQ, %d failed, %d recovered "
-                    "from gaps, %d gaps unrecoverable; connected: %s",
+                    "from gaps, %d gaps unrecoverable, %d market snapshots; connected: %s",
                     self.sink.delivered,
                     rate,
                     self.sink.dlq_delivered,
                     self.sink.failed,
                     sum(feed.recovery.recovered for feed in self.feeds),
                     sum(len(feed.recovery.unrecoverable) for feed in self.feeds),
+                    self.sink.snapshots_delivered,
                     ", ".join(connected) or "none",
                 )
                 last_time, last_delivered = now, self.sink.delivered

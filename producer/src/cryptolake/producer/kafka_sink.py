@@ -21,6 +21,7 @@ from tenacity import (
 )
 
 from cryptolake.common.kafka_client import librdkafka_config
+from cryptolake.common.market_snapshot import MarketSnapshot
 from cryptolake.common.trade import TOPIC_CONFIG, DeadLetter, Trade
 from cryptolake.producer.metrics import ProducerMetrics
 from cryptolake.producer.settings import ProducerSettings
@@ -81,7 +82,7 @@ def topic_config(settings: ProducerSettings) -> dict[str, str]:
 
 
 def ensure_topics(settings: ProducerSettings, timeout_s: float = 30.0) -> None:
-    """Create the trades and DLQ topics if missing (partitions and retention from settings,
+    """Create the trades, DLQ and markets topics if missing (partitions and retention from settings,
     ``TOPIC_CONFIG``); an existing topic is left as is, with a warning where it differs.
 
     Waits instead of failing the process into a restart: for a broker that does not answer
@@ -118,7 +119,7 @@ def _ensure_topics(settings: ProducerSettings, timeout_s: float) -> None:
     config = topic_config(settings)
     wanted = [
         NewTopic(topic, settings.topic_partitions, settings.topic_replication, config=config)
-        for topic in (settings.trades_topic, settings.dlq_topic)
+        for topic in (settings.trades_topic, settings.dlq_topic, settings.markets_topic)
     ]
     for topic, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
         try:
@@ -184,6 +185,7 @@ class KafkaSink:
         self.dlq_topic = settings.dlq_topic
         self.delivered = 0
         self.dlq_delivered = 0
+        self.snapshots_delivered = 0
         self.failed = 0
         self.too_large = 0  # refused by produce() as over message.max.bytes (part of failed)
         self._refusals_logged: set[tuple[str, int]] = set()
@@ -258,6 +260,17 @@ class KafkaSink:
         topic, callback = self.trades_topic, self._on_trade_delivery
         for trade in trades:
             self._produce(topic, trade.to_json(), trade.key, callback)
+
+    def publish_snapshots(self, snapshots: Iterable[MarketSnapshot]) -> None:
+        topic = self.settings.markets_topic
+        for snapshot in snapshots:
+            self._produce(topic, snapshot.to_json(), snapshot.key, self._on_snapshot_delivery)
+
+    def _on_snapshot_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._on_failure(err, msg)
+            return
+        self.snapshots_delivered += 1
 
     def publish_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
         for letter in letters:

@@ -89,6 +89,18 @@ class ProducerMetrics:
             [*labels, "status"],
             registry=self.registry,
         )
+        self.market_snapshots = Counter(
+            "cryptolake_producer_market_snapshots",
+            "Coin market snapshots published to crypto.markets.v1 (CoinGecko or the simulator)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.market_polls = Counter(
+            "cryptolake_producer_market_polls",
+            "Polls of the coin markets endpoint, by outcome (ok, failed)",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
         self.kline_mismatches = Counter(
             "cryptolake_producer_kline_mismatches",
             "Fields of Gold candles that differ from the exchange's kline (gold/kline_checks)",

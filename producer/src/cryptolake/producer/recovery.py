@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 from tenacity import (
@@ -196,13 +197,23 @@ class RestFailed(Exception):
     """A REST call that gave no usable answer (the message says what came back)."""
 
 
-class PacedRest:
-    """GETs to one exchange's REST API, ``adapter.history_interval_s`` apart (shared by the
-    recovery and the kline checks of a feed, so together they keep the exchange's pace),
-    retried as the exchange asks."""
+class RestPace(Protocol):
+    """How often a REST API may be asked, and how it says "busy" in a 200 (Kraken): what an
+    exchange adapter knows of its history API, and what the markets poller knows of CoinGecko."""
 
-    def __init__(self, adapter: ExchangeAdapter, settings: RecoverySettings, name: str) -> None:
-        self.adapter = adapter
+    @property
+    def history_interval_s(self) -> float: ...
+
+    def history_busy(self, body: bytes) -> bool: ...
+
+
+class PacedRest:
+    """GETs to one REST API, ``pace.history_interval_s`` apart (shared by the recovery and the
+    kline checks of a feed, so together they keep the exchange's pace), retried as the API
+    asks (429 and 5xx with their ``Retry-After``, else exponential backoff)."""
+
+    def __init__(self, pace: RestPace, settings: RecoverySettings, name: str) -> None:
+        self.pace = pace
         self.settings = settings
         self.name = name
         self._next_request_at = 0.0
@@ -235,7 +246,7 @@ class PacedRest:
                         request.url, params=request.params, headers=request.headers
                     )
                     if response.status_code in RETRY_STATUSES or (
-                        response.status_code == 200 and self.adapter.history_busy(response.content)
+                        response.status_code == 200 and self.pace.history_busy(response.content)
                     ):
                         log.info("%s: REST answered %d; retrying", self.name,
                                  response.status_code)  # fmt: skip
@@ -253,7 +264,7 @@ class PacedRest:
         delay = self._next_request_at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        self._next_request_at = time.monotonic() + self.adapter.history_interval_s
+        self._next_request_at = time.monotonic() + self.pace.history_interval_s
 
 
 def _split(gaps: list[Gap], edge: int, ascending: bool) -> tuple[list[Gap], list[Gap]]:

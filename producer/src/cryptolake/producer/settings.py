@@ -60,6 +60,15 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
     # A minute is checked once it ended this long ago (Gold's lateness, 2 min, plus margin).
     reconcile_delay_s: float = Field(default=180.0, ge=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+    # Coin market snapshots (CoinGecko /coins/markets, or the simulator's) every this many
+    # seconds to crypto.markets.v1; 0: off. The free tier allows 30 calls a minute.
+    markets_interval_s: float = Field(default=15.0, ge=0)
+    # CoinGecko coin ids ("bitcoin,ethereum"); empty: the top `markets_top` by market cap.
+    markets_coins: str = ""
+    markets_top: int = Field(default=10, ge=1, le=250)
+    coingecko_url: str = "https://api.coingecko.com"
+    # A demo or pro key (sent as x-cg-demo-api-key); none is needed for the public API.
+    coingecko_api_key: SecretStr | None = None
     # Binance API key (no secret: nothing is signed): the futures history by trade id needs
     # one; without it a futures gap closes only within the newest 1,000 trades.
     binance_api_key: SecretStr | None = None

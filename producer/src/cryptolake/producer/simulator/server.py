@@ -37,6 +37,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 import zlib
 from abc import ABC, abstractmethod
 from bisect import bisect_right
@@ -58,7 +59,7 @@ from websockets.http11 import Request, Response
 
 from cryptolake.common.symbols import canonical_symbol, perpetual, split_concatenated, spot
 from cryptolake.common.timeutil import now_us, rfc3339_to_us
-from cryptolake.producer.simulator import wire
+from cryptolake.producer.simulator import coins, wire
 from cryptolake.producer.simulator.market import Market, SimTrade
 
 log = logging.getLogger("cryptolake.producer.simulator")
@@ -828,6 +829,7 @@ class SimulatorServer:
         self.disconnects = 0
         self.frames_skipped = 0
         self.rest_requests = 0
+        self.coingecko_served: list[bytes] = []
         self.rest_failures = 0
         self.feeds: dict[ExchangeName, _Feed] = {}
         self._sessions: set[_Session] = set()
@@ -980,6 +982,8 @@ class SimulatorServer:
             return self._kraken_history(query)
         if split.path == "/kraken/0/public/OHLC":
             return self._kraken_ohlc(query)
+        if split.path == "/coingecko/api/v3/coins/markets":
+            return self._coingecko_markets(query)
         if len(parts) == 4 and parts[:2] == ["coinbase", "products"] and parts[3] == "trades":
             return self._coinbase_history(parts[2], query)
         if len(parts) == 4 and parts[:2] == ["coinbase", "products"] and parts[3] == "candles":
@@ -988,7 +992,24 @@ class SimulatorServer:
             -1, f"no such endpoint {split.path[:80]!r}; the simulator serves "
             "/binance/api/v3/historicalTrades and /klines, /binance-futures/fapi/v1/"
             "historicalTrades, /trades and /klines, /kraken/0/public/Trades and /OHLC, "
-            "/coinbase/products/<id>/trades and /candles"))  # fmt: skip
+            "/coinbase/products/<id>/trades and /candles, "
+            "/coingecko/api/v3/coins/markets"))  # fmt: skip
+
+    def _coingecko_markets(self, query: dict[str, str]) -> Response:
+        """CoinGecko's ``/coins/markets`` (``coins.py``); each body served is kept in
+        ``coingecko_served`` (the tests' ground truth)."""
+        if query.get("vs_currency", "").lower() != "usd":
+            return _json_response(400, b'{"error":"invalid vs_currency (the simulator: usd)"}')
+        try:
+            per_page, page = int(query.get("per_page", "100")), int(query.get("page", "1"))
+        except ValueError:
+            return _json_response(400, b'{"error":"per_page and page are integers"}')
+        if not (1 <= per_page <= 250 and page >= 1):
+            return _json_response(400, b'{"error":"per_page is 1..250, page >= 1"}')
+        ids = [coin for coin in query.get("ids", "").split(",") if coin] or None
+        body = coins.encode(coins.coins_markets(time.time(), self.config.seed, ids, per_page, page))
+        self.coingecko_served.append(body)
+        return _json_response(200, body)
 
     def _binance_symbol(self, pair: str, fmt: ExchangeName = "binance") -> str | None:
         """``BTCUSDT`` → ``BTC-USDT`` (``BTC-USDT-PERP`` on the futures host) when the simulator

@@ -598,6 +598,42 @@ def test_5b_the_producer_checks_gold_against_the_simulators_klines(pipeline: Dep
     assert "certificate" not in logs.lower(), logs[-3000:]
 
 
+# Run in the producer pod: its market-snapshot and poll counters from its metrics endpoint.
+MARKET_SNAPSHOTS = """
+import json, os, re, urllib.request
+port = os.environ["CRYPTOLAKE_METRICS_PORT"]
+text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+counts = {}
+for line in text.splitlines():
+    found = re.match(r'cryptolake_producer_market_(snapshots|polls)_total[{](.*)[}] (.*)', line)
+    if found:
+        outcome = re.search(r'outcome="([a-z]+)"', found.group(2))
+        key = found.group(1) + (":" + outcome.group(1) if outcome else "")
+        counts[key] = counts.get(key, 0) + float(found.group(3))
+    if line.startswith('cryptolake_producer_delivery_errors_total{topic="crypto.markets.v1"}'):
+        counts["delivery_errors"] = float(line.rsplit(" ", 1)[1])
+print(json.dumps(counts))
+"""
+
+
+def test_5d_the_producer_publishes_coin_market_snapshots_under_its_acls(
+    pipeline: Deployment,
+) -> None:
+    """The producer polls the simulator's CoinGecko into crypto.markets.v1, a topic the
+    operator created and the producer's login may write (no delivery error)."""
+
+    def counts() -> dict[str, float]:
+        text = pipeline.kubectl("exec", "-i", f"deploy/{PIPELINE}-producer", "--", "python",
+                                "-", stdin=MARKET_SNAPSHOTS)  # fmt: skip
+        return json.loads(text.splitlines()[-1])
+
+    found = eventually("market snapshots published",
+                       lambda: (c := counts()).get("snapshots", 0) >= 10 and c,
+                       timeout_s=180, every_s=10)  # fmt: skip
+    assert found.get("polls:failed", 0) == 0 and found.get("polls:ok", 0) >= 1, found
+    assert found.get("delivery_errors", 0) == 0, found
+
+
 # A webhook receiver in the cluster: prints each body it is posted as one JSON line.
 WEBHOOK_RECEIVER = """
 import http.server, sys

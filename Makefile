@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-unit lint format bench-producer bench-gaps bench-klines bench-alerts bench-replay bench-backfill bench-freshness \
 	bench-api bench-operator kube replay backfill monitor maintenance rebuild api kafka minio clean distclean \
-	crd crd-upgrade chart-lint dashboards images cluster-up cluster-down cluster-status test-e2e
+	crd crd-upgrade chart-lint dashboards docs images cluster-up cluster-down cluster-status test-e2e
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -122,6 +122,9 @@ crd-upgrade: setup ## apply the chart's CRDs to $$KUBECONFIG's cluster (Helm nev
 chart-lint: setup ## helm lint --strict the chart with each charts/cryptolake/ci/*-values.yaml
 	@for values in charts/cryptolake/ci/*-values.yaml; do \
 	  $(BIN)/helm lint --strict charts/cryptolake --values $$values | grep -v '^$$' || exit 1; done
+
+docs: setup ## regenerate docs/configuration.md from the settings classes (every variable, default, meaning)
+	@$(BIN)/python docs/generate_configuration.py
 
 dashboards: setup ## regenerate the Grafana dashboards' JSON (charts/cryptolake/dashboards/generate.py)
 	@$(BIN)/python charts/cryptolake/dashboards/generate.py

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from cryptolake.common.settings import LakeSettings
 
 
 class AlertsSettings(LakeSettings):
-    model_config = SettingsConfigDict(use_attribute_docstrings=True)
-
     alerts_file: Path = Path("alerts.yaml")
     """The rules (YAML; see the alerts README). In a cluster the operator mounts them from
     the pipeline's spec.alerts."""
@@ -35,3 +32,4 @@ class AlertsSettings(LakeSettings):
     metrics_port: int = Field(default=9500, ge=0, le=65535)
     """Port of /metrics (Prometheus); 0: not served."""
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""

@@ -28,46 +28,51 @@ class ApiSettings(LakeSettings):
     """Env: CRYPTOLAKE_TABLE_ROOT, CRYPTOLAKE_S3_ENDPOINT, CRYPTOLAKE_API_KEYS…"""
 
     host: str = "127.0.0.1"
+    """Bind address."""
     port: int = Field(default=8000, ge=0, le=65535)
-    # uvicorn worker processes for `cryptolake-api` (each keeps its own hot cache).
+    """Port."""
     workers: int = Field(default=1, ge=1, le=64)
+    """uvicorn worker processes for `cryptolake-api` (each keeps its own hot cache)."""
 
-    # How often each table's Delta log is checked for a new version.
     refresh_interval_s: float = Field(default=0.25, gt=0, le=60)
-    # Candles, SMA and hourly stats of the last N days stay in memory; older reads are pruned.
+    """How often each table's Delta log is checked for a new version."""
     hot_days: int = Field(default=2, ge=1, le=31)
-    # Silver files read at startup to fill the latest-trades cache (newest first).
+    """Candles, SMA and hourly stats of the last N days stay in memory; older reads are pruned."""
     trades_bootstrap_files: int = Field(default=64, ge=1)
-    # Longest span of 1-minute bars one request may load (bounds history reads).
+    """Silver files read at startup to fill the latest-trades cache (newest first)."""
     max_range_days: int = Field(default=100, ge=1)
+    """Longest span of 1-minute bars one request may load (bounds history reads)."""
 
-    # Rendered responses kept in memory (raw + gzip), valid until a table changes.
     response_cache_mib: int = Field(default=256, ge=0)
+    """Rendered responses kept in memory (raw + gzip), valid until a table changes."""
 
-    # API keys: comma-separated, and/or a file with one key a line (a mounted Secret).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """API keys: comma-separated, and/or a file with one key a line (a mounted Secret)."""
     api_keys_file: Path | None = None
-    # Endpoints served without a key when keys are set (the dashboard page is always public;
-    # the data it loads needs the key).
+    """A file of API keys, one a line (a mounted Secret)."""
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
     )
+    """Endpoints served without a key when keys are set (the dashboard page is always public; the
+    data it loads needs the key)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Browser origins allowed to call the API (comma list); none by default."""
 
-    # lightweight-charts for the dashboard: <vendor_dir>/lightweight-charts/dist/.
     vendor_dir: Path = _DEFAULT_VENDOR_DIR
-    # Seconds between SSE keepalive comments.
+    """lightweight-charts for the dashboard: <vendor_dir>/lightweight-charts/dist/."""
     sse_keepalive_s: float = Field(default=15.0, gt=0)
-    # Open SSE streams beyond which a new one gets 429 (each holds a queue and a socket).
+    """Seconds between SSE keepalive comments."""
     sse_max_clients: int = Field(default=200, ge=1)
-    # Requests per client (its API key, else its address) in `limits` notation, e.g.
-    # "100/second" or "5000/minute"; empty: no limit. Probes and /metrics are never limited.
+    """Open SSE streams beyond which a new one gets 429 (each holds a queue and a socket)."""
     rate_limit: str = "100/second"
-    # A request unanswered after this long gets 504 (streams excepted).
+    """Requests per client (its API key, else its address) in `limits` notation, e.g.
+    `100/second` or `5000/minute`; empty: no limit. Probes and /metrics are never limited."""
     request_timeout_s: float = Field(default=30.0, gt=0)
-    # /readyz fails when the tables have not been read successfully for this long.
+    """A request unanswered after this long gets 504 (streams excepted)."""
     refresh_stale_s: float = Field(default=60.0, gt=0)
+    """/readyz fails when the tables have not been read successfully for this long."""
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
 
     @field_validator("api_keys", "auth_exempt_paths", "cors_origins", mode="before")
     @classmethod

@@ -24,7 +24,10 @@ ENV_PREFIX = "CRYPTOLAKE_"
 class ServiceSettings(BaseSettings):
     """Base for each service's settings: env prefix ``CRYPTOLAKE_``, unknown keys ignored."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # A docstring under a field is its description (--help, docs/configuration.md).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
+    )
 
 
 class KafkaTopicsSettings(ServiceSettings):
@@ -33,22 +36,29 @@ class KafkaTopicsSettings(ServiceSettings):
     turn it into each client library's properties."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    """Kafka brokers, host:port[,host:port…]."""
     trades_topic: str = TRADES_TOPIC
+    """The normalized trades (trade v1)."""
     dlq_topic: str = DLQ_TOPIC
+    """What the producer could not normalize: the raw frame and why."""
     markets_topic: str = MARKETS_TOPIC
-    # PLAINTEXT on loopback (the local stack); SASL_SSL with SCRAM in a cluster.
+    """Coin market snapshots (market snapshot v1)."""
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """PLAINTEXT on loopback (the local stack); SASL_SSL with SCRAM in a cluster."""
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    """The SCRAM (or PLAIN) mechanism of a SASL_* protocol."""
     kafka_username: str | None = None
+    """The Kafka login (SASL_*)."""
     kafka_password: SecretStr | None = None
-    # PEM file of the CA that signed the broker's certificate (default: the system's CAs).
+    """The Kafka login's password (SASL_*)."""
     kafka_ca_file: Path | None = None
-    # At startup, how long a login the broker does not authorize yet waits for its ACLs (the
-    # operator grants them once the broker answers) before the client gives up.
+    """PEM file of the CA that signed the broker's certificate (default: the system's CAs)."""
     authorization_wait_s: float = Field(default=120.0, ge=0)
-    # At startup, how long a client waits for a broker that does not answer yet (a fresh
-    # pipeline starts its broker and its clients together) before the client gives up.
+    """At startup, how long a login the broker does not authorize yet waits for its ACLs (the
+    operator grants them once the broker answers) before the client gives up."""
     broker_wait_s: float = Field(default=180.0, ge=0)
+    """At startup, how long a client waits for a broker that does not answer yet (a fresh
+    pipeline starts its broker and its clients together) before the client gives up."""
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaTopicsSettings:
@@ -73,14 +83,14 @@ class LakeSettings(ServiceSettings):
     """Where the Delta tables are and how delta-rs reaches them: shared by the services that
     read or write them without Spark (the API, the producer's kline checks)."""
 
-    model_config = SettingsConfigDict(use_attribute_docstrings=True)
-
     table_root: str = ".local/lakehouse"
     """Where the jobs write the Delta tables: a local folder, s3://bucket/prefix or s3a://…."""
     s3_endpoint: str | None = None
     """S3 endpoint URL of an s3:// root (path-style, e.g. MinIO)."""
     s3_access_key: str | None = None
+    """S3 access key of an s3:// root."""
     s3_secret_key: SecretStr | None = None
+    """S3 secret key of an s3:// root."""
     s3_ca_file: Path | None = None
     """PEM of a private CA that signed the S3 endpoint's certificate (the operator's TLS
     MinIO), trusted besides the public CAs (``s3.trust_ca_file``)."""

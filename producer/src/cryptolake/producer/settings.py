@@ -26,55 +26,72 @@ class ProducerSettings(KafkaTopicsSettings, LakeSettings):
     """Env: CRYPTOLAKE_SOURCE, CRYPTOLAKE_EXCHANGES, CRYPTOLAKE_SYMBOLS, CRYPTOLAKE_METRICS_PORT…"""
 
     source: Source = "auto"
-    # A comma list in the environment (NoDecode: not JSON).
+    """auto: the live exchanges, else the simulator; live; or simulator (labelled `simulator`)."""
     exchanges: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(LIVE_EXCHANGES))
-    # "BTC-USDT,ETH-USDT" for every exchange, or "binance:BTC-USDT,coinbase:BTC-USD" per exchange;
-    # "binance:BTC-USDT-PERP" is Binance's USD-M perpetual contract (its futures stream).
+    """The live exchanges to stream, a comma list (binance, kraken, coinbase)."""
     symbols: str = ""
-    # Override live endpoints by protocol, e.g. "binance=wss://stream.binance.us:9443" or
-    # "binance-futures=wss://fstream.binance.com" (proxies, mirrors).
+    """`BTC-USDT,ETH-USDT` for every exchange, or `binance:BTC-USDT,coinbase:BTC-USD` per
+    exchange; `binance:BTC-USDT-PERP` is Binance's USD-M perpetual contract (its futures
+    stream)."""
     exchange_urls: str = ""
+    """Override live endpoints by protocol, e.g. `binance=wss://stream.binance.us:9443` or
+    `binance-futures=wss://fstream.binance.com` (proxies, mirrors)."""
     metrics_port: int = Field(default=9400, ge=0, le=65535)
+    """/metrics and /healthz; 0: not served."""
     topic_partitions: int = Field(default=3, ge=1)
+    """Partitions of the topics the producer creates."""
     topic_replication: int = Field(default=1, ge=1)
+    """Replicas of the topics the producer creates."""
     topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    """Retention of the topics the producer creates (-1: forever)."""
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    """Kafka batch compression."""
     linger_ms: int = Field(default=5, ge=0)
-    # How long `auto` waits for a live exchange before falling back to the simulator.
+    """How long a batch waits to fill before it is sent."""
     live_timeout_s: float = Field(default=5.0, gt=0)
-    # The simulator the producer starts itself in simulator mode (or `auto` fallback).
-    # binance-futures: the simulator's perpetual contracts (each symbol as BASE-QUOTE-PERP).
+    """How long `auto` waits for a live exchange before falling back to the simulator."""
     simulator_protocol: Literal["binance", "binance-futures", "kraken", "coinbase"] = "coinbase"
+    """The simulator the producer starts itself in simulator mode (or `auto` fallback).
+    binance-futures: the simulator's perpetual contracts (each symbol as BASE-QUOTE-PERP)."""
     simulator_rate: float = Field(default=50.0, gt=0)
+    """Simulated trades per second, all symbols together."""
     simulator_seed: int = 42
-    # Connect to an already running simulator at this base URL instead of starting one.
+    """The simulator's seed: the same seed gives the same market."""
     simulator_url: str | None = None
+    """Connect to an already running simulator at this base URL instead of starting one."""
     reconnect_min_s: float = Field(default=0.5, gt=0)
-    # Missing trade ids wait this long for a late frame before the REST history is asked.
+    """First wait before a reconnect (exponential backoff, full jitter)."""
     gap_grace_s: float = Field(default=2.0, gt=0)
-    # Attempts per history request (429s, 5xx, network errors) before a gap is unrecoverable.
+    """Missing trade ids wait this long for a late frame before the REST history is asked."""
     recovery_attempts: int = Field(default=6, ge=1)
-    # Seconds between two rounds of checking Gold's closed candles against the exchanges'
-    # klines (gold/kline_checks; needs CRYPTOLAKE_TABLE_ROOT and the S3 settings); 0: off.
+    """Attempts per history request (429s, 5xx, network errors) before a gap is unrecoverable."""
     reconcile_interval_s: float = Field(default=0.0, ge=0)
-    # A minute is checked once it ended this long ago (Gold's lateness, 2 min, plus margin).
+    """Seconds between two rounds of checking Gold's closed candles against the exchanges' klines
+    (gold/kline_checks; needs CRYPTOLAKE_TABLE_ROOT and the S3 settings); 0: off."""
     reconcile_delay_s: float = Field(default=180.0, ge=0)
+    """A minute is checked once it ended this long ago (Gold's lateness, 2 min, plus margin)."""
     reconnect_max_s: float = Field(default=30.0, gt=0)
-    # Coin market snapshots (CoinGecko /coins/markets, or the simulator's) every this many
-    # seconds to crypto.markets.v1; 0: off. The free tier allows 30 calls a minute.
+    """Longest wait before a reconnect."""
     markets_interval_s: float = Field(default=15.0, ge=0)
-    # CoinGecko coin ids ("bitcoin,ethereum"); empty: the top `markets_top` by market cap.
+    """Coin market snapshots (CoinGecko /coins/markets, or the simulator's) every this many
+    seconds to crypto.markets.v1; 0: off. The free tier allows 30 calls a minute."""
     markets_coins: str = ""
+    """CoinGecko coin ids (`bitcoin,ethereum`); empty: the top `markets_top` by market cap."""
     markets_top: int = Field(default=10, ge=1, le=250)
+    """How many coins, by market cap, when no coin ids are given."""
     coingecko_url: str = "https://api.coingecko.com"
-    # A demo or pro key (sent as x-cg-demo-api-key); none is needed for the public API.
+    """CoinGecko's API (another endpoint: a proxy, the pro API)."""
     coingecko_api_key: SecretStr | None = None
-    # Binance API key (no secret: nothing is signed): the futures history by trade id needs
-    # one; without it a futures gap closes only within the newest 1,000 trades.
+    """A demo or pro key (sent as x-cg-demo-api-key); none is needed for the public API."""
     binance_api_key: SecretStr | None = None
+    """Binance API key (no secret: nothing is signed): the futures history by trade id needs one;
+    without it a futures gap closes only within the newest 1,000 trades."""
     flush_timeout_s: float = Field(default=30.0, gt=0)
+    """At shutdown, how long unacknowledged messages may take to be delivered."""
     status_interval_s: float = Field(default=10.0, gt=0)
+    """Period of the one-line status log."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
 
     @field_validator("exchanges", mode="before")
     @classmethod

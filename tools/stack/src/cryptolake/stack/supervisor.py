@@ -31,18 +31,25 @@ class StackSettings(ServiceSettings):
     """Env: CRYPTOLAKE_STATE_DIR, CRYPTOLAKE_KAFKA_PORT, CRYPTOLAKE_SOURCE…"""
 
     state_dir: Path = Path(".local")
+    """Local stack state: broker data, lakehouse/ (tables and checkpoints)."""
     kafka_port: int = Field(default=9092, ge=1, le=65535)
+    """The local broker's port."""
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    """The local broker's KRaft controller port."""
     kafka_heap: str = "512m"
+    """The local broker's JVM heap."""
     source: Literal["auto", "live", "simulator"] = "auto"
-    # The Spark jobs (Bronze/Silver/Gold in one local application); false: broker + producer.
+    """auto, live or simulator (make run SOURCE=…)."""
     run_jobs: bool = True
-    # The query API and dashboard over the tables the jobs write.
+    """The Spark jobs (Bronze/Silver/Gold in one local application); false: broker + producer."""
     run_api: bool = True
+    """The query API and dashboard over the tables the jobs write."""
     api_port: int = Field(default=8000, ge=1, le=65535)
-    # Alert rules (YAML, alerts/README.md): set, the alerts worker runs beside the jobs.
+    """The API and dashboard port."""
     alerts_file: Path | None = None
+    """Alert rules (YAML, alerts/README.md): set, the alerts worker runs beside the jobs."""
     stop_timeout_s: float = Field(default=45.0, gt=0)
+    """At Ctrl-C, how long each service may take to stop before it is killed."""
 
 
 @dataclass

@@ -58,7 +58,7 @@ CRYPTOLAKE_CHECKPOINT_ROOT, CRYPTOLAKE_S3_ENDPOINT/_ACCESS_KEY/_SECRET_KEY, CRYP
 CRYPTOLAKE_{BRONZE,REFINE}_TRIGGER, CRYPTOLAKE_{SILVER,GOLD}_WATERMARK,
 CRYPTOLAKE_GOLD_DERIVED_INTERVAL, CRYPTOLAKE_STARTING_OFFSETS, CRYPTOLAKE_SPARK_MASTER,
 CRYPTOLAKE_METRICS_PORT, CRYPTOLAKE_ADOPT_TOPIC_ID (a recreated topic's id: read it from its
-first offset; the streams refuse a recreated topic until told so) (see README).
+first offset; the streams refuse a recreated topic until told so) (docs/lakehouse.md).
 """
 
 

@@ -877,9 +877,9 @@ class SimulatorServer:
         if config.shutdown_after_s is not None:
             self._tasks.append(asyncio.create_task(self._shutdown_later(config.shutdown_after_s)))
         log.info(
-            "market simulator serving SYNTHETIC trades (not real market data) for %s on %s, %s, %s",
+            "market simulator serving SYNTHETIC trades (not real market data) for %s on %s",
             ", ".join(config.symbols),
-            *(self.url(fmt) for fmt in EXCHANGES),
+            ", ".join(self.url(fmt) for fmt in EXCHANGES),
         )
         return self
 

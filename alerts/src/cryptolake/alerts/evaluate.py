@@ -71,10 +71,13 @@ def _crosses(delta: Decimal, reference: Decimal, rule: AlertRule) -> bool:
     return {Direction.UP: up, Direction.DOWN: down, Direction.BOTH: up or down}[rule.direction]
 
 
-def window_value(rule: AlertRule, bars: Sequence[Bar], end: datetime) -> Decimal | None:
+def window_value(
+    rule: AlertRule, bars: Sequence[Bar], end: datetime, minutes: Sequence[datetime] | None = None
+) -> Decimal | None:
     """The rule's value at window end ``end`` when it fires there, else None. ``bars``: one
     market's bars sorted by minute; the bar of ``end - 1 minute`` must be among them."""
-    minutes = [bar.minute for bar in bars]
+    if minutes is None:  # evaluate() passes them, built once per market
+        minutes = [bar.minute for bar in bars]
     last = bisect_left(minutes, end - MINUTE)
     if last == len(bars) or minutes[last] != end - MINUTE:
         return None
@@ -118,7 +121,8 @@ def evaluate(
     ends) and ends within a cooldown of those or of each other; oldest end first."""
     firings: list[Firing] = []
     for (exchange, symbol), bars in sorted(markets.items()):
-        ends = sorted({bar.minute + MINUTE for bar in bars if bar.minute + MINUTE > ends_after})
+        minutes = [bar.minute for bar in bars]
+        ends = sorted({minute + MINUTE for minute in minutes if minute + MINUTE > ends_after})
         for rule in rules.rules:
             if not rule.watches(exchange, symbol):
                 continue
@@ -127,7 +131,7 @@ def evaluate(
             for end in ends:
                 if _cooling(end, previous, cooldown):
                     continue
-                value = window_value(rule, bars, end)
+                value = window_value(rule, bars, end, minutes)
                 if value is None:
                     continue
                 previous.append(end)

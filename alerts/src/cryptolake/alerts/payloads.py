@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from cryptolake.alerts.evaluate import Firing
@@ -54,17 +57,16 @@ def _facts(firing: Firing) -> list[tuple[str, str]]:
 
 
 def json_body(firing: Firing) -> dict[str, Any]:
-    return {
-        "alert_id": firing.alert_id,
-        "rule": firing.rule,
-        "kind": str(firing.kind),
-        "exchange": firing.exchange,
-        "symbol": firing.symbol,
-        "window_minutes": firing.window_minutes,
-        "window_end": firing.window_end.isoformat(),
-        "value": str(firing.value),
-        "threshold": str(firing.threshold),
-    }
+    """The firing's own fields (and its id), times ISO 8601, decimals as exact strings."""
+    body: dict[str, Any] = {"alert_id": firing.alert_id}
+    for field in fields(firing):
+        value = getattr(firing, field.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Decimal | AlertKind):
+            value = str(value)
+        body[field.name] = value
+    return body
 
 
 def discord_body(firing: Firing) -> dict[str, Any]:

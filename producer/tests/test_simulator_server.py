@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from decimal import Decimal
 from pathlib import Path
@@ -603,3 +604,17 @@ def test_each_adapter_reads_the_simulated_klines_of_the_market(fmt: str) -> None
                 assert {"open", "high", "low", "close", "volume"} <= set(published)
 
     run(scenario())
+
+
+def test_the_start_line_names_every_feed_url(caplog: pytest.LogCaptureFixture) -> None:
+    """It had 4 placeholders for 5 arguments once the futures feed came: a logging error
+    (raised under pytest's and kopf's handlers) instead of the line."""
+
+    async def start() -> list[str]:
+        async with SimulatorServer(SimulatorConfig(symbols=["BTC-USDT"])) as sim:
+            return [sim.url(fmt) for fmt in ("binance", "binance-futures", "kraken", "coinbase")]
+
+    with caplog.at_level(logging.INFO, logger="cryptolake.producer.simulator"):
+        urls = asyncio.run(start())
+    (line,) = [r.getMessage() for r in caplog.records if "SYNTHETIC" in r.getMessage()]
+    assert all(url in line for url in urls) and "BTC-USDT" in line
